@@ -1,0 +1,11 @@
+//! The decision core: frames, identity, presence, zones and campaigns.
+//!
+//! No IO and no clock: every function takes the time as an argument and
+//! returns data. Nothing here imports tokio, rusqlite, reqwest, btleplug or
+//! axum (a test in `tests/architecture.rs` checks that).
+
+pub mod advert;
+pub mod identity;
+pub mod presence;
+pub mod types;
+pub mod zones;

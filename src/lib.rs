@@ -1,0 +1,7 @@
+//! nearcast: recognises opted-in customers in a store by BLE and Wi-Fi and
+//! sends them consented, rate-limited messages.
+//!
+//! Layout (see `ARCHITECTURE.md`):
+//! - [`core`]: sans-IO decisions: frame decoding, identity, presence, campaigns.
+
+pub mod core;

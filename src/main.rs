@@ -1,0 +1,2 @@
+//! The `nearcast` command line.
+fn main() {}

@@ -5,7 +5,9 @@
 //! axum (a test in `tests/architecture.rs` checks that).
 
 pub mod advert;
+pub mod campaign;
 pub mod identity;
+pub mod message;
 pub mod presence;
 pub mod types;
 pub mod zones;

@@ -1,0 +1,865 @@
+//! Campaign decisions: which presence events lead to a message or points,
+//! under opening hours, quiet hours, conditions, cooldowns and caps, and
+//! why every other one did not (the audit trail).
+//!
+//! Pure: [`Engine::decide`] takes the event, the customer, a [`History`]
+//! snapshot and the time, and returns [`Decision`]s. Reading and claiming
+//! cooldowns and caps is the [`Ledger`]'s job (SQLite in `store`, memory in
+//! [`MemoryLedger`] for dry runs).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::civil::Weekday;
+use jiff::tz::TimeZone;
+
+use super::identity::{CustomerInfo, CustomerKey};
+use super::message::{Message, Variant};
+use super::presence::{EventKind, ZoneEvent};
+use super::types::{CampaignId, ChannelName, Timestamp};
+use super::zones::ZoneIdx;
+
+/// A daily time range in the store's local time, minutes since midnight;
+/// `start > end` wraps past midnight (`22:00-07:00`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Start, minutes since midnight (inclusive).
+    pub start: u16,
+    /// End, minutes since midnight (exclusive); 1440 = midnight.
+    pub end: u16,
+}
+
+impl TimeRange {
+    /// Parses `HH:MM-HH:MM` (`24:00` allowed as an end).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<TimeRange> {
+        let (a, b) = s.trim().split_once('-')?;
+        let minutes = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            if h.len() != 2 || m.len() != 2 {
+                return None;
+            }
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
+        };
+        let (start, end) = (minutes(a)?, minutes(b)?);
+        (start != end && start < 1440).then_some(TimeRange { start, end })
+    }
+
+    /// Whether minute-of-day `m` falls in the range.
+    #[must_use]
+    pub fn contains(&self, m: u16) -> bool {
+        if self.start < self.end { (self.start..self.end).contains(&m) } else { m >= self.start || m < self.end }
+    }
+}
+
+impl fmt::Display for TimeRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}-{:02}:{:02}", self.start / 60, self.start % 60, self.end / 60, self.end % 60)
+    }
+}
+
+/// A set of weekdays, bit 0 = Monday.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Days(pub u8);
+
+impl Days {
+    /// Every day.
+    pub const ALL: Days = Days(0x7F);
+
+    /// Whether `d` is in the set.
+    #[must_use]
+    pub fn contains(self, d: Weekday) -> bool {
+        self.0 & (1 << d.to_monday_zero_offset()) != 0
+    }
+
+    /// Adds a day.
+    #[must_use]
+    pub fn with(self, d: Weekday) -> Days {
+        Days(self.0 | (1 << d.to_monday_zero_offset()))
+    }
+}
+
+/// What makes a campaign consider an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Arrived in the store.
+    Arrive,
+    /// Entered the zone.
+    Enter(ZoneIdx),
+    /// Dwelled in the zone for its dwell time.
+    Dwell(ZoneIdx),
+    /// Left the zone.
+    Exit(ZoneIdx),
+    /// Left the store.
+    Leave,
+    /// Arrived for the `n`th time (every `n`th time if `repeat`).
+    VisitCount {
+        /// The visit number.
+        n: u32,
+        /// Every `n`th visit rather than only the `n`th.
+        repeat: bool,
+    },
+}
+
+/// Conditions a campaign's event must meet.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Conditions {
+    /// Local times of day (any of); empty = any time the store is open.
+    pub hours: Vec<TimeRange>,
+    /// Weekdays; `None` = every day.
+    pub days: Option<Days>,
+    /// Customer must be in at least one of these segments (empty = anyone).
+    pub segments: Vec<Arc<str>>,
+    /// Customer must be in none of these.
+    pub exclude_segments: Vec<Arc<str>>,
+    /// Only on the customer's first visit of the (local) day.
+    pub first_visit_of_day: bool,
+    /// Only if the previous visit was at least this many days ago (or never).
+    pub min_days_since_last_visit: Option<u32>,
+}
+
+/// Index of a campaign in [`Engine::campaigns`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CampaignIdx(pub u16);
+
+/// Index of a message in [`Engine::messages`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageIdx(pub u16);
+
+/// A campaign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Campaign {
+    /// Id from `campaigns.toml`.
+    pub id: CampaignId,
+    /// What it reacts to.
+    pub trigger: Trigger,
+    /// What else must hold.
+    pub conditions: Conditions,
+    /// Message to send, if any.
+    pub message: Option<MessageIdx>,
+    /// Loyalty points to award.
+    pub points: u32,
+    /// Not again for the same customer within this long.
+    pub cooldown: Duration,
+}
+
+/// Store-wide rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    /// The store's time zone.
+    pub tz: TimeZone,
+    /// Opening hours per weekday (index 0 = Monday); empty = closed.
+    pub opening: [Vec<TimeRange>; 7],
+    /// No messages in these local times.
+    pub quiet_hours: Vec<TimeRange>,
+    /// Messages per customer per local day, across campaigns.
+    pub max_messages_per_day: Option<u32>,
+    /// Messages per customer per ISO week (Monday start), across campaigns.
+    pub max_messages_per_week: Option<u32>,
+    /// Points per customer per local day, across campaigns.
+    pub max_points_per_day: Option<u32>,
+}
+
+impl Rules {
+    /// Open around the clock, no quiet hours, no caps (tests).
+    #[must_use]
+    pub fn always(tz: TimeZone) -> Rules {
+        let all = vec![TimeRange { start: 0, end: 1440 }];
+        Rules {
+            tz,
+            opening: std::array::from_fn(|_| all.clone()),
+            quiet_hours: Vec::new(),
+            max_messages_per_day: None,
+            max_messages_per_week: None,
+            max_points_per_day: None,
+        }
+    }
+
+    /// Local calendar facts about `at`.
+    #[must_use]
+    pub fn local(&self, at: Timestamp) -> Local {
+        let zoned = jiff::Timestamp::from_millisecond(at.0)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .to_zoned(self.tz.clone());
+        let date = zoned.date();
+        let weekday = date.weekday();
+        let start = |d: jiff::civil::Date| {
+            d.to_zoned(self.tz.clone()).map_or(at, |z| Timestamp(z.timestamp().as_millisecond()))
+        };
+        let monday = date.checked_sub(jiff::Span::new().days(weekday.to_monday_zero_offset())).unwrap_or(date);
+        Local {
+            weekday,
+            minute: u16::try_from(i32::from(zoned.hour()) * 60 + i32::from(zoned.minute())).unwrap_or(0),
+            day_start: start(date),
+            week_start: start(monday),
+            day_number: i64::from(date.since(jiff::civil::date(2000, 1, 1)).map_or(0, |s| s.get_days())),
+        }
+    }
+
+    fn open_at(&self, l: &Local) -> bool {
+        self.opening[usize::try_from(l.weekday.to_monday_zero_offset()).unwrap_or(0)]
+            .iter()
+            .any(|r| r.contains(l.minute))
+    }
+}
+
+/// `Rules::local`'s answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Local {
+    /// Local weekday.
+    pub weekday: Weekday,
+    /// Local minute of the day.
+    pub minute: u16,
+    /// Start of the local day.
+    pub day_start: Timestamp,
+    /// Start of the local ISO week (Monday 00:00).
+    pub week_start: Timestamp,
+    /// Days since 2000-01-01, local calendar.
+    pub day_number: i64,
+}
+
+/// What the ledger knows about a customer, before the event being decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    /// Visits recorded (the current one included once it has been recorded).
+    pub visits: u32,
+    /// Arrival time of the most recent recorded visit.
+    pub last_arrival: Option<Timestamp>,
+    /// Arrival time of the visit before that.
+    pub previous_arrival: Option<Timestamp>,
+    /// When each campaign last acted for this customer.
+    pub last_fired: Vec<(CampaignId, Timestamp)>,
+    /// Messages queued since the start of the local day.
+    pub messages_today: u32,
+    /// Messages queued since the start of the local week.
+    pub messages_week: u32,
+    /// Points awarded since the start of the local day.
+    pub points_today: u32,
+    /// Points balance.
+    pub balance: i64,
+}
+
+impl History {
+    fn last_fired(&self, id: &CampaignId) -> Option<Timestamp> {
+        self.last_fired.iter().find(|(c, _)| c == id).map(|(_, t)| *t)
+    }
+}
+
+/// Why a campaign did not act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// The customer opted out (or was erased) since the snapshot.
+    OptedOut,
+    /// The store is closed.
+    Closed,
+    /// Quiet hours.
+    QuietHours,
+    /// Outside the campaign's hours.
+    OutsideHours,
+    /// Not one of the campaign's days.
+    WrongDay,
+    /// Customer not in the campaign's segments.
+    Segment,
+    /// Not the first visit today.
+    NotFirstVisit,
+    /// The previous visit was too recent.
+    RecentVisit,
+    /// No configured channel the customer consented to.
+    NoChannel,
+    /// The campaign acted for this customer within its cooldown.
+    Cooldown,
+    /// Daily message cap reached.
+    CapDay,
+    /// Weekly message cap reached.
+    CapWeek,
+    /// Daily points cap reached.
+    PointsCap,
+    /// The wall clock is not trustworthy yet.
+    ClockUnsynced,
+}
+
+impl Reason {
+    /// Every reason, for metrics and summaries.
+    pub const ALL: [Reason; 14] = [
+        Reason::OptedOut,
+        Reason::Closed,
+        Reason::QuietHours,
+        Reason::OutsideHours,
+        Reason::WrongDay,
+        Reason::Segment,
+        Reason::NotFirstVisit,
+        Reason::RecentVisit,
+        Reason::NoChannel,
+        Reason::Cooldown,
+        Reason::CapDay,
+        Reason::CapWeek,
+        Reason::PointsCap,
+        Reason::ClockUnsynced,
+    ];
+
+    /// The reason's name in output and the database.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::OptedOut => "opted_out",
+            Reason::Closed => "closed",
+            Reason::QuietHours => "quiet_hours",
+            Reason::OutsideHours => "outside_hours",
+            Reason::WrongDay => "wrong_day",
+            Reason::Segment => "segment",
+            Reason::NotFirstVisit => "not_first_visit",
+            Reason::RecentVisit => "recent_visit",
+            Reason::NoChannel => "no_channel",
+            Reason::Cooldown => "cooldown",
+            Reason::CapDay => "cap_day",
+            Reason::CapWeek => "cap_week",
+            Reason::PointsCap => "points_cap",
+            Reason::ClockUnsynced => "clock_unsynced",
+        }
+    }
+
+    /// Parses a name written by [`Reason::name`].
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.name() == s)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A campaign acting: what to queue and award.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    /// Message to queue.
+    pub message: Option<MessageIdx>,
+    /// The channel it goes to first, and the variant that channel gets.
+    pub channel: Option<(ChannelName, Variant)>,
+    /// Points to award (after the daily cap).
+    pub points: u32,
+    /// The message expires at this time.
+    pub expires_at: Timestamp,
+}
+
+/// A campaign's answer to an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It acts.
+    Act(Action),
+    /// It does not, and why.
+    Suppressed(Reason),
+}
+
+/// One campaign's decision about one event for one customer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// When.
+    pub at: Timestamp,
+    /// Which campaign.
+    pub campaign: CampaignIdx,
+    /// Its id.
+    pub campaign_id: CampaignId,
+    /// The outcome.
+    pub outcome: Outcome,
+}
+
+/// A configured delivery channel, as the decision sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelSpec {
+    /// Name customers' preferences use.
+    pub name: ChannelName,
+    /// The richest variant it carries.
+    pub variant: Variant,
+}
+
+/// The campaign book and the store's rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Engine {
+    /// Campaigns, in priority order.
+    pub campaigns: Vec<Campaign>,
+    /// Messages.
+    pub messages: Vec<Message>,
+    /// Store-wide rules.
+    pub rules: Rules,
+    /// Configured channels.
+    pub channels: Vec<ChannelSpec>,
+}
+
+impl Engine {
+    /// The message at `idx`.
+    #[must_use]
+    pub fn message(&self, idx: MessageIdx) -> &Message {
+        &self.messages[usize::from(idx.0)]
+    }
+
+    /// The campaign at `idx`.
+    #[must_use]
+    pub fn campaign(&self, idx: CampaignIdx) -> &Campaign {
+        &self.campaigns[usize::from(idx.0)]
+    }
+
+    /// Whether any campaign could react to this kind of event (so the shell
+    /// can skip fetching history for events nobody listens to).
+    #[must_use]
+    pub fn listens(&self, kind: &EventKind) -> bool {
+        self.campaigns.iter().any(|c| match c.trigger {
+            Trigger::VisitCount { .. } => *kind == EventKind::Arrived,
+            ref t => matches(t, kind, 0),
+        })
+    }
+
+    /// Decides every campaign triggered by `event` for `customer`, in
+    /// priority order; each acting campaign counts against the caps of the
+    /// next ones.
+    #[must_use]
+    pub fn decide(&self, event: &ZoneEvent, customer: &CustomerInfo, history: &History) -> Vec<Decision> {
+        let now = event.at;
+        let local = self.rules.local(now);
+        // The visit this event belongs to and the one before it.
+        let (visit_number, previous) = if event.kind == EventKind::Arrived {
+            (history.visits + 1, history.last_arrival)
+        } else {
+            (history.visits.max(1), history.previous_arrival)
+        };
+        let mut h = history.clone();
+        let mut out = Vec::new();
+        for (i, c) in self.campaigns.iter().enumerate() {
+            if !matches(&c.trigger, &event.kind, visit_number) {
+                continue;
+            }
+            let campaign = CampaignIdx(u16::try_from(i).unwrap_or(u16::MAX));
+            let outcome = match self.check(c, customer, &h, &local, now, previous) {
+                Err(reason) => Outcome::Suppressed(reason),
+                Ok(action) => {
+                    if action.message.is_some() {
+                        h.messages_today += 1;
+                        h.messages_week += 1;
+                    }
+                    h.points_today += action.points;
+                    h.balance += i64::from(action.points);
+                    h.last_fired.push((c.id.clone(), now));
+                    Outcome::Act(action)
+                }
+            };
+            out.push(Decision { at: now, campaign, campaign_id: c.id.clone(), outcome });
+        }
+        out
+    }
+
+    fn check(
+        &self,
+        c: &Campaign,
+        customer: &CustomerInfo,
+        h: &History,
+        local: &Local,
+        now: Timestamp,
+        previous: Option<Timestamp>,
+    ) -> Result<Action, Reason> {
+        let rules = &self.rules;
+        let cond = &c.conditions;
+        if !rules.open_at(local) {
+            return Err(Reason::Closed);
+        }
+        if c.message.is_some() && rules.quiet_hours.iter().any(|r| r.contains(local.minute)) {
+            return Err(Reason::QuietHours);
+        }
+        if !cond.hours.is_empty() && !cond.hours.iter().any(|r| r.contains(local.minute)) {
+            return Err(Reason::OutsideHours);
+        }
+        if cond.days.is_some_and(|d| !d.contains(local.weekday)) {
+            return Err(Reason::WrongDay);
+        }
+        let in_segment = |s: &Arc<str>| customer.segments.contains(s);
+        if (!cond.segments.is_empty() && !cond.segments.iter().any(in_segment))
+            || cond.exclude_segments.iter().any(in_segment)
+        {
+            return Err(Reason::Segment);
+        }
+        let previous_day = previous.map(|p| rules.local(p).day_number);
+        if cond.first_visit_of_day && previous_day == Some(local.day_number) {
+            return Err(Reason::NotFirstVisit);
+        }
+        if let (Some(min), Some(day)) = (cond.min_days_since_last_visit, previous_day)
+            && local.day_number - day < i64::from(min)
+        {
+            return Err(Reason::RecentVisit);
+        }
+        let channel = match c.message {
+            None => None,
+            Some(m) => Some(self.channel_for(customer, self.message(m)).ok_or(Reason::NoChannel)?),
+        };
+        if let Some(last) = h.last_fired(&c.id)
+            && now < last.saturating_add(c.cooldown)
+        {
+            return Err(Reason::Cooldown);
+        }
+        if c.message.is_some() {
+            if rules.max_messages_per_day.is_some_and(|max| h.messages_today >= max) {
+                return Err(Reason::CapDay);
+            }
+            if rules.max_messages_per_week.is_some_and(|max| h.messages_week >= max) {
+                return Err(Reason::CapWeek);
+            }
+        }
+        let points = match rules.max_points_per_day {
+            Some(max) => c.points.min(max.saturating_sub(h.points_today)),
+            None => c.points,
+        };
+        if c.points > 0 && points == 0 {
+            return Err(Reason::PointsCap);
+        }
+        let ttl = c.message.map_or(Duration::ZERO, |m| self.message(m).ttl);
+        Ok(Action { message: c.message, channel, points, expires_at: now.saturating_add(ttl) })
+    }
+
+    /// The customer's first consented channel that is configured, with the
+    /// richest variant of `message` it can carry.
+    #[must_use]
+    pub fn channel_for(&self, customer: &CustomerInfo, message: &Message) -> Option<(ChannelName, Variant)> {
+        customer.channels.iter().find_map(|name| {
+            self.channels.iter().find(|c| &c.name == name).map(|c| (c.name.clone(), message.best_for(c.variant)))
+        })
+    }
+}
+
+fn matches(trigger: &Trigger, kind: &EventKind, visit_number: u32) -> bool {
+    match (trigger, kind) {
+        (Trigger::Arrive, EventKind::Arrived) | (Trigger::Leave, EventKind::Left) => true,
+        (Trigger::Enter(z), EventKind::Entered(e)) | (Trigger::Exit(z), EventKind::Exited(e)) => z == e,
+        (Trigger::Dwell(z), EventKind::Dwelled(e, _)) => z == e,
+        (Trigger::VisitCount { n, repeat }, EventKind::Arrived) => {
+            *n > 0 && (visit_number == *n || (*repeat && visit_number % *n == 0))
+        }
+        _ => false,
+    }
+}
+
+/// The decision-side view of the database: history snapshots in, decisions
+/// out. Implementations commit each event's decisions atomically.
+pub trait Ledger {
+    /// The implementation's error.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// What is known about `customer` at `local` (day and week bounds).
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn history(&mut self, customer: &CustomerInfo, local: &Local) -> Result<History, Self::Error>;
+
+    /// Records `event` (a visit on `arrived`/`left`) and its decisions in
+    /// one transaction. An `Act` whose cooldown or cap was taken meanwhile
+    /// (another decider, a retry) comes back as `Suppressed`; a customer who
+    /// opted out meanwhile gets `Suppressed(OptedOut)`. Returns the final
+    /// decisions and, for each queued message, its outbox id.
+    ///
+    /// # Errors
+    /// Storage failures; then nothing was written.
+    fn commit(
+        &mut self,
+        event: &ZoneEvent,
+        customer: &CustomerInfo,
+        local: &Local,
+        engine: &Engine,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<Committed>, Self::Error>;
+}
+
+/// A decision after commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The decision as it stands.
+    pub decision: Decision,
+    /// The outbox row, if a message was queued.
+    pub outbox_id: Option<i64>,
+    /// Balance after the decision.
+    pub balance: i64,
+}
+
+/// An in-memory ledger: `replay --dry-run`, benchmarks and tests.
+#[derive(Default, Debug)]
+pub struct MemoryLedger {
+    customers: HashMap<CustomerKey, MemoryHistory>,
+    next_outbox: i64,
+}
+
+#[derive(Default, Debug)]
+struct MemoryHistory {
+    arrivals: Vec<Timestamp>,
+    fired: Vec<(CampaignId, Timestamp)>,
+    messages: Vec<Timestamp>,
+    points: Vec<(Timestamp, u32)>,
+    balance: i64,
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    #[must_use]
+    pub fn new() -> MemoryLedger {
+        MemoryLedger::default()
+    }
+}
+
+impl Ledger for MemoryLedger {
+    type Error = std::convert::Infallible;
+
+    fn history(&mut self, customer: &CustomerInfo, local: &Local) -> Result<History, Self::Error> {
+        let Some(m) = self.customers.get(&customer.key) else { return Ok(History::default()) };
+        let n = m.arrivals.len();
+        let since = |from: Timestamp| m.messages.iter().filter(|t| **t >= from).count();
+        Ok(History {
+            visits: u32::try_from(n).unwrap_or(u32::MAX),
+            last_arrival: m.arrivals.last().copied(),
+            previous_arrival: n.checked_sub(2).map(|i| m.arrivals[i]),
+            last_fired: m.fired.clone(),
+            messages_today: u32::try_from(since(local.day_start)).unwrap_or(u32::MAX),
+            messages_week: u32::try_from(since(local.week_start)).unwrap_or(u32::MAX),
+            points_today: m.points.iter().filter(|(t, _)| *t >= local.day_start).map(|(_, p)| p).sum(),
+            balance: m.balance,
+        })
+    }
+
+    fn commit(
+        &mut self,
+        event: &ZoneEvent,
+        customer: &CustomerInfo,
+        local: &Local,
+        _engine: &Engine,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<Committed>, Self::Error> {
+        let m = self.customers.entry(customer.key).or_default();
+        if event.kind == EventKind::Arrived {
+            m.arrivals.push(event.at);
+        }
+        // Keep memory flat over a long dry run: only what the rules can see.
+        let horizon = local.week_start.min(local.day_start);
+        m.messages.retain(|t| *t >= horizon);
+        m.points.retain(|(t, _)| *t >= horizon);
+        if m.arrivals.len() > 2 {
+            m.arrivals.drain(..m.arrivals.len() - 2);
+        }
+        let mut out = Vec::with_capacity(decisions.len());
+        for d in decisions {
+            let mut outbox_id = None;
+            if let Outcome::Act(a) = &d.outcome {
+                match m.fired.iter_mut().find(|(c, _)| *c == d.campaign_id) {
+                    Some(f) => f.1 = d.at,
+                    None => m.fired.push((d.campaign_id.clone(), d.at)),
+                }
+                if a.message.is_some() {
+                    m.messages.push(d.at);
+                    self.next_outbox += 1;
+                    outbox_id = Some(self.next_outbox);
+                }
+                if a.points > 0 {
+                    m.points.push((d.at, a.points));
+                    m.balance += i64::from(a.points);
+                }
+            }
+            out.push(Committed { decision: d, outbox_id, balance: m.balance });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::message::Message;
+
+    fn tz() -> TimeZone {
+        TimeZone::get("Europe/Berlin").unwrap()
+    }
+
+    /// Local Berlin time on Friday 2026-11-20.
+    fn at(hm: &str) -> Timestamp {
+        let z = jiff::civil::date(2026, 11, 20)
+            .at(hm[..2].parse().unwrap(), hm[3..].parse().unwrap(), 0, 0)
+            .to_zoned(tz())
+            .unwrap();
+        Timestamp(z.timestamp().as_millisecond())
+    }
+
+    fn customer(segments: &[&str], channels: &[&str]) -> CustomerInfo {
+        CustomerInfo {
+            key: CustomerKey(1),
+            id: "c1".into(),
+            segments: segments.iter().map(|s| Arc::from(*s)).collect(),
+            channels: channels.iter().map(|c| ChannelName::from(*c)).collect(),
+        }
+    }
+
+    fn engine() -> Engine {
+        let mut rules = Rules::always(tz());
+        rules.opening = std::array::from_fn(|i| if i == 6 { vec![] } else { vec![TimeRange::parse("09:00-20:00").unwrap()] });
+        rules.quiet_hours = vec![TimeRange::parse("19:30-09:00").unwrap()];
+        rules.max_messages_per_day = Some(2);
+        rules.max_points_per_day = Some(50);
+        Engine {
+            campaigns: vec![
+                Campaign {
+                    id: "welcome".into(),
+                    trigger: Trigger::Arrive,
+                    conditions: Conditions::default(),
+                    message: Some(MessageIdx(0)),
+                    points: 10,
+                    cooldown: Duration::from_secs(24 * 3600),
+                },
+                Campaign {
+                    id: "coffee".into(),
+                    trigger: Trigger::Enter(ZoneIdx(1)),
+                    conditions: Conditions { segments: vec!["gold".into()], ..Conditions::default() },
+                    message: Some(MessageIdx(0)),
+                    points: 0,
+                    cooldown: Duration::from_secs(3600),
+                },
+                Campaign {
+                    id: "fifth".into(),
+                    trigger: Trigger::VisitCount { n: 5, repeat: true },
+                    conditions: Conditions::default(),
+                    message: None,
+                    points: 45,
+                    cooldown: Duration::ZERO,
+                },
+            ],
+            messages: vec![Message {
+                id: "hello".into(),
+                ttl: Duration::from_secs(300),
+                plain: "Hi".into(),
+                max_segments: 1,
+                medium: None,
+                rich: None,
+            }],
+            rules,
+            channels: vec![
+                ChannelSpec { name: "whatsapp".into(), variant: Variant::Rich },
+                ChannelSpec { name: "sms".into(), variant: Variant::Plain },
+            ],
+        }
+    }
+
+    fn ev(t: Timestamp, kind: EventKind) -> ZoneEvent {
+        ZoneEvent { at: t, customer: CustomerKey(1), kind }
+    }
+
+    fn outcomes(d: &[Decision]) -> Vec<(String, String)> {
+        d.iter()
+            .map(|d| {
+                let o = match &d.outcome {
+                    Outcome::Act(a) => format!("act {}", a.channel.as_ref().map_or("-", |c| c.0.as_str())),
+                    Outcome::Suppressed(r) => r.name().to_owned(),
+                };
+                (d.campaign_id.to_string(), o)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn welcome_goes_to_the_first_configured_channel() {
+        let e = engine();
+        let d = e.decide(&ev(at("10:00"), EventKind::Arrived), &customer(&[], &["viber", "sms"]), &History::default());
+        assert_eq!(outcomes(&d), [("welcome".into(), "act sms".into())]);
+        let Outcome::Act(a) = &d[0].outcome else { panic!() };
+        assert_eq!(a.points, 10);
+        assert_eq!(a.expires_at, at("10:05"));
+    }
+
+    #[test]
+    fn every_suppression_has_its_reason() {
+        let e = engine();
+        let c = customer(&[], &["sms"]);
+        let arrive = |t| e.decide(&ev(t, EventKind::Arrived), &c, &History::default());
+        assert_eq!(outcomes(&arrive(at("08:00")))[0].1, "closed");
+        assert_eq!(outcomes(&arrive(at("19:45")))[0].1, "quiet_hours");
+        let none = e.decide(&ev(at("10:00"), EventKind::Arrived), &customer(&[], &["viber"]), &History::default());
+        assert_eq!(outcomes(&none)[0].1, "no_channel");
+        let recent = History { last_fired: vec![("welcome".into(), at("09:30"))], ..History::default() };
+        assert_eq!(outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &recent))[0].1, "cooldown");
+        let capped = History { messages_today: 2, ..History::default() };
+        assert_eq!(outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &capped))[0].1, "cap_day");
+        let points = History { points_today: 50, ..History::default() };
+        assert_eq!(outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &points))[0].1, "points_cap");
+        let not_gold = e.decide(&ev(at("10:00"), EventKind::Entered(ZoneIdx(1))), &c, &History::default());
+        assert_eq!(outcomes(&not_gold), [("coffee".into(), "segment".into())]);
+        // A Sunday: closed.
+        let sunday = Timestamp(at("10:00").0 + 2 * 86_400_000);
+        assert_eq!(outcomes(&arrive(sunday))[0].1, "closed");
+    }
+
+    #[test]
+    fn caps_count_earlier_campaigns_of_the_same_event() {
+        let e = engine();
+        let c = customer(&["gold"], &["sms"]);
+        // Fifth visit: welcome (10 points) then the 45-point bonus, clipped to 40 by the daily cap.
+        let h = History { visits: 4, ..History::default() };
+        let d = e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &h);
+        assert_eq!(outcomes(&d), [("welcome".into(), "act sms".into()), ("fifth".into(), "act -".into())]);
+        let Outcome::Act(a) = &d[1].outcome else { panic!() };
+        assert_eq!(a.points, 40);
+        // One message already today: welcome takes the second, the gold coffee offer hits the cap.
+        let h = History { messages_today: 1, ..History::default() };
+        let d = e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &h);
+        assert_eq!(outcomes(&d), [("welcome".into(), "act sms".into())]);
+        let h = History { messages_today: 2, visits: 1, ..History::default() };
+        let d = e.decide(&ev(at("10:00"), EventKind::Entered(ZoneIdx(1))), &c, &h);
+        assert_eq!(outcomes(&d), [("coffee".into(), "cap_day".into())]);
+    }
+
+    #[test]
+    fn first_visit_of_day_and_days_since_last_visit() {
+        let mut e = engine();
+        e.campaigns[0].conditions.first_visit_of_day = true;
+        e.campaigns[0].conditions.min_days_since_last_visit = Some(30);
+        let c = customer(&[], &["sms"]);
+        let h = |last: Timestamp| History { visits: 1, last_arrival: Some(last), ..History::default() };
+        let arrive = |h: &History| outcomes(&e.decide(&ev(at("15:00"), EventKind::Arrived), &c, h))[0].1.clone();
+        assert_eq!(arrive(&h(at("09:30"))), "not_first_visit");
+        assert_eq!(arrive(&h(Timestamp(at("15:00").0 - 29 * 86_400_000))), "recent_visit");
+        assert_eq!(arrive(&h(Timestamp(at("15:00").0 - 30 * 86_400_000))), "act sms");
+        assert_eq!(arrive(&History::default()), "act sms");
+    }
+
+    #[test]
+    fn local_calendar_in_the_store_time_zone() {
+        let r = Rules::always(tz());
+        let l = r.local(at("00:30"));
+        assert_eq!((l.weekday, l.minute), (Weekday::Friday, 30));
+        assert_eq!(l.day_start, at("00:00"));
+        assert_eq!(l.week_start.0, at("00:00").0 - 4 * 86_400_000);
+        // 23:30 UTC on Thursday is already Friday in Berlin.
+        assert_eq!(r.local(Timestamp(at("00:30").0)).day_number, r.local(at("23:59")).day_number);
+    }
+
+    #[test]
+    fn time_ranges_parse_and_wrap() {
+        let r = TimeRange::parse("22:00-07:00").unwrap();
+        assert!(r.contains(23 * 60) && r.contains(60) && !r.contains(12 * 60));
+        assert_eq!(TimeRange::parse("09:00-24:00"), Some(TimeRange { start: 540, end: 1440 }));
+        for bad in ["9:00-10:00", "09:00", "25:00-26:00", "09:60-10:00", "10:00-10:00"] {
+            assert_eq!(TimeRange::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn memory_ledger_remembers_cooldowns_and_points() {
+        let e = engine();
+        let c = customer(&[], &["sms"]);
+        let mut l = MemoryLedger::new();
+        let local = e.rules.local(at("10:00"));
+        let event = ev(at("10:00"), EventKind::Arrived);
+        let h = l.history(&c, &local).unwrap();
+        let d = e.decide(&event, &c, &h);
+        let done = l.commit(&event, &c, &local, &e, d).unwrap();
+        assert_eq!(done[0].outbox_id, Some(1));
+        assert_eq!(done[0].balance, 10);
+        let event = ev(at("12:00"), EventKind::Arrived);
+        let h = l.history(&c, &e.rules.local(event.at)).unwrap();
+        assert_eq!((h.visits, h.messages_today, h.points_today), (1, 1, 10));
+        assert_eq!(outcomes(&e.decide(&event, &c, &h))[0].1, "cooldown");
+    }
+}

@@ -3,5 +3,7 @@
 //!
 //! Layout (see `ARCHITECTURE.md`):
 //! - [`core`]: sans-IO decisions: frame decoding, identity, presence, campaigns.
+//! - [`config`]: the three TOML files, validated into core types.
 
+pub mod config;
 pub mod core;

@@ -51,13 +51,24 @@ impl TimeRange {
     /// Whether minute-of-day `m` falls in the range.
     #[must_use]
     pub fn contains(&self, m: u16) -> bool {
-        if self.start < self.end { (self.start..self.end).contains(&m) } else { m >= self.start || m < self.end }
+        if self.start < self.end {
+            (self.start..self.end).contains(&m)
+        } else {
+            m >= self.start || m < self.end
+        }
     }
 }
 
 impl fmt::Display for TimeRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02}:{:02}-{:02}:{:02}", self.start / 60, self.start % 60, self.end / 60, self.end % 60)
+        write!(
+            f,
+            "{:02}:{:02}-{:02}:{:02}",
+            self.start / 60,
+            self.start % 60,
+            self.end / 60,
+            self.end % 60
+        )
     }
 }
 
@@ -167,7 +178,10 @@ impl Rules {
     /// Open around the clock, no quiet hours, no caps (tests).
     #[must_use]
     pub fn always(tz: TimeZone) -> Rules {
-        let all = vec![TimeRange { start: 0, end: 1440 }];
+        let all = vec![TimeRange {
+            start: 0,
+            end: 1440,
+        }];
         Rules {
             tz,
             opening: std::array::from_fn(|_| all.clone()),
@@ -187,15 +201,22 @@ impl Rules {
         let date = zoned.date();
         let weekday = date.weekday();
         let start = |d: jiff::civil::Date| {
-            d.to_zoned(self.tz.clone()).map_or(at, |z| Timestamp(z.timestamp().as_millisecond()))
+            d.to_zoned(self.tz.clone())
+                .map_or(at, |z| Timestamp(z.timestamp().as_millisecond()))
         };
-        let monday = date.checked_sub(jiff::Span::new().days(weekday.to_monday_zero_offset())).unwrap_or(date);
+        let monday = date
+            .checked_sub(jiff::Span::new().days(weekday.to_monday_zero_offset()))
+            .unwrap_or(date);
         Local {
             weekday,
-            minute: u16::try_from(i32::from(zoned.hour()) * 60 + i32::from(zoned.minute())).unwrap_or(0),
+            minute: u16::try_from(i32::from(zoned.hour()) * 60 + i32::from(zoned.minute()))
+                .unwrap_or(0),
             day_start: start(date),
             week_start: start(monday),
-            day_number: i64::from(date.since(jiff::civil::date(2000, 1, 1)).map_or(0, |s| s.get_days())),
+            day_number: i64::from(
+                date.since(jiff::civil::date(2000, 1, 1))
+                    .map_or(0, |s| s.get_days()),
+            ),
         }
     }
 
@@ -244,7 +265,10 @@ pub struct History {
 
 impl History {
     fn last_fired(&self, id: &CampaignId) -> Option<Timestamp> {
-        self.last_fired.iter().find(|(c, _)| c == id).map(|(_, t)| *t)
+        self.last_fired
+            .iter()
+            .find(|(c, _)| c == id)
+            .map(|(_, t)| *t)
     }
 }
 
@@ -418,7 +442,12 @@ impl Engine {
     /// priority order; each acting campaign counts against the caps of the
     /// next ones.
     #[must_use]
-    pub fn decide(&self, event: &ZoneEvent, customer: &CustomerInfo, history: &History) -> Vec<Decision> {
+    pub fn decide(
+        &self,
+        event: &ZoneEvent,
+        customer: &CustomerInfo,
+        history: &History,
+    ) -> Vec<Decision> {
         let now = event.at;
         let local = self.rules.local(now);
         // The visit this event belongs to and the one before it.
@@ -447,7 +476,12 @@ impl Engine {
                     Outcome::Act(action)
                 }
             };
-            out.push(Decision { at: now, campaign, campaign_id: c.id.clone(), outcome });
+            out.push(Decision {
+                at: now,
+                campaign,
+                campaign_id: c.id.clone(),
+                outcome,
+            });
         }
         out
     }
@@ -492,7 +526,10 @@ impl Engine {
         }
         let channel = match c.message {
             None => None,
-            Some(m) => Some(self.channel_for(customer, self.message(m)).ok_or(Reason::NoChannel)?),
+            Some(m) => Some(
+                self.channel_for(customer, self.message(m))
+                    .ok_or(Reason::NoChannel)?,
+            ),
         };
         if let Some(last) = h.last_fired(&c.id)
             && now < last.saturating_add(c.cooldown)
@@ -500,10 +537,16 @@ impl Engine {
             return Err(Reason::Cooldown);
         }
         if c.message.is_some() {
-            if rules.max_messages_per_day.is_some_and(|max| h.messages_today >= max) {
+            if rules
+                .max_messages_per_day
+                .is_some_and(|max| h.messages_today >= max)
+            {
                 return Err(Reason::CapDay);
             }
-            if rules.max_messages_per_week.is_some_and(|max| h.messages_week >= max) {
+            if rules
+                .max_messages_per_week
+                .is_some_and(|max| h.messages_week >= max)
+            {
                 return Err(Reason::CapWeek);
             }
         }
@@ -515,15 +558,27 @@ impl Engine {
             return Err(Reason::PointsCap);
         }
         let ttl = c.message.map_or(Duration::ZERO, |m| self.message(m).ttl);
-        Ok(Action { message: c.message, channel, points, expires_at: now.saturating_add(ttl) })
+        Ok(Action {
+            message: c.message,
+            channel,
+            points,
+            expires_at: now.saturating_add(ttl),
+        })
     }
 
     /// The customer's first consented channel that is configured, with the
     /// richest variant of `message` it can carry.
     #[must_use]
-    pub fn channel_for(&self, customer: &CustomerInfo, message: &Message) -> Option<(ChannelName, Variant)> {
+    pub fn channel_for(
+        &self,
+        customer: &CustomerInfo,
+        message: &Message,
+    ) -> Option<(ChannelName, Variant)> {
         customer.channels.iter().find_map(|name| {
-            self.channels.iter().find(|c| &c.name == name).map(|c| (c.name.clone(), message.best_for(c.variant)))
+            self.channels
+                .iter()
+                .find(|c| &c.name == name)
+                .map(|c| (c.name.clone(), message.best_for(c.variant)))
         })
     }
 }
@@ -531,7 +586,9 @@ impl Engine {
 fn matches(trigger: &Trigger, kind: &EventKind, visit_number: u32) -> bool {
     match (trigger, kind) {
         (Trigger::Arrive, EventKind::Arrived) | (Trigger::Leave, EventKind::Left) => true,
-        (Trigger::Enter(z), EventKind::Entered(e)) | (Trigger::Exit(z), EventKind::Exited(e)) => z == e,
+        (Trigger::Enter(z), EventKind::Entered(e)) | (Trigger::Exit(z), EventKind::Exited(e)) => {
+            z == e
+        }
         (Trigger::Dwell(z), EventKind::Dwelled(e, _)) => z == e,
         (Trigger::VisitCount { n, repeat }, EventKind::Arrived) => {
             *n > 0 && (visit_number == *n || (*repeat && visit_number % *n == 0))
@@ -609,7 +666,9 @@ impl Ledger for MemoryLedger {
     type Error = std::convert::Infallible;
 
     fn history(&mut self, customer: &CustomerInfo, local: &Local) -> Result<History, Self::Error> {
-        let Some(m) = self.customers.get(&customer.key) else { return Ok(History::default()) };
+        let Some(m) = self.customers.get(&customer.key) else {
+            return Ok(History::default());
+        };
         let n = m.arrivals.len();
         let since = |from: Timestamp| m.messages.iter().filter(|t| **t >= from).count();
         Ok(History {
@@ -619,7 +678,12 @@ impl Ledger for MemoryLedger {
             last_fired: m.fired.clone(),
             messages_today: u32::try_from(since(local.day_start)).unwrap_or(u32::MAX),
             messages_week: u32::try_from(since(local.week_start)).unwrap_or(u32::MAX),
-            points_today: m.points.iter().filter(|(t, _)| *t >= local.day_start).map(|(_, p)| p).sum(),
+            points_today: m
+                .points
+                .iter()
+                .filter(|(t, _)| *t >= local.day_start)
+                .map(|(_, p)| p)
+                .sum(),
             balance: m.balance,
         })
     }
@@ -661,7 +725,11 @@ impl Ledger for MemoryLedger {
                     m.balance += i64::from(a.points);
                 }
             }
-            out.push(Committed { decision: d, outbox_id, balance: m.balance });
+            out.push(Committed {
+                decision: d,
+                outbox_id,
+                balance: m.balance,
+            });
         }
         Ok(out)
     }
@@ -696,7 +764,13 @@ mod tests {
 
     fn engine() -> Engine {
         let mut rules = Rules::always(tz());
-        rules.opening = std::array::from_fn(|i| if i == 6 { vec![] } else { vec![TimeRange::parse("09:00-20:00").unwrap()] });
+        rules.opening = std::array::from_fn(|i| {
+            if i == 6 {
+                vec![]
+            } else {
+                vec![TimeRange::parse("09:00-20:00").unwrap()]
+            }
+        });
         rules.quiet_hours = vec![TimeRange::parse("19:30-09:00").unwrap()];
         rules.max_messages_per_day = Some(2);
         rules.max_points_per_day = Some(50);
@@ -713,7 +787,10 @@ mod tests {
                 Campaign {
                     id: "coffee".into(),
                     trigger: Trigger::Enter(ZoneIdx(1)),
-                    conditions: Conditions { segments: vec!["gold".into()], ..Conditions::default() },
+                    conditions: Conditions {
+                        segments: vec!["gold".into()],
+                        ..Conditions::default()
+                    },
                     message: Some(MessageIdx(0)),
                     points: 0,
                     cooldown: Duration::from_secs(3600),
@@ -737,21 +814,33 @@ mod tests {
             }],
             rules,
             channels: vec![
-                ChannelSpec { name: "whatsapp".into(), variant: Variant::Rich },
-                ChannelSpec { name: "sms".into(), variant: Variant::Plain },
+                ChannelSpec {
+                    name: "whatsapp".into(),
+                    variant: Variant::Rich,
+                },
+                ChannelSpec {
+                    name: "sms".into(),
+                    variant: Variant::Plain,
+                },
             ],
         }
     }
 
     fn ev(t: Timestamp, kind: EventKind) -> ZoneEvent {
-        ZoneEvent { at: t, customer: CustomerKey(1), kind }
+        ZoneEvent {
+            at: t,
+            customer: CustomerKey(1),
+            kind,
+        }
     }
 
     fn outcomes(d: &[Decision]) -> Vec<(String, String)> {
         d.iter()
             .map(|d| {
                 let o = match &d.outcome {
-                    Outcome::Act(a) => format!("act {}", a.channel.as_ref().map_or("-", |c| c.0.as_str())),
+                    Outcome::Act(a) => {
+                        format!("act {}", a.channel.as_ref().map_or("-", |c| c.0.as_str()))
+                    }
                     Outcome::Suppressed(r) => r.name().to_owned(),
                 };
                 (d.campaign_id.to_string(), o)
@@ -762,9 +851,15 @@ mod tests {
     #[test]
     fn welcome_goes_to_the_first_configured_channel() {
         let e = engine();
-        let d = e.decide(&ev(at("10:00"), EventKind::Arrived), &customer(&[], &["viber", "sms"]), &History::default());
+        let d = e.decide(
+            &ev(at("10:00"), EventKind::Arrived),
+            &customer(&[], &["viber", "sms"]),
+            &History::default(),
+        );
         assert_eq!(outcomes(&d), [("welcome".into(), "act sms".into())]);
-        let Outcome::Act(a) = &d[0].outcome else { panic!() };
+        let Outcome::Act(a) = &d[0].outcome else {
+            panic!()
+        };
         assert_eq!(a.points, 10);
         assert_eq!(a.expires_at, at("10:05"));
     }
@@ -776,15 +871,41 @@ mod tests {
         let arrive = |t| e.decide(&ev(t, EventKind::Arrived), &c, &History::default());
         assert_eq!(outcomes(&arrive(at("08:00")))[0].1, "closed");
         assert_eq!(outcomes(&arrive(at("19:45")))[0].1, "quiet_hours");
-        let none = e.decide(&ev(at("10:00"), EventKind::Arrived), &customer(&[], &["viber"]), &History::default());
+        let none = e.decide(
+            &ev(at("10:00"), EventKind::Arrived),
+            &customer(&[], &["viber"]),
+            &History::default(),
+        );
         assert_eq!(outcomes(&none)[0].1, "no_channel");
-        let recent = History { last_fired: vec![("welcome".into(), at("09:30"))], ..History::default() };
-        assert_eq!(outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &recent))[0].1, "cooldown");
-        let capped = History { messages_today: 2, ..History::default() };
-        assert_eq!(outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &capped))[0].1, "cap_day");
-        let points = History { points_today: 50, ..History::default() };
-        assert_eq!(outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &points))[0].1, "points_cap");
-        let not_gold = e.decide(&ev(at("10:00"), EventKind::Entered(ZoneIdx(1))), &c, &History::default());
+        let recent = History {
+            last_fired: vec![("welcome".into(), at("09:30"))],
+            ..History::default()
+        };
+        assert_eq!(
+            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &recent))[0].1,
+            "cooldown"
+        );
+        let capped = History {
+            messages_today: 2,
+            ..History::default()
+        };
+        assert_eq!(
+            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &capped))[0].1,
+            "cap_day"
+        );
+        let points = History {
+            points_today: 50,
+            ..History::default()
+        };
+        assert_eq!(
+            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &points))[0].1,
+            "points_cap"
+        );
+        let not_gold = e.decide(
+            &ev(at("10:00"), EventKind::Entered(ZoneIdx(1))),
+            &c,
+            &History::default(),
+        );
         assert_eq!(outcomes(&not_gold), [("coffee".into(), "segment".into())]);
         // A Sunday: closed.
         let sunday = Timestamp(at("10:00").0 + 2 * 86_400_000);
@@ -796,16 +917,34 @@ mod tests {
         let e = engine();
         let c = customer(&["gold"], &["sms"]);
         // Fifth visit: welcome (10 points) then the 45-point bonus, clipped to 40 by the daily cap.
-        let h = History { visits: 4, ..History::default() };
+        let h = History {
+            visits: 4,
+            ..History::default()
+        };
         let d = e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &h);
-        assert_eq!(outcomes(&d), [("welcome".into(), "act sms".into()), ("fifth".into(), "act -".into())]);
-        let Outcome::Act(a) = &d[1].outcome else { panic!() };
+        assert_eq!(
+            outcomes(&d),
+            [
+                ("welcome".into(), "act sms".into()),
+                ("fifth".into(), "act -".into())
+            ]
+        );
+        let Outcome::Act(a) = &d[1].outcome else {
+            panic!()
+        };
         assert_eq!(a.points, 40);
         // One message already today: welcome takes the second, the gold coffee offer hits the cap.
-        let h = History { messages_today: 1, ..History::default() };
+        let h = History {
+            messages_today: 1,
+            ..History::default()
+        };
         let d = e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &h);
         assert_eq!(outcomes(&d), [("welcome".into(), "act sms".into())]);
-        let h = History { messages_today: 2, visits: 1, ..History::default() };
+        let h = History {
+            messages_today: 2,
+            visits: 1,
+            ..History::default()
+        };
         let d = e.decide(&ev(at("10:00"), EventKind::Entered(ZoneIdx(1))), &c, &h);
         assert_eq!(outcomes(&d), [("coffee".into(), "cap_day".into())]);
     }
@@ -816,11 +955,25 @@ mod tests {
         e.campaigns[0].conditions.first_visit_of_day = true;
         e.campaigns[0].conditions.min_days_since_last_visit = Some(30);
         let c = customer(&[], &["sms"]);
-        let h = |last: Timestamp| History { visits: 1, last_arrival: Some(last), ..History::default() };
-        let arrive = |h: &History| outcomes(&e.decide(&ev(at("15:00"), EventKind::Arrived), &c, h))[0].1.clone();
+        let h = |last: Timestamp| History {
+            visits: 1,
+            last_arrival: Some(last),
+            ..History::default()
+        };
+        let arrive = |h: &History| {
+            outcomes(&e.decide(&ev(at("15:00"), EventKind::Arrived), &c, h))[0]
+                .1
+                .clone()
+        };
         assert_eq!(arrive(&h(at("09:30"))), "not_first_visit");
-        assert_eq!(arrive(&h(Timestamp(at("15:00").0 - 29 * 86_400_000))), "recent_visit");
-        assert_eq!(arrive(&h(Timestamp(at("15:00").0 - 30 * 86_400_000))), "act sms");
+        assert_eq!(
+            arrive(&h(Timestamp(at("15:00").0 - 29 * 86_400_000))),
+            "recent_visit"
+        );
+        assert_eq!(
+            arrive(&h(Timestamp(at("15:00").0 - 30 * 86_400_000))),
+            "act sms"
+        );
         assert_eq!(arrive(&History::default()), "act sms");
     }
 
@@ -832,15 +985,30 @@ mod tests {
         assert_eq!(l.day_start, at("00:00"));
         assert_eq!(l.week_start.0, at("00:00").0 - 4 * 86_400_000);
         // 23:30 UTC on Thursday is already Friday in Berlin.
-        assert_eq!(r.local(Timestamp(at("00:30").0)).day_number, r.local(at("23:59")).day_number);
+        assert_eq!(
+            r.local(Timestamp(at("00:30").0)).day_number,
+            r.local(at("23:59")).day_number
+        );
     }
 
     #[test]
     fn time_ranges_parse_and_wrap() {
         let r = TimeRange::parse("22:00-07:00").unwrap();
         assert!(r.contains(23 * 60) && r.contains(60) && !r.contains(12 * 60));
-        assert_eq!(TimeRange::parse("09:00-24:00"), Some(TimeRange { start: 540, end: 1440 }));
-        for bad in ["9:00-10:00", "09:00", "25:00-26:00", "09:60-10:00", "10:00-10:00"] {
+        assert_eq!(
+            TimeRange::parse("09:00-24:00"),
+            Some(TimeRange {
+                start: 540,
+                end: 1440
+            })
+        );
+        for bad in [
+            "9:00-10:00",
+            "09:00",
+            "25:00-26:00",
+            "09:60-10:00",
+            "10:00-10:00",
+        ] {
             assert_eq!(TimeRange::parse(bad), None, "{bad}");
         }
     }

@@ -118,7 +118,10 @@ impl Message {
     pub fn render(&self, variant: Variant, vars: &Vars) -> Result<Rendered, RenderError> {
         match self.best_for(variant) {
             Variant::Rich => {
-                let rich = self.rich.as_ref().ok_or(RenderError("no rich variant".into()))?;
+                let rich = self
+                    .rich
+                    .as_ref()
+                    .ok_or(RenderError("no rich variant".into()))?;
                 Ok(Rendered {
                     variant: Variant::Rich,
                     text: render(&rich.preview, vars)?,
@@ -126,13 +129,20 @@ impl Message {
                     template: Some(TemplateCall {
                         name: rich.template.clone(),
                         language: rich.language.clone(),
-                        params: rich.params.iter().map(|p| render(p, vars)).collect::<Result<_, _>>()?,
+                        params: rich
+                            .params
+                            .iter()
+                            .map(|p| render(p, vars))
+                            .collect::<Result<_, _>>()?,
                         buttons: rich.buttons.clone(),
                     }),
                 })
             }
             Variant::Medium => {
-                let medium = self.medium.as_ref().ok_or(RenderError("no medium variant".into()))?;
+                let medium = self
+                    .medium
+                    .as_ref()
+                    .ok_or(RenderError("no medium variant".into()))?;
                 Ok(Rendered {
                     variant: Variant::Medium,
                     text: render(&medium.text, vars)?,
@@ -140,9 +150,12 @@ impl Message {
                     template: None,
                 })
             }
-            Variant::Plain => {
-                Ok(Rendered { variant: Variant::Plain, text: render(&self.plain, vars)?, image: None, template: None })
-            }
+            Variant::Plain => Ok(Rendered {
+                variant: Variant::Plain,
+                text: render(&self.plain, vars)?,
+                image: None,
+                template: None,
+            }),
         }
     }
 }
@@ -164,7 +177,12 @@ impl Vars {
     /// Values that exercise every placeholder, for validating templates.
     #[must_use]
     pub fn sample() -> Vars {
-        Vars { first_name: "Maximilian".into(), points: 100, balance: 12_345, store: "Store".into() }
+        Vars {
+            first_name: "Maximilian".into(),
+            points: 100,
+            balance: 12_345,
+            store: "Store".into(),
+        }
     }
 }
 
@@ -206,7 +224,8 @@ pub struct RenderError(pub String);
 pub fn render(template: &str, vars: &Vars) -> Result<String, RenderError> {
     let mut tt = TinyTemplate::new();
     tt.set_default_formatter(&tinytemplate::format_unescaped);
-    tt.add_template("t", template).map_err(|e| RenderError(e.to_string()))?;
+    tt.add_template("t", template)
+        .map_err(|e| RenderError(e.to_string()))?;
     tt.render("t", vars).map_err(|e| RenderError(e.to_string()))
 }
 
@@ -246,15 +265,31 @@ pub fn sms_size(text: &str) -> SmsSize {
     match septets {
         Some(per_char) => {
             let units: usize = per_char.iter().sum();
-            let segments = if units <= 160 { usize::from(units > 0) } else { pack(&per_char, 153) };
-            SmsSize { gsm7: true, units, segments }
+            let segments = if units <= 160 {
+                usize::from(units > 0)
+            } else {
+                pack(&per_char, 153)
+            };
+            SmsSize {
+                gsm7: true,
+                units,
+                segments,
+            }
         }
         None => {
             let per_char: Vec<usize> = text.chars().map(char::len_utf16).collect();
             let units: usize = per_char.iter().sum();
             // A surrogate pair is not split either.
-            let segments = if units <= 70 { usize::from(units > 0) } else { pack(&per_char, 67) };
-            SmsSize { gsm7: false, units, segments }
+            let segments = if units <= 70 {
+                usize::from(units > 0)
+            } else {
+                pack(&per_char, 67)
+            };
+            SmsSize {
+                gsm7: false,
+                units,
+                segments,
+            }
         }
     }
 }
@@ -288,14 +323,31 @@ mod tests {
 
     #[test]
     fn renders_placeholders_and_conditionals() {
-        let mut vars = Vars { first_name: "Anna".into(), points: 10, balance: 110, store: "Hauptstraße".into() };
+        let mut vars = Vars {
+            first_name: "Anna".into(),
+            points: 10,
+            balance: 110,
+            store: "Hauptstraße".into(),
+        };
         let r = message().render(Variant::Plain, &vars).unwrap();
-        assert_eq!(r.text, "Hi Anna, welcome to Hauptstraße! +10 points, balance 110.");
+        assert_eq!(
+            r.text,
+            "Hi Anna, welcome to Hauptstraße! +10 points, balance 110."
+        );
         vars.points = 0;
-        assert_eq!(message().render(Variant::Plain, &vars).unwrap().text, "Hi Anna, welcome to Hauptstraße!");
+        assert_eq!(
+            message().render(Variant::Plain, &vars).unwrap().text,
+            "Hi Anna, welcome to Hauptstraße!"
+        );
         // Names are not HTML-escaped: this is not a web page.
         vars.first_name = "Zoë & <Max>".into();
-        assert!(message().render(Variant::Plain, &vars).unwrap().text.starts_with("Hi Zoë & <Max>,"));
+        assert!(
+            message()
+                .render(Variant::Plain, &vars)
+                .unwrap()
+                .text
+                .starts_with("Hi Zoë & <Max>,")
+        );
     }
 
     #[test]
@@ -305,7 +357,10 @@ mod tests {
         assert_eq!(m.best_for(Variant::Medium), Variant::Medium);
         assert_eq!(m.best_for(Variant::Plain), Variant::Plain);
         let r = m.render(Variant::Rich, &Vars::sample()).unwrap();
-        assert_eq!((r.variant, r.image.as_deref()), (Variant::Medium, Some("https://example.com/w.jpg")));
+        assert_eq!(
+            (r.variant, r.image.as_deref()),
+            (Variant::Medium, Some("https://example.com/w.jpg"))
+        );
     }
 
     #[test]
@@ -316,22 +371,56 @@ mod tests {
 
     #[test]
     fn sms_segments_gsm7_and_ucs2() {
-        assert_eq!(sms_size(""), SmsSize { gsm7: true, units: 0, segments: 0 });
+        assert_eq!(
+            sms_size(""),
+            SmsSize {
+                gsm7: true,
+                units: 0,
+                segments: 0
+            }
+        );
         assert_eq!(sms_size(&"a".repeat(160)).segments, 1);
         assert_eq!(sms_size(&"a".repeat(161)).segments, 2);
         assert_eq!(sms_size(&"a".repeat(306)).segments, 2);
         assert_eq!(sms_size(&"a".repeat(307)).segments, 3);
         // Extension characters take two septets: 80 euro signs fill one segment.
-        assert_eq!(sms_size(&"€".repeat(80)), SmsSize { gsm7: true, units: 160, segments: 1 });
+        assert_eq!(
+            sms_size(&"€".repeat(80)),
+            SmsSize {
+                gsm7: true,
+                units: 160,
+                segments: 1
+            }
+        );
         assert_eq!(sms_size(&"€".repeat(81)).segments, 2);
         // 152 septets then an escape pair: the pair moves to the next segment.
-        assert_eq!(sms_size(&format!("{}€{}", "a".repeat(152), "a".repeat(10))).segments, 2);
-        assert_eq!(sms_size(&format!("{}€{}", "a".repeat(152), "a".repeat(152))).segments, 3);
+        assert_eq!(
+            sms_size(&format!("{}€{}", "a".repeat(152), "a".repeat(10))).segments,
+            2
+        );
+        assert_eq!(
+            sms_size(&format!("{}€{}", "a".repeat(152), "a".repeat(152))).segments,
+            3
+        );
         // German umlauts ä ö ü are GSM-7; ß too; but 'ç' lowercase is not.
         assert!(sms_size("Grüße aus Köln").gsm7);
-        assert_eq!(sms_size("ça va"), SmsSize { gsm7: false, units: 5, segments: 1 });
+        assert_eq!(
+            sms_size("ça va"),
+            SmsSize {
+                gsm7: false,
+                units: 5,
+                segments: 1
+            }
+        );
         assert_eq!(sms_size(&"ç".repeat(70)).segments, 1);
         assert_eq!(sms_size(&"ç".repeat(71)).segments, 2);
-        assert_eq!(sms_size(&"😀".repeat(35)), SmsSize { gsm7: false, units: 70, segments: 1 });
+        assert_eq!(
+            sms_size(&"😀".repeat(35)),
+            SmsSize {
+                gsm7: false,
+                units: 70,
+                segments: 1
+            }
+        );
     }
 }

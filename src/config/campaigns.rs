@@ -1,0 +1,415 @@
+//! `campaigns.toml`: limits, quiet hours, campaigns and messages, built into
+//! the campaign `Engine` with every cross-reference checked.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::daemon::Daemon;
+use super::zones::{Zones, parse_ranges};
+use super::{Dur, Source, did_you_mean, valid_id};
+use crate::core::campaign::{
+    Campaign, ChannelSpec, Conditions, Days, Engine, MessageIdx, Rules, Trigger,
+};
+use crate::core::message::{Medium, Message, Rich, Vars, render, sms_size};
+use crate::core::zones::ZoneIdx;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default, rename = "campaign")]
+    campaigns: Vec<RawCampaign>,
+    #[serde(default, rename = "message")]
+    messages: Vec<RawMessage>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_messages_per_day: Option<u32>,
+    max_messages_per_week: Option<u32>,
+    max_points_per_day: Option<u32>,
+    #[serde(default)]
+    quiet_hours: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum TriggerName {
+    Arrive,
+    Enter,
+    Dwell,
+    Exit,
+    Leave,
+    VisitCount,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaign {
+    id: Spanned<String>,
+    trigger: Spanned<TriggerName>,
+    zone: Option<Spanned<String>>,
+    visits: Option<Spanned<u32>>,
+    #[serde(default)]
+    repeat: bool,
+    message: Option<Spanned<String>>,
+    #[serde(default)]
+    points: u32,
+    cooldown: Dur,
+    #[serde(default)]
+    hours: Vec<Spanned<String>>,
+    days: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    segments: Vec<String>,
+    #[serde(default)]
+    exclude_segments: Vec<String>,
+    #[serde(default)]
+    first_visit_of_day: bool,
+    min_days_since_last_visit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMessage {
+    id: Spanned<String>,
+    ttl: Dur,
+    plain: Spanned<String>,
+    #[serde(default = "one")]
+    max_segments: u32,
+    medium: Option<RawMedium>,
+    rich: Option<RawRich>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMedium {
+    text: Spanned<String>,
+    image: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRich {
+    template: String,
+    language: String,
+    #[serde(default)]
+    params: Vec<Spanned<String>>,
+    image: Option<Spanned<String>>,
+    #[serde(default)]
+    buttons: Vec<String>,
+    preview: Spanned<String>,
+}
+
+pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<Engine> {
+    let raw: Raw = src.parse()?;
+    let before = src.errors.len();
+
+    let rules = Rules {
+        tz: zones.tz.clone(),
+        opening: zones.opening.clone(),
+        quiet_hours: parse_ranges(src, &raw.limits.quiet_hours),
+        max_messages_per_day: raw.limits.max_messages_per_day,
+        max_messages_per_week: raw.limits.max_messages_per_week,
+        max_points_per_day: raw.limits.max_points_per_day,
+    };
+
+    let mut messages = Vec::new();
+    let mut seen = HashSet::new();
+    for m in raw.messages {
+        let id = m.id.get_ref().clone();
+        if !valid_id(&id) {
+            src.error(
+                m.id.span(),
+                format!("message id `{id}` must be lowercase letters, digits, `-` or `_`"),
+                None,
+            );
+        }
+        if !seen.insert(id.clone()) {
+            src.error(
+                m.id.span(),
+                format!("message `{id}` is defined twice"),
+                None,
+            );
+        }
+        check_template(src, &m.plain);
+        if let Ok(text) = render(m.plain.get_ref(), &Vars::sample()) {
+            let size = sms_size(&text);
+            if size.segments > m.max_segments as usize {
+                src.error(
+                    m.plain.span(),
+                    format!(
+                        "the plain text takes {} SMS segments ({} {}) with a long name and balance, more than max_segments = {}",
+                        size.segments,
+                        size.units,
+                        if size.gsm7 { "GSM-7 septets" } else { "UCS-2 characters: it has characters outside GSM-7" },
+                        m.max_segments
+                    ),
+                    Some(if size.gsm7 {
+                        "shorten it to fit 160 characters, or allow more with max_segments".into()
+                    } else {
+                        "replace characters outside the GSM alphabet (curly quotes, emoji) to get 160 instead of 70 per segment, or allow more with max_segments".into()
+                    }),
+                );
+            }
+        }
+        let medium = m.medium.map(|md| {
+            check_template(src, &md.text);
+            check_url(src, &md.image);
+            Medium {
+                text: md.text.into_inner(),
+                image: md.image.into_inner(),
+            }
+        });
+        let rich = m.rich.map(|r| {
+            check_template(src, &r.preview);
+            for p in &r.params {
+                check_template(src, p);
+            }
+            if let Some(i) = &r.image {
+                check_url(src, i);
+            }
+            Rich {
+                template: r.template,
+                language: r.language,
+                params: r.params.into_iter().map(Spanned::into_inner).collect(),
+                image: r.image.map(Spanned::into_inner),
+                buttons: r.buttons,
+                preview: r.preview.into_inner(),
+            }
+        });
+        messages.push(Message {
+            id: id.as_str().into(),
+            ttl: m.ttl.0,
+            plain: m.plain.into_inner(),
+            max_segments: m.max_segments,
+            medium,
+            rich,
+        });
+    }
+
+    let zone_names: Vec<&str> = zones.layout.zones.iter().map(|z| z.id.as_str()).collect();
+    let message_names: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
+    let mut campaigns = Vec::new();
+    let mut seen = HashSet::new();
+    for c in raw.campaigns {
+        let id = c.id.get_ref().clone();
+        if !valid_id(&id) {
+            src.error(
+                c.id.span(),
+                format!("campaign id `{id}` must be lowercase letters, digits, `-` or `_`"),
+                None,
+            );
+        }
+        if !seen.insert(id.clone()) {
+            src.error(
+                c.id.span(),
+                format!("campaign `{id}` is defined twice"),
+                None,
+            );
+        }
+        let trigger = *c.trigger.get_ref();
+        let needs_zone = matches!(
+            trigger,
+            TriggerName::Enter | TriggerName::Dwell | TriggerName::Exit
+        );
+        let zone = match (&c.zone, needs_zone) {
+            (None, true) => {
+                src.error(
+                    c.trigger.span(),
+                    format!("campaign `{id}`: this trigger needs `zone`"),
+                    Some(did_you_mean("", zone_names.iter().copied())),
+                );
+                None
+            }
+            (Some(z), false) => {
+                src.error(
+                    z.span(),
+                    format!("campaign `{id}`: `zone` does not apply to this trigger"),
+                    Some("arrive, leave and visit_count are about the whole store".into()),
+                );
+                None
+            }
+            (Some(z), true) => match zone_names.iter().position(|n| n == z.get_ref()) {
+                None => {
+                    src.error(
+                        z.span(),
+                        format!("campaign `{id}` names unknown zone `{}`", z.get_ref()),
+                        Some(did_you_mean(z.get_ref(), zone_names.iter().copied())),
+                    );
+                    None
+                }
+                Some(0) if trigger != TriggerName::Dwell => {
+                    src.error(
+                        z.span(),
+                        format!("campaign `{id}`: the store zone is entered by arriving"),
+                        Some("use trigger = \"arrive\" or \"leave\"".into()),
+                    );
+                    None
+                }
+                Some(i) => {
+                    let idx = ZoneIdx(u16::try_from(i).unwrap_or(0));
+                    if trigger == TriggerName::Dwell && zones.layout.zone(idx).dwell_after.is_none()
+                    {
+                        src.error(z.span(), format!("campaign `{id}` triggers on dwelling in `{}`, which has no `dwell` time", z.get_ref()), Some(format!("add e.g. dwell = \"3m\" to zone `{}` in zones.toml", z.get_ref())));
+                    }
+                    Some(idx)
+                }
+            },
+            (None, false) => None,
+        };
+        let z = zone.unwrap_or(ZoneIdx(0));
+        let trigger = match trigger {
+            TriggerName::Arrive => Trigger::Arrive,
+            TriggerName::Leave => Trigger::Leave,
+            TriggerName::Enter => Trigger::Enter(z),
+            TriggerName::Dwell => Trigger::Dwell(z),
+            TriggerName::Exit => Trigger::Exit(z),
+            TriggerName::VisitCount => {
+                let n = match &c.visits {
+                    Some(v) if *v.get_ref() > 0 => *v.get_ref(),
+                    Some(v) => {
+                        src.error(v.span(), "`visits` must be at least 1", None);
+                        1
+                    }
+                    None => {
+                        src.error(c.trigger.span(), format!("campaign `{id}`: visit_count needs `visits`"), Some("e.g. visits = 5 (the fifth visit), with repeat = true for every fifth".into()));
+                        1
+                    }
+                };
+                Trigger::VisitCount {
+                    n,
+                    repeat: c.repeat,
+                }
+            }
+        };
+        if !matches!(trigger, Trigger::VisitCount { .. })
+            && let Some(v) = &c.visits
+        {
+            src.error(
+                v.span(),
+                "`visits` only applies to trigger = \"visit_count\"",
+                None,
+            );
+        }
+        let message = match &c.message {
+            None => None,
+            Some(m) => match message_names.iter().position(|n| n == m.get_ref()) {
+                Some(i) => Some(MessageIdx(u16::try_from(i).unwrap_or(0))),
+                None => {
+                    src.error(
+                        m.span(),
+                        format!("campaign `{id}` names unknown message `{}`", m.get_ref()),
+                        Some(did_you_mean(
+                            m.get_ref(),
+                            message_names.iter().map(String::as_str),
+                        )),
+                    );
+                    None
+                }
+            },
+        };
+        if c.message.is_none() && c.points == 0 {
+            src.error(
+                c.id.span(),
+                format!("campaign `{id}` neither sends a message nor awards points"),
+                Some("add message = \"…\" or points = N".into()),
+            );
+        }
+        let days = c.days.as_ref().map(|list| {
+            let mut d = Days::default();
+            for s in list {
+                match parse_weekday(s.get_ref()) {
+                    Some(w) => d = d.with(w),
+                    None => src.error(
+                        s.span(),
+                        format!("unknown day {:?}", s.get_ref()),
+                        Some("use mon, tue, wed, thu, fri, sat, sun".into()),
+                    ),
+                }
+            }
+            d
+        });
+        campaigns.push(Campaign {
+            id: id.as_str().into(),
+            trigger,
+            conditions: Conditions {
+                hours: parse_ranges(src, &c.hours),
+                days,
+                segments: c.segments.iter().map(|s| Arc::from(s.as_str())).collect(),
+                exclude_segments: c
+                    .exclude_segments
+                    .iter()
+                    .map(|s| Arc::from(s.as_str()))
+                    .collect(),
+                first_visit_of_day: c.first_visit_of_day,
+                min_days_since_last_visit: c.min_days_since_last_visit,
+            },
+            message,
+            points: c.points,
+            cooldown: c.cooldown.0,
+        });
+    }
+    if campaigns.len() > 1000 || messages.len() > 1000 {
+        src.error(0..0, "more than 1000 campaigns or messages", None);
+    }
+    if src.errors.len() > before {
+        return None;
+    }
+    let channels = daemon
+        .channels
+        .iter()
+        .map(|c| ChannelSpec {
+            name: c.name.as_str().into(),
+            variant: c.variant,
+        })
+        .collect();
+    Some(Engine {
+        campaigns,
+        messages,
+        rules,
+        channels,
+    })
+}
+
+fn check_template(src: &mut Source, t: &Spanned<String>) {
+    if let Err(e) = render(t.get_ref(), &Vars::sample()) {
+        src.error(
+            t.span(),
+            format!("template does not render: {e}"),
+            Some("placeholders are {first_name}, {points}, {balance}, {store}; write a literal brace as \\{".into()),
+        );
+    }
+}
+
+fn check_url(src: &mut Source, u: &Spanned<String>) {
+    if !u.get_ref().starts_with("https://") {
+        src.error(
+            u.span(),
+            "media must be an https:// URL",
+            Some("providers fetch media themselves and refuse plain http".into()),
+        );
+    }
+}
+
+fn parse_weekday(s: &str) -> Option<jiff::civil::Weekday> {
+    use jiff::civil::Weekday::{Friday, Monday, Saturday, Sunday, Thursday, Tuesday, Wednesday};
+    Some(match s.to_ascii_lowercase().as_str() {
+        "mon" | "monday" => Monday,
+        "tue" | "tuesday" => Tuesday,
+        "wed" | "wednesday" => Wednesday,
+        "thu" | "thursday" => Thursday,
+        "fri" | "friday" => Friday,
+        "sat" | "saturday" => Saturday,
+        "sun" | "sunday" => Sunday,
+        _ => return None,
+    })
+}

@@ -1,0 +1,301 @@
+//! `nearcast.toml`: database, sources, channels, outbox and logging.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Dur, Source, valid_id};
+use crate::core::message::Variant;
+
+/// Daemon settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Daemon {
+    /// SQLite database file.
+    pub database: PathBuf,
+    /// Installation secret (identity hashing key); beside the database unless set.
+    pub secret_file: Option<PathBuf>,
+    /// Where observations come from.
+    pub sources: Vec<SourceConfig>,
+    /// Delivery channels by name.
+    pub channels: Vec<ChannelConfig>,
+    /// Outbox worker settings.
+    pub outbox: OutboxConfig,
+    /// tracing filter (`RUST_LOG` syntax).
+    pub log_filter: String,
+}
+
+impl Daemon {
+    /// The secret file: configured, or `secret.key` beside `database`.
+    #[must_use]
+    pub fn secret_path(&self, database: &Path) -> PathBuf {
+        self.secret_file.clone().unwrap_or_else(|| {
+            database
+                .parent()
+                .map_or_else(|| PathBuf::from("secret.key"), |d| d.join("secret.key"))
+        })
+    }
+}
+
+/// A configured source of observations.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceConfig {
+    /// The built-in store simulator.
+    Sim {
+        /// Shoppers per hour.
+        shoppers_per_hour: u32,
+        /// Random seed.
+        seed: u64,
+        /// Share of shoppers who are enrolled customers.
+        opted_in_share: f64,
+        /// Enrolled customers' identities in clear (the demo's customers CSV).
+        customers: PathBuf,
+    },
+    /// A recording, replayed in real time.
+    Replay {
+        /// The JSON Lines file.
+        file: PathBuf,
+    },
+}
+
+/// How a channel is delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adapter {
+    /// Print to standard output (demos, dry runs).
+    Console,
+}
+
+/// A delivery channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelConfig {
+    /// Name customers' preferences refer to (`whatsapp`, `sms`, `mms`).
+    pub name: String,
+    /// Richest variant it carries.
+    pub variant: Variant,
+    /// Adapter.
+    pub adapter: Adapter,
+}
+
+/// Outbox worker settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxConfig {
+    /// A claimed row is someone else's to retry after this long.
+    pub lease: Duration,
+    /// Rows claimed per round.
+    pub batch: u32,
+    /// How often the worker looks for due rows when idle.
+    pub poll: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> OutboxConfig {
+        OutboxConfig {
+            lease: Duration::from_secs(30),
+            batch: 32,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    database: RawDatabase,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    channels: BTreeMap<String, Spanned<RawChannel>>,
+    #[serde(default)]
+    outbox: RawOutbox,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    path: PathBuf,
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    kind: Spanned<String>,
+    shoppers_per_hour: Option<u32>,
+    seed: Option<u64>,
+    opted_in_share: Option<Spanned<f64>>,
+    customers: Option<PathBuf>,
+    file: Option<PathBuf>,
+}
+
+fn default_shoppers() -> u32 {
+    120
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    adapter: Spanned<String>,
+    variant: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutbox {
+    lease: Option<Dur>,
+    batch: Option<u32>,
+    poll: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    filter: String,
+}
+
+impl Default for RawLog {
+    fn default() -> RawLog {
+        RawLog {
+            filter: "info".into(),
+        }
+    }
+}
+
+/// The variant a channel carries when config doesn't say.
+fn default_variant(name: &str) -> Variant {
+    match name {
+        "whatsapp" | "viber" | "messenger" | "rcs" => Variant::Rich,
+        "mms" => Variant::Medium,
+        _ => Variant::Plain,
+    }
+}
+
+pub(super) fn build(dir: &Path, src: &mut Source) -> Option<Daemon> {
+    let raw: Raw = src.parse()?;
+    let before = src.errors.len();
+    let rel = |p: PathBuf| if p.is_relative() { dir.join(p) } else { p };
+
+    let mut sources = Vec::new();
+    for s in raw.sources {
+        let kind = s.kind.get_ref().as_str();
+        let stray = |src: &mut Source, what: &str, present: bool| {
+            if present {
+                src.error(
+                    s.kind.span(),
+                    format!("`{what}` does not apply to a {kind} source"),
+                    None,
+                );
+            }
+        };
+        match kind {
+            "sim" => {
+                stray(src, "file", s.file.is_some());
+                let share = s.opted_in_share.as_ref().map_or(0.3, |v| *v.get_ref());
+                if let Some(v) = &s.opted_in_share
+                    && !(0.0..=1.0).contains(v.get_ref())
+                {
+                    src.error(
+                        v.span(),
+                        "opted_in_share is a fraction between 0.0 and 1.0",
+                        None,
+                    );
+                }
+                let Some(customers) = s.customers.clone() else {
+                    src.error(
+                        s.kind.span(),
+                        "a sim source needs `customers`",
+                        Some("the demo customers CSV, e.g. customers = \"customers.csv\"".into()),
+                    );
+                    continue;
+                };
+                sources.push(SourceConfig::Sim {
+                    shoppers_per_hour: s.shoppers_per_hour.unwrap_or_else(default_shoppers),
+                    seed: s.seed.unwrap_or(0),
+                    opted_in_share: share,
+                    customers: rel(customers),
+                });
+            }
+            "replay" => {
+                stray(src, "customers", s.customers.is_some());
+                stray(src, "opted_in_share", s.opted_in_share.is_some());
+                let Some(file) = s.file.clone() else {
+                    src.error(s.kind.span(), "a replay source needs `file`", None);
+                    continue;
+                };
+                sources.push(SourceConfig::Replay { file: rel(file) });
+            }
+            other => src.error(
+                s.kind.span(),
+                format!("unknown source kind `{other}`"),
+                Some("this build knows: sim, replay".into()),
+            ),
+        }
+    }
+
+    let mut channels = Vec::new();
+    for (name, ch) in &raw.channels {
+        if !valid_id(name) {
+            src.error(
+                ch.span(),
+                format!("channel name `{name}` must be lowercase letters, digits, `-` or `_`"),
+                None,
+            );
+        }
+        let c = ch.get_ref();
+        let adapter = match c.adapter.get_ref().as_str() {
+            "console" => Adapter::Console,
+            other => {
+                src.error(
+                    c.adapter.span(),
+                    format!("unknown adapter `{other}`"),
+                    Some("this build knows: console".into()),
+                );
+                Adapter::Console
+            }
+        };
+        let variant = match &c.variant {
+            None => default_variant(name),
+            Some(v) => Variant::parse(v.get_ref()).unwrap_or_else(|| {
+                src.error(
+                    v.span(),
+                    format!("unknown variant `{}`", v.get_ref()),
+                    Some("one of: rich, medium, plain".into()),
+                );
+                Variant::Plain
+            }),
+        };
+        channels.push(ChannelConfig {
+            name: name.clone(),
+            variant,
+            adapter,
+        });
+    }
+
+    let defaults = OutboxConfig::default();
+    let outbox = OutboxConfig {
+        lease: raw.outbox.lease.map_or(defaults.lease, |d| d.0),
+        batch: raw.outbox.batch.unwrap_or(defaults.batch).clamp(1, 1000),
+        poll: raw.outbox.poll.map_or(defaults.poll, |d| d.0),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
+        src.error(
+            0..0,
+            format!("invalid log filter {:?}", raw.log.filter),
+            Some("use RUST_LOG syntax, e.g. \"info\" or \"nearcast=debug,info\"".into()),
+        );
+    }
+    if src.errors.len() > before {
+        return None;
+    }
+    Some(Daemon {
+        database: rel(raw.database.path),
+        secret_file: raw.database.secret_file.map(rel),
+        sources,
+        channels,
+        outbox,
+        log_filter: raw.log.filter,
+    })
+}

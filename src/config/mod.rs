@@ -1,0 +1,495 @@
+//! Configuration: `nearcast.toml` (daemon), `zones.toml` (floor plan and
+//! hours), `campaigns.toml` (campaigns, messages, limits).
+//!
+//! Parses TOML with unknown keys refused, checks cross-references, and
+//! builds the core's types (`Layout`, `Engine`). Every problem is reported
+//! with file, line, column and what to change. Reads files; never writes,
+//! never touches the database or the network.
+
+mod campaigns;
+mod daemon;
+mod zones;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::core::campaign::Engine;
+use crate::core::zones::Layout;
+
+pub use daemon::{Adapter, ChannelConfig, Daemon, OutboxConfig, SourceConfig};
+
+/// The file names in a config directory.
+pub const DAEMON_FILE: &str = "nearcast.toml";
+/// Floor plan, hours and time zone.
+pub const ZONES_FILE: &str = "zones.toml";
+/// Campaigns, messages and limits.
+pub const CAMPAIGNS_FILE: &str = "campaigns.toml";
+
+/// A complete, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The directory it was read from.
+    pub dir: PathBuf,
+    /// Daemon settings.
+    pub daemon: Daemon,
+    /// Store id (`zones.toml` `store_id`), for idempotency keys and logs.
+    pub store_id: String,
+    /// Floor plan.
+    pub layout: Arc<Layout>,
+    /// Campaigns and rules.
+    pub engine: Arc<Engine>,
+}
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line (0 when the problem is the file as a whole).
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// What to change.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct Errors(pub Vec<Error>);
+
+impl fmt::Display for Errors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A source file being checked: collects errors with positions.
+pub(crate) struct Source {
+    path: PathBuf,
+    text: String,
+    errors: Vec<Error>,
+}
+
+impl Source {
+    fn read(path: PathBuf) -> Result<Source, Error> {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Source { path, text, errors: Vec::new() }),
+            Err(e) => Err(Error {
+                file: path,
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+                hint: Some("check the --config directory; `config/` in the repository has a complete example".into()),
+            }),
+        }
+    }
+
+    #[cfg(test)]
+    fn inline(name: &str, text: &str) -> Source {
+        Source {
+            path: PathBuf::from(name),
+            text: text.to_owned(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    /// Records an error at `span`.
+    pub(crate) fn error(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: impl Into<Option<String>>,
+    ) {
+        let (line, column) = self.position(span.start);
+        self.errors.push(Error {
+            file: self.path.clone(),
+            line,
+            column,
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// Parses the whole file as `T`, recording a syntax or type error.
+    fn parse<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
+        match toml::from_str::<T>(&self.text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let message = e.message().to_owned();
+                let hint = hint_for(&message);
+                self.error(e.span().unwrap_or(0..0), message, hint);
+                None
+            }
+        }
+    }
+}
+
+fn hint_for(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some("remove the key or fix its spelling; the commented example in `config/` lists every key".into())
+    } else if message.contains("duration") {
+        Some("write durations like \"90s\", \"15m\", \"24h\" or \"7d\"".into())
+    } else if message.starts_with("missing field") {
+        Some("add the key; the commented example in `config/` shows its form".into())
+    } else {
+        None
+    }
+}
+
+/// A duration written as `"90s"`, `"15m"`, `"24h"`, `"7d"`, `"1h 30m"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a friendly duration; days and weeks count 24 h and 7 days.
+///
+/// # Errors
+/// A message saying what form is expected.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration {s:?}: write it like \"90s\", \"15m\", \"24h\" or \"7d\"");
+    let span: jiff::Span = s.trim().parse().map_err(|_| bad())?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|_| bad())?;
+    if d.is_negative() {
+        return Err(format!("invalid duration {s:?}: must not be negative"));
+    }
+    Duration::try_from(d).map_err(|_| bad())
+}
+
+/// Loads and validates the three files in `dir`.
+///
+/// # Errors
+/// Every problem found, each with file, line, column and a hint.
+pub fn load(dir: &Path) -> Result<Config, Errors> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for name in [DAEMON_FILE, ZONES_FILE, CAMPAIGNS_FILE] {
+        match Source::read(dir.join(name)) {
+            Ok(s) => files.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Errors(errors));
+    }
+    let [mut daemon_src, mut zones_src, mut campaigns_src] =
+        <[Source; 3]>::try_from(files).map_err(|_| Errors(Vec::new()))?;
+    let built = build(dir, &mut daemon_src, &mut zones_src, &mut campaigns_src);
+    let errors: Vec<Error> = [daemon_src, zones_src, campaigns_src]
+        .into_iter()
+        .flat_map(|s| s.errors)
+        .collect();
+    match built {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(Errors(errors)),
+    }
+}
+
+fn build(
+    dir: &Path,
+    daemon_src: &mut Source,
+    zones_src: &mut Source,
+    campaigns_src: &mut Source,
+) -> Option<Config> {
+    let daemon = daemon::build(dir, daemon_src);
+    let zones = zones::build(zones_src);
+    let (Some(daemon), Some(zones)) = (daemon, zones) else {
+        // Still check campaigns' syntax so one run shows every file's problems.
+        let _ = campaigns_src.parse::<toml::Table>();
+        return None;
+    };
+    let engine = campaigns::build(campaigns_src, &zones, &daemon)?;
+    Some(Config {
+        dir: dir.to_owned(),
+        daemon,
+        store_id: zones.store_id,
+        layout: Arc::new(zones.layout),
+        engine: Arc::new(engine),
+    })
+}
+
+/// A near-miss suggestion: `"cofee"` → `coffee`.
+pub(crate) fn did_you_mean<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let known: Vec<&str> = known.into_iter().collect();
+    let close = known
+        .iter()
+        .copied()
+        .min_by_key(|k| edit_distance(wanted, k))
+        .filter(|k| edit_distance(wanted, k) <= 2);
+    match close {
+        Some(k) => format!("did you mean `{k}`? known: {}", known.join(", ")),
+        None if known.is_empty() => "none are defined".into(),
+        None => format!("known: {}", known.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Checks an id: lowercase letters, digits, `-` and `_`.
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn positions_are_one_based_characters() {
+        let s = Source::inline("x.toml", "a = 1\nbä = 2\n  c = 3");
+        assert_eq!(s.position(0), (1, 1));
+        assert_eq!(s.position(6), (2, 1));
+        assert_eq!(s.position(s.text.find("c =").unwrap()), (3, 3));
+        assert_eq!(s.position(s.text.find("= 2").unwrap()), (2, 4));
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(
+            did_you_mean("cofee", ["store", "coffee"]),
+            "did you mean `coffee`? known: store, coffee"
+        );
+        assert_eq!(did_you_mean("x", ["store"]), "known: store");
+        assert!(valid_id("coffee-bar_2") && !valid_id("Coffee") && !valid_id(""));
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    /// A copy of the example config with `edit` applied to one file.
+    fn with(
+        file: &str,
+        edit: impl Fn(&str) -> String,
+    ) -> (tempfile::TempDir, Result<Config, Errors>) {
+        let dir = tempfile::tempdir().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in [DAEMON_FILE, ZONES_FILE, CAMPAIGNS_FILE] {
+            let text = std::fs::read_to_string(example.join(name)).unwrap();
+            let text = if name == file { edit(&text) } else { text };
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let r = load(dir.path());
+        (dir, r)
+    }
+
+    fn one_error(file: &str, edit: impl Fn(&str) -> String) -> String {
+        let (dir, r) = with(file, edit);
+        let errors = r.expect_err("config should be refused").0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = &errors[0];
+        assert_eq!(e.file, dir.path().join(file));
+        let hint = e
+            .hint
+            .as_deref()
+            .map(|h| format!(" | {h}"))
+            .unwrap_or_default();
+        format!("{}:{}: {}{hint}", e.line, e.column, e.message)
+    }
+
+    fn line_of(file: &str, needle: &str) -> usize {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(file),
+        )
+        .unwrap();
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let (_d, r) = with("", str::to_owned);
+        let c = r.unwrap();
+        assert_eq!(c.store_id, "musterladen-01");
+        let zones: Vec<&str> = c.layout.zones.iter().map(|z| z.id.as_str()).collect();
+        assert_eq!(zones, ["store", "entrance", "coffee", "checkout"]);
+        assert_eq!(c.layout.scanners.len(), 3);
+        assert_eq!(c.engine.campaigns.len(), 5);
+        assert_eq!(c.engine.channels.len(), 3);
+        assert!(c.engine.rules.quiet_hours[0].contains(22 * 60));
+        assert_eq!(c.daemon.outbox.lease, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_position() {
+        let msg = one_error(ZONES_FILE, |t| {
+            t.replace("exit_margin = 1.0", "exit_margn = 1.0")
+        });
+        let line = line_of(ZONES_FILE, "exit_margin = 1.0");
+        assert!(
+            msg.starts_with(&format!("{line}:1: unknown field `exit_margn`")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("hint: ") || msg.contains(" | remove the key"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_zone_reference_suggests_the_near_miss() {
+        let msg = one_error(CAMPAIGNS_FILE, |t| {
+            t.replace("zone = \"coffee\"", "zone = \"cofee\"")
+        });
+        let line = line_of(CAMPAIGNS_FILE, "zone = \"coffee\"");
+        assert_eq!(
+            msg,
+            format!(
+                "{line}:8: campaign `coffee-break` names unknown zone `cofee` | did you mean `coffee`? known: store, entrance, coffee, checkout"
+            )
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_hints() {
+        let msg = one_error(CAMPAIGNS_FILE, |t| {
+            t.replace("cooldown = \"20h\"", "cooldown = \"soon\"")
+        });
+        assert!(msg.contains("invalid duration \"soon\""), "{msg}");
+        let msg = one_error(ZONES_FILE, |t| t.replace("Europe/Berlin", "Europe/Berlinn"));
+        assert_eq!(
+            msg,
+            format!(
+                "{}:13: unknown time zone \"Europe/Berlinn\" | use an IANA name such as \"Europe/Berlin\" or \"America/New_York\"",
+                line_of(ZONES_FILE, "time_zone")
+            )
+        );
+        let msg = one_error(ZONES_FILE, |t| t.replace("exit = 4.0", "exit = 1.0"));
+        assert!(
+            msg.contains("`exit` (1 m) must be at least `enter` (2.5 m)"),
+            "{msg}"
+        );
+        let msg = one_error(CAMPAIGNS_FILE, |t| {
+            t.replace(
+                "Hallo {first_name}, willkommen bei",
+                "Hallo {frist_name}, willkommen bei",
+            )
+        });
+        assert!(msg.contains("template does not render"), "{msg}");
+        let msg = one_error(CAMPAIGNS_FILE, |t| {
+            t.replace("{first_name}, Lust auf einen Kaffee? Der zweite geht heute auf uns. Abmelden: STOP", &"x".repeat(161))
+        });
+        assert!(msg.contains("takes 2 SMS segments"), "{msg}");
+        let msg = one_error(ZONES_FILE, |t| {
+            t.replace("scanner = \"till\"", "scanner = \"kasse\"")
+        });
+        assert!(
+            msg.contains("unknown scanner `kasse`") && msg.contains("known: door, coffee, till"),
+            "{msg}"
+        );
+        let msg = one_error(DAEMON_FILE, |t| {
+            t.replacen("adapter = \"console\"", "adapter = \"pigeon\"", 1)
+        });
+        assert!(msg.contains("unknown adapter `pigeon`"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_character() {
+        let msg = one_error(ZONES_FILE, |t| t.replace("window = 5 ", "window = = 5 "));
+        let line = line_of(ZONES_FILE, "window = 5");
+        assert!(msg.starts_with(&format!("{line}:")), "{msg}");
+    }
+
+    #[test]
+    fn every_file_reports_its_problems_in_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DAEMON_FILE), "[database]\npath = 1\n").unwrap();
+        std::fs::write(dir.path().join(ZONES_FILE), "store = \n").unwrap();
+        std::fs::write(dir.path().join(CAMPAIGNS_FILE), "[[campaign]\n").unwrap();
+        let errors = load(dir.path()).unwrap_err().0;
+        let files: Vec<String> = errors
+            .iter()
+            .map(|e| e.file.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(files, [DAEMON_FILE, ZONES_FILE, CAMPAIGNS_FILE]);
+        assert!(
+            errors.iter().all(|e| e.line > 0 && e.column > 0),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_says_so() {
+        let errors = load(Path::new("/nonexistent/nearcast")).unwrap_err().0;
+        assert_eq!(errors.len(), 3);
+        assert!(errors[0].message.starts_with("cannot read"));
+    }
+}

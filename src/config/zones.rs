@@ -1,0 +1,482 @@
+//! `zones.toml`: store identity, time zone, opening hours, scanners,
+//! calibration and zones, built into a `Layout` and the opening hours.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Dur, Source, did_you_mean, valid_id};
+use crate::core::campaign::TimeRange;
+use crate::core::types::{ScannerIdx, Uuid128};
+use crate::core::zones::{Calibration, Layout, Radio, Scanner, Zone, ZoneKind};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    store: String,
+    store_id: Spanned<String>,
+    time_zone: Spanned<String>,
+    hours: Spanned<Hours>,
+    #[serde(default)]
+    radio: RawRadio,
+    #[serde(default, rename = "scanner")]
+    scanners: Vec<RawScanner>,
+    #[serde(default, rename = "calibration")]
+    calibrations: Vec<RawCalibration>,
+    #[serde(default, rename = "zone")]
+    zones: Vec<RawZone>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hours {
+    mon: Spanned<String>,
+    tue: Spanned<String>,
+    wed: Spanned<String>,
+    thu: Spanned<String>,
+    fri: Spanned<String>,
+    sat: Spanned<String>,
+    sun: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRadio {
+    #[serde(default = "default_power")]
+    measured_power: i8,
+    #[serde(default = "default_exponent")]
+    path_loss_exponent: f64,
+    #[serde(default = "default_window")]
+    window: Spanned<usize>,
+    #[serde(default = "default_signal_timeout")]
+    signal_timeout: Dur,
+}
+
+impl Default for RawRadio {
+    fn default() -> RawRadio {
+        RawRadio {
+            measured_power: default_power(),
+            path_loss_exponent: default_exponent(),
+            window: default_window(),
+            signal_timeout: default_signal_timeout(),
+        }
+    }
+}
+
+fn default_power() -> i8 {
+    -59
+}
+fn default_exponent() -> f64 {
+    2.0
+}
+fn default_window() -> Spanned<usize> {
+    Spanned::new(0..0, 5)
+}
+fn default_signal_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScanner {
+    id: Spanned<String>,
+    position: [f64; 2],
+    #[serde(default)]
+    rssi_offset: f64,
+    path_loss_exponent: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCalibration {
+    ibeacon_uuid: Option<Spanned<String>>,
+    eddystone_namespace: Option<Spanned<String>>,
+    measured_power: i8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum KindName {
+    Store,
+    Near,
+    Area,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    id: Spanned<String>,
+    kind: Spanned<KindName>,
+    scanner: Option<Spanned<String>>,
+    enter: Option<Spanned<f64>>,
+    exit: Option<Spanned<f64>>,
+    polygon: Option<Spanned<Vec<[f64; 2]>>>,
+    exit_margin: Option<Spanned<f64>>,
+    range: Option<Spanned<f64>>,
+    #[serde(default)]
+    min_dwell: Dur,
+    exit_after: Option<Dur>,
+    dwell: Option<Dur>,
+}
+
+/// What `zones.toml` yields.
+pub(super) struct Zones {
+    pub store_id: String,
+    pub layout: Layout,
+    pub tz: jiff::tz::TimeZone,
+    pub opening: [Vec<TimeRange>; 7],
+}
+
+pub(super) fn build(src: &mut Source) -> Option<Zones> {
+    let raw: Raw = src.parse()?;
+    let before = src.errors.len();
+
+    if !valid_id(raw.store_id.get_ref()) {
+        src.error(
+            raw.store_id.span(),
+            "store_id must be lowercase letters, digits, `-` or `_`",
+            None,
+        );
+    }
+    let tz = match jiff::tz::TimeZone::get(raw.time_zone.get_ref()) {
+        Ok(tz) => tz,
+        Err(_) => {
+            src.error(
+                raw.time_zone.span(),
+                format!("unknown time zone {:?}", raw.time_zone.get_ref()),
+                Some("use an IANA name such as \"Europe/Berlin\" or \"America/New_York\"".into()),
+            );
+            jiff::tz::TimeZone::UTC
+        }
+    };
+    let h = raw.hours.get_ref();
+    let opening =
+        [&h.mon, &h.tue, &h.wed, &h.thu, &h.fri, &h.sat, &h.sun].map(|d| day_hours(src, d));
+
+    let radio = Radio {
+        measured_power: raw.radio.measured_power,
+        window: *raw.radio.window.get_ref(),
+        signal_timeout: raw.radio.signal_timeout.0,
+    };
+    if !(1..=8).contains(&radio.window) {
+        src.error(
+            raw.radio.window.span(),
+            "radio.window must be between 1 and 8 samples",
+            Some("5 suits most phones".into()),
+        );
+    }
+    let default_exponent = raw.radio.path_loss_exponent;
+
+    let mut scanners = Vec::new();
+    let mut seen = HashSet::new();
+    for s in &raw.scanners {
+        let id = s.id.get_ref();
+        if !seen.insert(id.clone()) {
+            src.error(
+                s.id.span(),
+                format!("scanner `{id}` is defined twice"),
+                None,
+            );
+        }
+        let exponent = s
+            .path_loss_exponent
+            .as_ref()
+            .map_or(default_exponent, |e| *e.get_ref());
+        if let Some(e) = &s.path_loss_exponent
+            && !(1.0..=6.0).contains(e.get_ref())
+        {
+            src.error(
+                e.span(),
+                "path_loss_exponent must be between 1.0 and 6.0",
+                Some("2.0 is free space; 2.5–3.5 suits a shop floor".into()),
+            );
+        }
+        scanners.push(Scanner {
+            id: id.as_str().into(),
+            position: (s.position[0], s.position[1]),
+            rssi_offset: s.rssi_offset,
+            path_loss_exponent: exponent,
+        });
+    }
+    if scanners.is_empty() {
+        src.error(
+            0..0,
+            "no [[scanner]] defined",
+            Some(
+                "add at least one scanner, e.g. [[scanner]] id = \"door\" position = [0.0, 0.0]"
+                    .into(),
+            ),
+        );
+    }
+    let scanner_names: Vec<String> = scanners.iter().map(|s| s.id.to_string()).collect();
+
+    let mut calibrations = Vec::new();
+    for c in &raw.calibrations {
+        match (&c.ibeacon_uuid, &c.eddystone_namespace) {
+            (Some(u), None) => match Uuid128::parse(u.get_ref()) {
+                Some(uuid) => calibrations.push(Calibration::IBeacon {
+                    uuid: uuid.to_bytes(),
+                    measured_power: c.measured_power,
+                }),
+                None => src.error(
+                    u.span(),
+                    "not a UUID",
+                    Some("write it like \"E2C56DB5-DFFB-48D2-B060-D0F5A71096E0\"".into()),
+                ),
+            },
+            (None, Some(n)) => {
+                let mut namespace = [0u8; 10];
+                if hex::decode_to_slice(n.get_ref(), &mut namespace).is_ok() {
+                    calibrations.push(Calibration::Eddystone {
+                        namespace,
+                        measured_power: c.measured_power,
+                    });
+                } else {
+                    src.error(n.span(), "an Eddystone namespace is 20 hex digits", None);
+                }
+            }
+            _ => src.error(
+                0..0,
+                "a [[calibration]] needs exactly one of ibeacon_uuid or eddystone_namespace",
+                None,
+            ),
+        }
+    }
+
+    let mut zones: Vec<Zone> = Vec::new();
+    let mut store_zone = None;
+    let mut seen = HashSet::new();
+    for z in &raw.zones {
+        let id = z.id.get_ref();
+        if !valid_id(id) {
+            src.error(
+                z.id.span(),
+                format!("zone id `{id}` must be lowercase letters, digits, `-` or `_`"),
+                None,
+            );
+        }
+        if !seen.insert(id.clone()) {
+            src.error(z.id.span(), format!("zone `{id}` is defined twice"), None);
+        }
+        let unused = |src: &mut Source, name: &str, field: Option<std::ops::Range<usize>>| {
+            if let Some(span) = field {
+                src.error(
+                    span,
+                    format!("`{name}` does not apply to this kind of zone"),
+                    None,
+                );
+            }
+        };
+        let kind = match z.kind.get_ref() {
+            KindName::Store => {
+                unused(src, "scanner", z.scanner.as_ref().map(Spanned::span));
+                unused(src, "polygon", z.polygon.as_ref().map(Spanned::span));
+                if store_zone.is_some() {
+                    src.error(
+                        z.kind.span(),
+                        "only one zone can be of kind \"store\"",
+                        None,
+                    );
+                }
+                store_zone = Some(zones.len());
+                ZoneKind::Store {
+                    range_m: z.range.as_ref().map(|r| *r.get_ref()),
+                }
+            }
+            KindName::Near => {
+                unused(src, "polygon", z.polygon.as_ref().map(Spanned::span));
+                let scanner = match &z.scanner {
+                    None => {
+                        src.error(
+                            z.kind.span(),
+                            format!("near zone `{id}` needs `scanner`"),
+                            Some(format!("one of: {}", scanner_names.join(", "))),
+                        );
+                        ScannerIdx(0)
+                    }
+                    Some(s) => match scanner_names.iter().position(|n| n == s.get_ref()) {
+                        Some(i) => ScannerIdx(u16::try_from(i).unwrap_or(0)),
+                        None => {
+                            src.error(
+                                s.span(),
+                                format!("unknown scanner `{}`", s.get_ref()),
+                                Some(did_you_mean(
+                                    s.get_ref(),
+                                    scanner_names.iter().map(String::as_str),
+                                )),
+                            );
+                            ScannerIdx(0)
+                        }
+                    },
+                };
+                let enter = z.enter.as_ref().map_or(2.0, |e| *e.get_ref());
+                let exit = z.exit.as_ref().map_or(enter * 1.5, |e| *e.get_ref());
+                if enter <= 0.0 {
+                    src.error(
+                        z.enter.as_ref().map_or(z.kind.span(), Spanned::span),
+                        "`enter` must be a positive distance in metres",
+                        None,
+                    );
+                }
+                if exit < enter {
+                    src.error(
+                        z.exit.as_ref().map_or(z.kind.span(), Spanned::span),
+                        format!("`exit` ({exit} m) must be at least `enter` ({enter} m)"),
+                        Some("the gap between them is the hysteresis that stops customers at the edge from flapping; 1.5 × enter is a good start".into()),
+                    );
+                }
+                ZoneKind::Near {
+                    scanner,
+                    enter_m: enter,
+                    exit_m: exit,
+                }
+            }
+            KindName::Area => {
+                unused(src, "scanner", z.scanner.as_ref().map(Spanned::span));
+                let polygon = match &z.polygon {
+                    Some(p) if p.get_ref().len() >= 3 => {
+                        let ring: Vec<(f64, f64)> =
+                            p.get_ref().iter().map(|c| (c[0], c[1])).collect();
+                        let poly = geo::Polygon::new(geo::LineString::from(ring), vec![]);
+                        if geo::Area::unsigned_area(&poly) <= f64::EPSILON {
+                            src.error(
+                                p.span(),
+                                "the polygon has no area",
+                                Some("list at least three corners that are not on one line".into()),
+                            );
+                        }
+                        poly
+                    }
+                    Some(p) => {
+                        src.error(p.span(), "a polygon needs at least three corners", None);
+                        geo::Polygon::new(geo::LineString::new(vec![]), vec![])
+                    }
+                    None => {
+                        src.error(z.kind.span(), format!("area zone `{id}` needs `polygon`"), Some("corners in metres on the floor plan: polygon = [[0, 0], [4, 0], [4, 3], [0, 3]]".into()));
+                        geo::Polygon::new(geo::LineString::new(vec![]), vec![])
+                    }
+                };
+                let margin = z.exit_margin.as_ref().map_or(1.0, |m| *m.get_ref());
+                if margin < 0.0 {
+                    src.error(
+                        z.exit_margin.as_ref().map_or(z.kind.span(), Spanned::span),
+                        "`exit_margin` must not be negative",
+                        None,
+                    );
+                }
+                ZoneKind::Area {
+                    polygon,
+                    exit_margin_m: margin,
+                }
+            }
+        };
+        if !matches!(z.kind.get_ref(), KindName::Near) {
+            unused(src, "enter", z.enter.as_ref().map(Spanned::span));
+            unused(src, "exit", z.exit.as_ref().map(Spanned::span));
+        }
+        if !matches!(z.kind.get_ref(), KindName::Area) {
+            unused(
+                src,
+                "exit_margin",
+                z.exit_margin.as_ref().map(Spanned::span),
+            );
+        }
+        if !matches!(z.kind.get_ref(), KindName::Store) {
+            unused(src, "range", z.range.as_ref().map(Spanned::span));
+        }
+        let default_exit = if matches!(z.kind.get_ref(), KindName::Store) {
+            120
+        } else {
+            20
+        };
+        zones.push(Zone {
+            id: id.as_str().into(),
+            kind,
+            min_dwell: z.min_dwell.0,
+            exit_after: z
+                .exit_after
+                .map_or(std::time::Duration::from_secs(default_exit), |d| d.0),
+            dwell_after: z.dwell.map(|d| d.0),
+        });
+    }
+    match store_zone {
+        Some(i) => {
+            let store = zones.remove(i);
+            zones.insert(0, store);
+        }
+        None => zones.insert(
+            0,
+            Zone {
+                id: "store".into(),
+                kind: ZoneKind::Store { range_m: None },
+                min_dwell: std::time::Duration::from_secs(5),
+                exit_after: std::time::Duration::from_secs(120),
+                dwell_after: None,
+            },
+        ),
+    }
+    if zones.len() > 64 {
+        src.error(
+            0..0,
+            "more than 64 zones",
+            Some("merge zones; each one costs work per sighting".into()),
+        );
+    }
+    if src.errors.len() > before {
+        return None;
+    }
+    Some(Zones {
+        store_id: raw.store_id.into_inner(),
+        layout: Layout {
+            store_name: raw.store,
+            scanners,
+            zones,
+            radio,
+            calibrations,
+        },
+        tz,
+        opening,
+    })
+}
+
+/// `"09:00-20:00"`, `"09:00-13:00, 14:00-18:00"` or `"closed"`.
+fn day_hours(src: &mut Source, s: &Spanned<String>) -> Vec<TimeRange> {
+    let text = s.get_ref().trim();
+    if text.eq_ignore_ascii_case("closed") {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        match TimeRange::parse(part) {
+            Some(r) => out.push(r),
+            None => {
+                src.error(
+                    s.span(),
+                    format!("invalid opening hours {text:?}"),
+                    Some(
+                        "write \"09:00-20:00\", several ranges separated by commas, or \"closed\""
+                            .into(),
+                    ),
+                );
+                return Vec::new();
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn parse_ranges(src: &mut Source, list: &[Spanned<String>]) -> Vec<TimeRange> {
+    let mut out = Vec::new();
+    for s in list {
+        match TimeRange::parse(s.get_ref()) {
+            Some(r) => out.push(r),
+            None => src.error(
+                s.span(),
+                format!("invalid time range {:?}", s.get_ref()),
+                Some("write \"HH:MM-HH:MM\" in 24-hour local time, e.g. \"20:00-09:00\"".into()),
+            ),
+        }
+    }
+    out
+}

@@ -4,6 +4,8 @@
 //! Layout (see `ARCHITECTURE.md`):
 //! - [`core`]: sans-IO decisions: frame decoding, identity, presence, campaigns.
 //! - [`config`]: the three TOML files, validated into core types.
+//! - [`store`]: SQLite: customers, consent, visits, cooldowns, points, outbox.
 
 pub mod config;
 pub mod core;
+pub mod store;

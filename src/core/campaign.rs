@@ -609,7 +609,7 @@ pub trait Ledger {
     /// Storage failures.
     fn history(&mut self, customer: &CustomerInfo, local: &Local) -> Result<History, Self::Error>;
 
-    /// Records `event` (a visit on `arrived`/`left`) and its decisions in
+    /// Records `event` (in `zone`; a visit on `arrived`/`left`) and its decisions in
     /// one transaction. An `Act` whose cooldown or cap was taken meanwhile
     /// (another decider, a retry) comes back as `Suppressed`; a customer who
     /// opted out meanwhile gets `Suppressed(OptedOut)`. Returns the final
@@ -620,6 +620,7 @@ pub trait Ledger {
     fn commit(
         &mut self,
         event: &ZoneEvent,
+        zone: &str,
         customer: &CustomerInfo,
         local: &Local,
         engine: &Engine,
@@ -691,6 +692,7 @@ impl Ledger for MemoryLedger {
     fn commit(
         &mut self,
         event: &ZoneEvent,
+        _zone: &str,
         customer: &CustomerInfo,
         local: &Local,
         _engine: &Engine,
@@ -1022,7 +1024,7 @@ mod tests {
         let event = ev(at("10:00"), EventKind::Arrived);
         let h = l.history(&c, &local).unwrap();
         let d = e.decide(&event, &c, &h);
-        let done = l.commit(&event, &c, &local, &e, d).unwrap();
+        let done = l.commit(&event, "store", &c, &local, &e, d).unwrap();
         assert_eq!(done[0].outbox_id, Some(1));
         assert_eq!(done[0].balance, 10);
         let event = ev(at("12:00"), EventKind::Arrived);

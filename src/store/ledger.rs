@@ -1,0 +1,179 @@
+//! The campaign engine's ledger in SQLite: history snapshots, and each
+//! event's decisions committed in one transaction with the cooldown claimed
+//! conditionally, caps re-checked, points and the outbox row written, so two
+//! deciders on one database can never both send.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{Error, Store};
+use crate::core::campaign::{Committed, Decision, Engine, History, Ledger, Local, Outcome, Reason};
+use crate::core::identity::CustomerInfo;
+use crate::core::presence::{EventKind, ZoneEvent};
+use crate::core::types::millis;
+
+impl Ledger for Store {
+    type Error = Error;
+
+    fn history(&mut self, customer: &CustomerInfo, local: &Local) -> Result<History, Error> {
+        let c = &self.conn;
+        let key = i64::from(customer.key.0);
+        let mut arrivals = c.prepare_cached("SELECT arrived_at FROM visits WHERE customer = ?1 ORDER BY arrived_at DESC LIMIT 2")?;
+        let last: Vec<i64> = arrivals.query_map([key], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let visits: i64 = c.prepare_cached("SELECT count(*) FROM visits WHERE customer = ?1")?.query_row([key], |r| r.get(0))?;
+        let mut fired = c.prepare_cached("SELECT campaign, last_at FROM cooldowns WHERE customer = ?1")?;
+        let last_fired = fired
+            .query_map([key], |r| Ok((r.get::<_, String>(0)?.as_str().into(), crate::core::types::Timestamp(r.get(1)?))))?
+            .collect::<Result<_, _>>()?;
+        let (today, week): (i64, i64) = c
+            .prepare_cached(
+                "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
+            )?
+            .query_row(params![key, local.day_start.0, local.week_start.0.min(local.day_start.0)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (points_today, balance): (i64, i64) = c
+            .prepare_cached(
+                "SELECT coalesce(sum(CASE WHEN at >= ?2 AND points > 0 THEN points END), 0), coalesce(sum(points), 0)
+                 FROM ledger WHERE customer = ?1",
+            )?
+            .query_row(params![key, local.day_start.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let clamp = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+        Ok(History {
+            visits: clamp(visits),
+            last_arrival: last.first().copied().map(crate::core::types::Timestamp),
+            previous_arrival: last.get(1).copied().map(crate::core::types::Timestamp),
+            last_fired,
+            messages_today: clamp(today),
+            messages_week: clamp(week),
+            points_today: clamp(points_today),
+            balance,
+        })
+    }
+
+    fn commit(
+        &mut self,
+        event: &ZoneEvent,
+        zone: &str,
+        customer: &CustomerInfo,
+        local: &Local,
+        engine: &Engine,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<Committed>, Error> {
+        let key = i64::from(customer.key.0);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Consent is re-read inside the transaction: an opt-out or erasure
+        // since the snapshot wins, and nothing more is written about them.
+        let consented: Option<bool> =
+            tx.query_row("SELECT opted_out_at IS NULL FROM customers WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        if consented != Some(true) {
+            return Ok(decisions
+                .into_iter()
+                .map(|mut d| {
+                    d.outcome = Outcome::Suppressed(Reason::OptedOut);
+                    Committed { decision: d, outbox_id: None, balance: 0 }
+                })
+                .collect());
+        }
+        match event.kind {
+            EventKind::Arrived => {
+                tx.prepare_cached("INSERT INTO visits (customer, arrived_at) VALUES (?1, ?2)")?.execute(params![key, event.at.0])?;
+            }
+            EventKind::Left => {
+                tx.prepare_cached(
+                    "UPDATE visits SET left_at = ?2 WHERE id = (SELECT max(id) FROM visits WHERE customer = ?1 AND left_at IS NULL)",
+                )?
+                .execute(params![key, event.at.0])?;
+            }
+            _ => {}
+        }
+        let mut balance: i64 =
+            tx.prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1")?.query_row([key], |r| r.get(0))?;
+        let rules = &engine.rules;
+        let mut out = Vec::with_capacity(decisions.len());
+        for mut d in decisions {
+            let campaign = engine.campaign(d.campaign);
+            let mut outbox_id = None;
+            if let Outcome::Act(a) = &mut d.outcome {
+                let suppressed = (|| -> Result<Option<Reason>, Error> {
+                    if a.message.is_some() {
+                        let (today, week): (i64, i64) = tx
+                            .prepare_cached(
+                                "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
+                            )?
+                            .query_row(params![key, local.day_start.0, local.week_start.0.min(local.day_start.0)], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })?;
+                        if rules.max_messages_per_day.is_some_and(|m| today >= i64::from(m)) {
+                            return Ok(Some(Reason::CapDay));
+                        }
+                        if rules.max_messages_per_week.is_some_and(|m| week >= i64::from(m)) {
+                            return Ok(Some(Reason::CapWeek));
+                        }
+                    }
+                    if let Some(max) = rules.max_points_per_day
+                        && a.points > 0
+                    {
+                        let today: i64 = tx
+                            .prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1 AND at >= ?2 AND points > 0")?
+                            .query_row(params![key, local.day_start.0], |r| r.get(0))?;
+                        let left = u32::try_from((i64::from(max) - today).max(0)).unwrap_or(0);
+                        a.points = a.points.min(left);
+                        if a.points == 0 {
+                            return Ok(Some(Reason::PointsCap));
+                        }
+                    }
+                    // The claim: succeeds only if no decision took this
+                    // campaign's cooldown for this customer meanwhile.
+                    let claimed = tx
+                        .prepare_cached(
+                            "INSERT INTO cooldowns (customer, campaign, last_at) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (customer, campaign) DO UPDATE SET last_at = excluded.last_at
+                             WHERE excluded.last_at - cooldowns.last_at >= ?4",
+                        )?
+                        .execute(params![key, d.campaign_id.as_str(), d.at.0, millis(campaign.cooldown)])?;
+                    Ok((claimed == 0).then_some(Reason::Cooldown))
+                })()?;
+                if let Some(reason) = suppressed {
+                    d.outcome = Outcome::Suppressed(reason);
+                } else {
+                    if a.points > 0 {
+                        tx.prepare_cached("INSERT INTO ledger (customer, at, points, campaign) VALUES (?1, ?2, ?3, ?4)")?
+                            .execute(params![key, d.at.0, a.points, d.campaign_id.as_str()])?;
+                        balance += i64::from(a.points);
+                    }
+                    if let (Some(m), Some((channel, variant))) = (a.message, &a.channel) {
+                        let idem = format!("{}-{}-{}", customer.key.0, d.campaign_id, d.at.0);
+                        tx.prepare_cached(
+                            "INSERT INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
+                                                 created_at, due_at, expires_at, state)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 'queued')",
+                        )?
+                        .execute(params![
+                            idem,
+                            key,
+                            d.campaign_id.as_str(),
+                            engine.message(m).id.as_str(),
+                            channel.as_str(),
+                            variant.name(),
+                            a.points,
+                            balance,
+                            d.at.0,
+                            a.expires_at.0
+                        ])?;
+                        outbox_id = Some(tx.last_insert_rowid());
+                    }
+                }
+            }
+            let (outcome, reason, channel) = match &d.outcome {
+                Outcome::Act(a) => ("act", None, a.channel.as_ref().map(|c| c.0.as_str())),
+                Outcome::Suppressed(r) => ("suppressed", Some(r.name()), None),
+            };
+            tx.prepare_cached(
+                "INSERT INTO decisions (at, customer, campaign, event, zone, outcome, reason, channel, outbox)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![d.at.0, key, d.campaign_id.as_str(), event.kind.name(), zone, outcome, reason, channel, outbox_id])?;
+            out.push(Committed { decision: d, outbox_id, balance });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,282 @@
+//! The outbox: durable queue of messages with leases, attempts, TTL
+//! expiry and the result of each send.
+//!
+//! A worker claims due rows with `UPDATE … RETURNING` and a lease; if it
+//! dies mid-send, the lease runs out and the row is claimed again.
+
+use std::fmt;
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{Result, Store};
+use crate::core::types::{Timestamp, millis};
+
+/// Where a message is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutboxState {
+    /// Waiting to be sent (or retried).
+    Queued,
+    /// Claimed by a worker under a lease.
+    Sending,
+    /// Accepted by the channel.
+    Sent,
+    /// Delivered to the handset.
+    Delivered,
+    /// Read by the customer.
+    Read,
+    /// Could not be sent (permanent error, opt-out).
+    Failed,
+    /// Its time to live ran out before it could be sent.
+    Expired,
+    /// Retries exhausted.
+    Dead,
+}
+
+impl OutboxState {
+    /// Every state.
+    pub const ALL: [OutboxState; 8] = [
+        OutboxState::Queued,
+        OutboxState::Sending,
+        OutboxState::Sent,
+        OutboxState::Delivered,
+        OutboxState::Read,
+        OutboxState::Failed,
+        OutboxState::Expired,
+        OutboxState::Dead,
+    ];
+
+    /// The state's name in the database and output.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            OutboxState::Queued => "queued",
+            OutboxState::Sending => "sending",
+            OutboxState::Sent => "sent",
+            OutboxState::Delivered => "delivered",
+            OutboxState::Read => "read",
+            OutboxState::Failed => "failed",
+            OutboxState::Expired => "expired",
+            OutboxState::Dead => "dead",
+        }
+    }
+
+    /// Parses a state name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<OutboxState> {
+        OutboxState::ALL.into_iter().find(|st| st.name() == s)
+    }
+}
+
+impl fmt::Display for OutboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A claimed message, with what the channel needs to render and address it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Row id.
+    pub id: i64,
+    /// Idempotency key.
+    pub key: String,
+    /// Retailer's customer id.
+    pub customer: String,
+    /// Customer's first name.
+    pub first_name: String,
+    /// Customer's phone, if any.
+    pub phone: Option<String>,
+    /// Campaign id.
+    pub campaign: String,
+    /// Message id.
+    pub message: String,
+    /// Channel name.
+    pub channel: String,
+    /// Variant name.
+    pub variant: String,
+    /// Points awarded with it.
+    pub points: u32,
+    /// Balance after the award.
+    pub balance: i64,
+    /// When it was decided.
+    pub created_at: Timestamp,
+    /// Not to be sent after this.
+    pub expires_at: Timestamp,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+}
+
+/// A row for `outbox list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Row id.
+    pub id: i64,
+    /// Customer id.
+    pub customer: String,
+    /// Campaign.
+    pub campaign: String,
+    /// Channel.
+    pub channel: String,
+    /// Variant.
+    pub variant: String,
+    /// State.
+    pub state: String,
+    /// Decided at.
+    pub created_at: Timestamp,
+    /// Sent at.
+    pub sent_at: Option<Timestamp>,
+    /// Attempts.
+    pub attempts: u32,
+    /// Last error.
+    pub error: Option<String>,
+}
+
+/// The outcome of one send attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendResult {
+    /// Accepted.
+    Sent {
+        /// The provider's message id.
+        provider_id: Option<String>,
+    },
+    /// Try again later.
+    Retry {
+        /// Not before this long.
+        after: Duration,
+        /// What happened.
+        error: String,
+    },
+    /// Do not try again.
+    Failed {
+        /// What happened.
+        error: String,
+    },
+}
+
+/// What one claim did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// Rows claimed.
+    pub items: Vec<OutboxItem>,
+    /// Rows that had expired and were marked so.
+    pub expired: usize,
+}
+
+impl Store {
+    /// Marks rows past their TTL as expired, then claims up to `limit` due
+    /// rows (queued and due, or sending with a lapsed lease) for `lease`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn claim_outbox(&mut self, now: Timestamp, lease: Duration, limit: u32) -> Result<Claim> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let expired = tx
+            .prepare_cached(
+                "UPDATE outbox SET state = 'expired', lease_until = NULL
+                 WHERE state IN ('queued', 'sending') AND expires_at <= ?1 AND coalesce(lease_until, 0) <= ?1",
+            )?
+            .execute([now.0])?;
+        let ids: Vec<i64> = tx
+            .prepare_cached(
+                "UPDATE outbox SET state = 'sending', lease_until = ?2, attempts = attempts + 1
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE (state = 'queued' AND due_at <= ?1) OR (state = 'sending' AND lease_until <= ?1)
+                              ORDER BY due_at, id LIMIT ?3)
+                 RETURNING id",
+            )?
+            .query_map(params![now.0, now.saturating_add(lease).0, limit], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        let mut items = Vec::with_capacity(ids.len());
+        {
+            let mut st = tx.prepare_cached(
+                "SELECT o.id, o.key, c.id, c.first_name, c.phone, o.campaign, o.message, o.channel, o.variant,
+                        o.points, o.balance, o.created_at, o.expires_at, o.attempts
+                 FROM outbox o JOIN customers c ON c.key = o.customer WHERE o.id = ?1",
+            )?;
+            for id in ids {
+                let item = st
+                    .query_row([id], |r| {
+                        Ok(OutboxItem {
+                            id: r.get(0)?,
+                            key: r.get(1)?,
+                            customer: r.get(2)?,
+                            first_name: r.get(3)?,
+                            phone: r.get(4)?,
+                            campaign: r.get(5)?,
+                            message: r.get(6)?,
+                            channel: r.get(7)?,
+                            variant: r.get(8)?,
+                            points: r.get(9)?,
+                            balance: r.get(10)?,
+                            created_at: Timestamp(r.get(11)?),
+                            expires_at: Timestamp(r.get(12)?),
+                            attempts: r.get(13)?,
+                        })
+                    })
+                    .optional()?;
+                items.extend(item);
+            }
+        }
+        items.sort_by_key(|i| (i.created_at, i.id));
+        tx.commit()?;
+        Ok(Claim { items, expired })
+    }
+
+    /// Records the outcome of sending row `id`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn record_send(&mut self, id: i64, now: Timestamp, result: &SendResult) -> Result<()> {
+        match result {
+            SendResult::Sent { provider_id } => self.conn.prepare_cached(
+                "UPDATE outbox SET state = 'sent', sent_at = ?2, provider_id = ?3, lease_until = NULL, error = NULL WHERE id = ?1",
+            )?.execute(params![id, now.0, provider_id])?,
+            SendResult::Retry { after, error } => self.conn.prepare_cached(
+                "UPDATE outbox SET state = 'queued', due_at = ?2, lease_until = NULL, error = ?3 WHERE id = ?1",
+            )?.execute(params![id, now.0.saturating_add(millis(*after)), error])?,
+            SendResult::Failed { error } => self.conn.prepare_cached(
+                "UPDATE outbox SET state = 'failed', lease_until = NULL, error = ?2 WHERE id = ?1",
+            )?.execute(params![id, error])?,
+        };
+        Ok(())
+    }
+
+    /// The earliest time a queued row is due or a lease lapses.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn outbox_next_due(&self) -> Result<Option<Timestamp>> {
+        let t: Option<i64> = self.conn.prepare_cached(
+            "SELECT min(CASE state WHEN 'queued' THEN due_at ELSE lease_until END) FROM outbox WHERE state IN ('queued', 'sending')",
+        )?.query_row([], |r| r.get(0))?;
+        Ok(t.map(Timestamp))
+    }
+
+    /// Outbox rows, newest first, optionally of one state.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn outbox_rows(&self, state: Option<OutboxState>, limit: u32) -> Result<Vec<OutboxRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT o.id, c.id, o.campaign, o.channel, o.variant, o.state, o.created_at, o.sent_at, o.attempts, o.error
+             FROM outbox o JOIN customers c ON c.key = o.customer
+             WHERE ?1 IS NULL OR o.state = ?1 ORDER BY o.id DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![state.map(OutboxState::name), limit], |r| {
+            Ok(OutboxRow {
+                id: r.get(0)?,
+                customer: r.get(1)?,
+                campaign: r.get(2)?,
+                channel: r.get(3)?,
+                variant: r.get(4)?,
+                state: r.get(5)?,
+                created_at: Timestamp(r.get(6)?),
+                sent_at: r.get::<_, Option<i64>>(7)?.map(Timestamp),
+                attempts: r.get(8)?,
+                error: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}

@@ -1,1 +1,197 @@
-fn main() {}
+//! Criterion benchmarks of the in-memory hot path: frame decoding, the
+//! presence tracker, and decode → identify → presence → campaign over a
+//! busy store (2,000 devices in view, 100,000 enrolled customers).
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nearcast::app::Pipeline;
+use nearcast::core::advert::{self, DecodeStats};
+use nearcast::core::campaign::MemoryLedger;
+use nearcast::core::identity::{CustomerInfo, CustomerKey, Directory, Hasher, Identity};
+use nearcast::core::presence::Tracker;
+use nearcast::core::types::{
+    BdAddr, ManufacturerData, Observation, Rssi, ScannerIdx, ServiceData, Sighting, Timestamp,
+    Uuid128,
+};
+
+const CUSTOMERS: u32 = 100_000;
+const DEVICES: u32 = 2_000;
+const APP: &str = "e2c56db5dffb48d2b060d0f5a71096e0";
+
+fn config() -> nearcast::config::Config {
+    nearcast::config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
+        .unwrap()
+}
+
+/// Device `i`'s advertisement: a mix like a busy shop floor. A quarter are
+/// enrolled app users (iBeacon minor = customer number), a tenth enrolled
+/// Eddystone-UID, the rest strangers: other apps' iBeacons, Apple
+/// continuity chatter, bare addresses.
+fn sighting(i: u32, t: i64, rng: &mut fastrand::Rng) -> Observation {
+    let addr = BdAddr([0x40 | (i >> 16) as u8, (i >> 8) as u8, i as u8, 1, 2, 3]);
+    let mut s = Sighting::new(
+        Timestamp(t),
+        ScannerIdx(rng.u16(0..3)),
+        addr,
+        Rssi(rng.i16(-95..-45)),
+    );
+    match i % 20 {
+        0..=4 => {
+            let minor = (i * 37) % CUSTOMERS;
+            let data = hex::decode(format!(
+                "0215{APP}{:04x}{:04x}c5",
+                minor >> 16,
+                minor & 0xffff
+            ))
+            .unwrap();
+            s.manufacturer_data.push(ManufacturerData {
+                company: 76,
+                data: data.into_iter().collect(),
+            });
+        }
+        5 | 6 => {
+            let n = CUSTOMERS - 1 - (i % CUSTOMERS);
+            let data = hex::decode(format!("00e80102030405060708090a{n:012x}")).unwrap();
+            s.service_data.push(ServiceData {
+                uuid: Uuid128::EDDYSTONE,
+                data: data.into_iter().collect(),
+            });
+        }
+        7..=10 => {
+            let data =
+                hex::decode(format!("0215{:032x}0001{:04x}bb", u128::from(i) * 7919, i)).unwrap();
+            s.manufacturer_data.push(ManufacturerData {
+                company: 76,
+                data: data.into_iter().collect(),
+            });
+        }
+        11..=17 => {
+            s.manufacturer_data.push(ManufacturerData {
+                company: 76,
+                data: [0x10, 0x05, 0x03, 0x1c, 0x2a, 0x7b, 0x3e]
+                    .into_iter()
+                    .collect(),
+            });
+        }
+        _ => {}
+    }
+    Observation::Ble(s)
+}
+
+/// `n` sightings, devices round-robin, 1 ms apart (each device heard every 2 s).
+fn stream(n: usize) -> Vec<Observation> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let t0 = 1_763_712_000_000; // a Friday, 09:00 Berlin
+    (0..n)
+        .map(|k| sighting((k as u32) % DEVICES, t0 + k as i64, &mut rng))
+        .collect()
+}
+
+fn directory(hasher: &Hasher) -> Directory {
+    let mut d = Directory::default();
+    for n in 0..CUSTOMERS {
+        let ib = Identity::parse(&format!("ibeacon:{APP}:{}:{}", n >> 16, n & 0xffff)).unwrap();
+        let ed = Identity::parse(&format!("eddystone-uid:0102030405060708090a:{n:012x}")).unwrap();
+        d.insert(
+            CustomerInfo {
+                key: CustomerKey(n + 1),
+                id: format!("c{n}").as_str().into(),
+                segments: Box::new([]),
+                channels: Box::new(["sms".into()]),
+            },
+            [hasher.hash(&ib), hasher.hash(&ed)],
+        );
+    }
+    d
+}
+
+fn benches(c: &mut Criterion) {
+    let obs = stream(200_000);
+    let sightings: Vec<&Sighting> = obs
+        .iter()
+        .filter_map(|o| {
+            if let Observation::Ble(s) = o {
+                Some(s)
+            } else {
+                None
+            }
+        })
+        .collect();
+
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(sightings.len() as u64));
+    g.bench_function("mixed store traffic", |b| {
+        b.iter(|| {
+            let mut stats = DecodeStats::default();
+            let mut n = 0u32;
+            for s in &sightings {
+                advert::decode(s, &mut stats, |f| {
+                    black_box(&f);
+                    n += 1;
+                });
+            }
+            black_box((n, stats))
+        });
+    });
+    g.finish();
+
+    let config = config();
+    let mut g = c.benchmark_group("presence");
+    g.throughput(Throughput::Elements(sightings.len() as u64));
+    g.bench_function("500 customers in view", |b| {
+        b.iter(|| {
+            let mut t = Tracker::new(config.layout.clone());
+            let mut out = Vec::new();
+            for (i, s) in sightings.iter().enumerate() {
+                t.observe_ble(
+                    s.at,
+                    CustomerKey((i % 500) as u32),
+                    s.scanner,
+                    s.rssi,
+                    -59,
+                    &mut out,
+                );
+                out.clear();
+            }
+            black_box(t.stats())
+        });
+    });
+    g.finish();
+
+    let hasher = Hasher::new(&[7; 32]);
+    let dir = Arc::new(directory(&hasher));
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(obs.len() as u64));
+    g.sample_size(20);
+    g.bench_function(
+        "decode+identify+presence+campaign, 2000 devices, 100k customers",
+        |b| {
+            b.iter(|| {
+                let mut p = Pipeline::new(
+                    config.layout.clone(),
+                    config.engine.clone(),
+                    hasher.clone(),
+                    dir.clone(),
+                    MemoryLedger::new(),
+                );
+                let mut events = 0u64;
+                for o in &obs {
+                    p.handle(o, &mut |_| events += 1).unwrap();
+                }
+                black_box((events, p.counters()))
+            });
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(pipeline, benches);
+criterion_main!(pipeline);

@@ -3,9 +3,18 @@
 //!
 //! Layout (see `ARCHITECTURE.md`):
 //! - [`core`]: sans-IO decisions: frame decoding, identity, presence, campaigns.
-//! - [`config`]: the three TOML files, validated into core types.
-//! - [`store`]: SQLite: customers, consent, visits, cooldowns, points, outbox.
+//!   Time is an argument; no IO.
+//! - [`config`]: the three TOML files, validated into core types with
+//!   file:line:column errors.
+//! - [`store`]: SQLite, the only SQL: customers, consent, visits, cooldowns,
+//!   points, decisions, outbox.
+//! - [`source`]: where observations come from: recordings and the simulator.
+//! - [`channel`]: delivery: the outbox worker and the adapters.
+//! - [`app`]: wiring: the daemon, the demo, replay and record.
 
+pub mod app;
+pub mod channel;
 pub mod config;
 pub mod core;
+pub mod source;
 pub mod store;

@@ -128,7 +128,7 @@ pub struct Conditions {
     pub exclude_segments: Vec<Arc<str>>,
     /// Only on the customer's first visit of the (local) day.
     pub first_visit_of_day: bool,
-    /// Only if the previous visit was at least this many days ago (or never).
+    /// Only if the previous visit was at least this many days ago.
     pub min_days_since_last_visit: Option<u32>,
 }
 
@@ -289,8 +289,8 @@ pub enum Reason {
     Segment,
     /// Not the first visit today.
     NotFirstVisit,
-    /// The previous visit was too recent.
-    RecentVisit,
+    /// The previous visit was too recent (or there was none).
+    DaysSinceVisit,
     /// No configured channel the customer consented to.
     NoChannel,
     /// The campaign acted for this customer within its cooldown.
@@ -315,7 +315,7 @@ impl Reason {
         Reason::WrongDay,
         Reason::Segment,
         Reason::NotFirstVisit,
-        Reason::RecentVisit,
+        Reason::DaysSinceVisit,
         Reason::NoChannel,
         Reason::Cooldown,
         Reason::CapDay,
@@ -335,7 +335,7 @@ impl Reason {
             Reason::WrongDay => "wrong_day",
             Reason::Segment => "segment",
             Reason::NotFirstVisit => "not_first_visit",
-            Reason::RecentVisit => "recent_visit",
+            Reason::DaysSinceVisit => "days_since_visit",
             Reason::NoChannel => "no_channel",
             Reason::Cooldown => "cooldown",
             Reason::CapDay => "cap_day",
@@ -519,10 +519,11 @@ impl Engine {
         if cond.first_visit_of_day && previous_day == Some(local.day_number) {
             return Err(Reason::NotFirstVisit);
         }
-        if let (Some(min), Some(day)) = (cond.min_days_since_last_visit, previous_day)
-            && local.day_number - day < i64::from(min)
+        // A win-back needs a last visit: a first-ever visit does not qualify.
+        if let Some(min) = cond.min_days_since_last_visit
+            && previous_day.is_none_or(|day| local.day_number - day < i64::from(min))
         {
-            return Err(Reason::RecentVisit);
+            return Err(Reason::DaysSinceVisit);
         }
         let channel = match c.message {
             None => None,
@@ -970,13 +971,17 @@ mod tests {
         assert_eq!(arrive(&h(at("09:30"))), "not_first_visit");
         assert_eq!(
             arrive(&h(Timestamp(at("15:00").0 - 29 * 86_400_000))),
-            "recent_visit"
+            "days_since_visit"
         );
         assert_eq!(
             arrive(&h(Timestamp(at("15:00").0 - 30 * 86_400_000))),
             "act sms"
         );
-        assert_eq!(arrive(&History::default()), "act sms");
+        assert_eq!(arrive(&History::default()), "days_since_visit");
+        let mut e = e.clone();
+        e.campaigns[0].conditions.min_days_since_last_visit = None;
+        let d = e.decide(&ev(at("15:00"), EventKind::Arrived), &c, &History::default());
+        assert_eq!(outcomes(&d)[0].1, "act sms");
     }
 
     #[test]

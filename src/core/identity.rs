@@ -281,6 +281,11 @@ impl Directory {
         self.customers.get(&key)
     }
 
+    /// Every customer's key.
+    pub fn customers(&self) -> impl Iterator<Item = CustomerKey> + '_ {
+        self.customers.keys().copied()
+    }
+
     /// Number of customers.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -294,6 +294,9 @@ pub struct WifiPresence {
 }
 
 /// Anything a source produces.
+// Sightings are the overwhelmingly common case and are kept inline (their
+// payloads too): boxing them would cost an allocation per advertisement.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observation {
     /// A BLE advertisement.

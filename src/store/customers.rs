@@ -388,6 +388,21 @@ impl Store {
         Ok(())
     }
 
+    /// Records a past visit from the retailer's own history, so visit-count
+    /// and win-back campaigns see customers' earlier visits.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCustomer`] or SQLite errors.
+    pub fn import_visit(&mut self, id: &str, arrived: Timestamp, left: Option<Timestamp>) -> Result<()> {
+        let n = self.conn.prepare_cached(
+            "INSERT INTO visits (customer, arrived_at, left_at) SELECT key, ?2, ?3 FROM customers WHERE id = ?1 AND opted_out_at IS NULL",
+        )?.execute(params![id, arrived.0, left.map(|t| t.0)])?;
+        if n == 0 {
+            return Err(Error::NoSuchCustomer(id.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Erases a customer: every row that mentions them (visits, cooldowns,
     /// points, decisions, outbox) goes with the customer row, and the WAL is
     /// checkpointed so the old pages do not linger there.

@@ -40,6 +40,16 @@ pub enum Error {
         /// The newest version this binary knows.
         known: usize,
     },
+    /// A read-only open found an older schema it may not migrate.
+    #[error("database {path} has schema version {found}, older than this nearcast's {known}; run `nearcast stats --db {path}` once to migrate it")]
+    NeedsMigration {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: usize,
+        /// The version this binary writes.
+        known: usize,
+    },
     /// A pragma did not take effect.
     #[error("database {path}: PRAGMA {pragma} is {got:?}, expected {want:?}")]
     Pragma {
@@ -94,6 +104,32 @@ impl Store {
     /// SQLite errors, a failed pragma, a failed migration, or
     /// [`Error::TooNew`].
     pub fn open(path: &Path) -> Result<Store> {
+        Store::open_with(path, false)
+    }
+
+    /// Opens an existing database without writing to it (dry runs): no
+    /// migration, no file created.
+    ///
+    /// # Errors
+    /// SQLite errors, or [`Error::TooNew`] / a schema older than this binary.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        Store::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, read_only: bool) -> Result<Store> {
+        if read_only {
+            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let version = migrations().current_version(&conn)?;
+            let v: usize = (&version).into();
+            if v > schema_version() {
+                return Err(Error::TooNew { path: path.to_owned(), found: v, known: schema_version() });
+            }
+            if v < schema_version() {
+                return Err(Error::NeedsMigration { path: path.to_owned(), found: v, known: schema_version() });
+            }
+            return Ok(Store { conn, path: path.to_owned() });
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -140,6 +176,18 @@ impl Store {
     /// SQLite errors.
     pub fn registry_version(&self) -> Result<i64> {
         Ok(self.conn.prepare_cached("SELECT value FROM meta WHERE name = 'registry'")?.query_row([], |r| r.get(0))?)
+    }
+
+    /// Messages accepted by a channel, by campaign.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sent_by_campaign(&self) -> Result<Vec<(String, i64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT campaign, count(*) FROM outbox WHERE state IN ('sent', 'delivered', 'read') GROUP BY campaign ORDER BY campaign",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     /// Counts for `nearcast stats`.

@@ -1,0 +1,145 @@
+//! Wiring: builds the pipeline, the outbox worker and the sources from a
+//! configuration, and runs them as the daemon, the demo or a replay.
+//!
+//! Owns no decisions (those are `core`'s) and no SQL (that is `store`'s);
+//! reads the clock only through the `Clock` it is given.
+
+pub mod demo;
+pub mod output;
+pub mod pipeline;
+pub mod record;
+pub mod replay;
+pub mod run;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::channel::{Adapter, Worker, console::Console};
+use crate::config::{self, Config};
+use crate::core::identity::Hasher;
+use crate::core::types::Timestamp;
+use crate::store::{self, Store};
+
+pub use pipeline::{Counters, Output, Pipeline};
+
+/// Errors a command can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration was refused.
+    #[error("{0}")]
+    Config(#[from] config::Errors),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Delivery failed.
+    #[error(transparent)]
+    Channel(#[from] crate::channel::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// A source could not start.
+    #[error(transparent)]
+    Source(#[from] crate::source::Error),
+    /// Anything else a command refuses, with what to do.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_owned(), source }
+    }
+}
+
+/// Where time comes from: the system clock in production, a recording's or
+/// simulator's own time otherwise.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp(crate::core::types::millis(d))
+    }
+}
+
+/// The database path: `--db` if given, else the configured one.
+#[must_use]
+pub fn database_path(config: &Config, db: Option<&Path>) -> PathBuf {
+    db.map_or_else(|| config.daemon.database.clone(), Path::to_owned)
+}
+
+/// Opens the database and its installation secret.
+///
+/// # Errors
+/// Database or secret failures.
+pub fn open_database(config: &Config, db: Option<&Path>) -> Result<(Store, Hasher), Error> {
+    let path = database_path(config, db);
+    let store = Store::open(&path)?;
+    let secret_path = match (db, &config.daemon.secret_file) {
+        // A database given on the command line keeps its secret beside it.
+        (Some(_), _) | (None, None) => config.daemon.secret_path(&path),
+        (None, Some(p)) => p.clone(),
+    };
+    let secret = store::load_or_create_secret(&secret_path)?;
+    Ok((store, Hasher::new(&secret)))
+}
+
+/// Runs presence timers and the outbox worker in the observations' own
+/// time, one tick per simulated second, from `*next_tick` through `until`.
+///
+/// # Errors
+/// Ledger or database failures.
+pub(crate) async fn tick_until<L: crate::core::campaign::Ledger>(
+    pipeline: &mut Pipeline<L>,
+    worker: &mut Worker,
+    next_tick: &mut Timestamp,
+    until: Timestamp,
+    sink: &mut impl FnMut(Output<'_>),
+) -> Result<(), Error>
+where
+    Error: From<L::Error>,
+{
+    while *next_tick <= until {
+        pipeline.advance(*next_tick, sink)?;
+        worker.run_once(*next_tick).await?;
+        *next_tick = next_tick.saturating_add(std::time::Duration::from_secs(1));
+    }
+    Ok(())
+}
+
+/// An outbox worker with the configured channels, printing console
+/// channels to `console`.
+///
+/// # Errors
+/// Database failures.
+pub fn worker(config: &Config, db: &Path, console: Arc<Mutex<dyn Write + Send>>) -> Result<Worker, Error> {
+    let mut adapters = HashMap::new();
+    for c in &config.daemon.channels {
+        let adapter = match c.adapter {
+            config::Adapter::Console => Adapter::Console(Console::new(console.clone(), config.engine.rules.tz.clone())),
+        };
+        adapters.insert(c.name.clone(), adapter);
+    }
+    Ok(Worker::new(
+        Store::open(db)?,
+        config.engine.clone(),
+        config.layout.store_name.clone(),
+        adapters,
+        config.daemon.outbox.lease,
+        config.daemon.outbox.batch,
+    ))
+}

@@ -1,0 +1,233 @@
+//! The decision pipeline: decode → identify → presence → campaign → ledger,
+//! one observation at a time, in the observation's own time.
+//!
+//! Synchronous and clock-free: the caller feeds observations in time order
+//! (live, replayed or simulated) and the pipeline runs presence timers up to
+//! each observation's time before handling it. Output goes to a sink.
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::core::advert::{self, DecodeStats, Frame};
+use crate::core::campaign::{Committed, Engine, Ledger, Outcome, Reason};
+use crate::core::identity::{CustomerInfo, Directory, Hasher, Identity, Resolver};
+use crate::core::presence::{EventKind, Tracker, ZoneEvent};
+use crate::core::types::{Observation, Timestamp};
+use crate::core::zones::Layout;
+
+/// What the pipeline reports as it goes.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// A presence event for a known customer.
+    Event {
+        /// The event.
+        event: &'a ZoneEvent,
+        /// Who.
+        customer: &'a CustomerInfo,
+        /// The zone's id.
+        zone: &'a str,
+    },
+    /// A campaign decision, as committed.
+    Decision {
+        /// The event that triggered it.
+        event: &'a ZoneEvent,
+        /// Who.
+        customer: &'a CustomerInfo,
+        /// The decision.
+        committed: &'a Committed,
+    },
+}
+
+/// Running totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// BLE sightings handled.
+    pub sightings: u64,
+    /// Wi-Fi reports handled.
+    pub wifi: u64,
+    /// Presence events by kind: arrived, entered, dwelled, exited, left.
+    pub events: [u64; 5],
+    /// Decisions that acted.
+    pub acted: u64,
+    /// Messages queued.
+    pub messages: u64,
+    /// Points awarded.
+    pub points: u64,
+    /// Suppressions by reason (indexed like `Reason::ALL`).
+    pub suppressed: [u64; Reason::ALL.len()],
+    /// Frame decoding counts.
+    pub decode: DecodeStats,
+}
+
+impl Counters {
+    /// Suppressions of one reason.
+    #[must_use]
+    pub fn suppressed(&self, r: Reason) -> u64 {
+        Reason::ALL.iter().position(|x| *x == r).map_or(0, |i| self.suppressed[i])
+    }
+}
+
+fn event_index(kind: &EventKind) -> usize {
+    match kind {
+        EventKind::Arrived => 0,
+        EventKind::Entered(_) => 1,
+        EventKind::Dwelled(..) => 2,
+        EventKind::Exited(_) => 3,
+        EventKind::Left => 4,
+    }
+}
+
+/// The pipeline over a ledger (SQLite, or memory for dry runs).
+pub struct Pipeline<L: Ledger> {
+    layout: Arc<Layout>,
+    engine: Arc<Engine>,
+    resolver: Resolver,
+    tracker: Tracker,
+    ledger: L,
+    counters: Counters,
+    events: Vec<ZoneEvent>,
+    frames: SmallVec<[Frame; 2]>,
+}
+
+impl<L: Ledger> Pipeline<L> {
+    /// A pipeline for this store.
+    #[must_use]
+    pub fn new(layout: Arc<Layout>, engine: Arc<Engine>, hasher: Hasher, directory: Arc<Directory>, ledger: L) -> Self {
+        Pipeline {
+            tracker: Tracker::new(layout.clone()),
+            layout,
+            engine,
+            resolver: Resolver::new(hasher, directory),
+            ledger,
+            counters: Counters::default(),
+            events: Vec::new(),
+            frames: SmallVec::new(),
+        }
+    }
+
+    /// Totals so far.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        Counters { decode: self.counters.decode, ..self.counters.clone() }
+    }
+
+    /// The ledger.
+    pub fn ledger_mut(&mut self) -> &mut L {
+        &mut self.ledger
+    }
+
+    /// Swaps in a new registry snapshot (import, opt-out, erasure). Tracking
+    /// state of customers no longer in it is dropped at once.
+    pub fn set_directory(&mut self, directory: Arc<Directory>) {
+        let gone: Vec<_> = self
+            .resolver
+            .directory()
+            .customers()
+            .filter(|k| directory.customer(*k).is_none())
+            .collect();
+        for k in gone {
+            self.tracker.forget(k);
+        }
+        self.resolver.set_directory(directory);
+    }
+
+    /// When [`Pipeline::advance`] next has timer work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.tracker.poll_timeout()
+    }
+
+    /// Runs presence timers due up to `now`, each at its own time.
+    ///
+    /// # Errors
+    /// Ledger failures.
+    pub fn advance(&mut self, now: Timestamp, sink: &mut impl FnMut(Output<'_>)) -> Result<(), L::Error> {
+        while let Some(due) = self.tracker.poll_timeout().filter(|d| *d <= now) {
+            self.tracker.handle_timeout(due, &mut self.events);
+            self.process_events(sink)?;
+        }
+        Ok(())
+    }
+
+    /// Handles one observation (after running timers up to its time).
+    ///
+    /// # Errors
+    /// Ledger failures; the observation's events are then lost, not half-written.
+    pub fn handle(&mut self, obs: &Observation, sink: &mut impl FnMut(Output<'_>)) -> Result<(), L::Error> {
+        self.advance(obs.at(), sink)?;
+        match obs {
+            Observation::Ble(s) => {
+                self.counters.sightings += 1;
+                self.frames.clear();
+                let frames = &mut self.frames;
+                advert::decode(s, &mut self.counters.decode, |f| frames.push(f));
+                let Some(key) = self.resolver.identify(self.frames.iter(), s.addr) else { return Ok(()) };
+                let power = self.layout.measured_power(self.frames.iter().find(|f| f.measured_power_1m().is_some()));
+                self.tracker.observe_ble(s.at, key, s.scanner, s.rssi, power, &mut self.events);
+            }
+            Observation::Wifi(w) => {
+                self.counters.wifi += 1;
+                let Some(key) = self.resolver.resolve(&Identity::Mac(w.mac)) else { return Ok(()) };
+                self.tracker.observe_wifi(w.at, key, w.kind, &mut self.events);
+            }
+        }
+        if self.events.is_empty() { Ok(()) } else { self.process_events(sink) }
+    }
+
+    fn process_events(&mut self, sink: &mut impl FnMut(Output<'_>)) -> Result<(), L::Error> {
+        let events = std::mem::take(&mut self.events);
+        let mut result = Ok(());
+        for event in &events {
+            self.counters.events[event_index(&event.kind)] += 1;
+            let Some(customer) = self.resolver.directory().customer(event.customer).cloned() else { continue };
+            let zone = self.layout.zone(event.kind.zone()).id.clone();
+            sink(Output::Event { event, customer: &customer, zone: zone.as_str() });
+            let records_visit = matches!(event.kind, EventKind::Arrived | EventKind::Left);
+            if !records_visit && !self.engine.listens(&event.kind) {
+                continue;
+            }
+            if let Err(e) = self.decide(event, &customer, zone.as_str(), sink) {
+                result = Err(e);
+                break;
+            }
+        }
+        let mut events = events;
+        events.clear();
+        self.events = events;
+        result
+    }
+
+    fn decide(
+        &mut self,
+        event: &ZoneEvent,
+        customer: &CustomerInfo,
+        zone: &str,
+        sink: &mut impl FnMut(Output<'_>),
+    ) -> Result<(), L::Error> {
+        let local = self.engine.rules.local(event.at);
+        let history = self.ledger.history(customer, &local)?;
+        let decisions = self.engine.decide(event, customer, &history);
+        let committed = self.ledger.commit(event, zone, customer, &local, &self.engine, decisions)?;
+        for c in &committed {
+            match &c.decision.outcome {
+                Outcome::Act(a) => {
+                    self.counters.acted += 1;
+                    self.counters.points += u64::from(a.points);
+                    self.counters.messages += u64::from(a.message.is_some());
+                }
+                Outcome::Suppressed(r) => {
+                    if let Some(i) = Reason::ALL.iter().position(|x| x == r) {
+                        self.counters.suppressed[i] += 1;
+                    }
+                    if *r == Reason::OptedOut {
+                        // Consent went away since the snapshot: stop tracking now.
+                        self.tracker.forget(customer.key);
+                    }
+                }
+            }
+            sink(Output::Decision { event, customer, committed: c });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+//! The `nearcast` binary as staff and scripts use it: check-config, the demo,
+//! customers, record and replay, stats.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn nearcast(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// A copy of the example config whose database lives in the temp dir.
+fn config_copy(dir: &Path) -> PathBuf {
+    let c = dir.join("config");
+    std::fs::create_dir_all(&c).unwrap();
+    for name in [
+        "nearcast.toml",
+        "zones.toml",
+        "campaigns.toml",
+        "customers.csv",
+    ] {
+        let mut t = std::fs::read_to_string(example().join(name)).unwrap();
+        if name == "nearcast.toml" {
+            t = t.replace(
+                "/var/lib/nearcast/nearcast.db",
+                &dir.join("state/nearcast.db").display().to_string(),
+            );
+        }
+        std::fs::write(c.join(name), t).unwrap();
+    }
+    c
+}
+
+#[test]
+fn check_config_accepts_the_example_and_refuses_a_typo_with_its_position() {
+    let ok = nearcast(&["check-config", "--config", example().to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("configuration OK: 3 scanners, 4 zones, 5 campaigns, 4 messages, channels mms, sms, whatsapp"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    let zones = std::fs::read_to_string(c.join("zones.toml"))
+        .unwrap()
+        .replace("dwell = \"2m\"", "dwel = \"2m\"");
+    std::fs::write(c.join("zones.toml"), &zones).unwrap();
+    let line = zones.lines().position(|l| l.starts_with("dwel =")).unwrap() + 1;
+    let bad = nearcast(&["check-config", "--config", c.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains(&format!("zones.toml:{line}:1: unknown field `dwel`")),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+}
+
+#[test]
+fn the_demo_is_deterministic_and_sums_up() {
+    let a = nearcast(&["demo", "--speed", "0", "--minutes", "15", "--seed", "3"]);
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    let b = nearcast(&["demo", "--speed", "0", "--minutes", "15", "--seed", "3"]);
+    assert_eq!(text(&a.stdout), text(&b.stdout));
+    let out = text(&a.stdout);
+    for line in [
+        "shoppers simulated      30 (",
+        "customers recognised    ",
+        "messages sent           ",
+        "points awarded          ",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    assert!(out.contains("  ✉ "), "no message was delivered:\n{out}");
+    let c = nearcast(&["demo", "--speed", "0", "--minutes", "15", "--seed", "4"]);
+    assert_ne!(text(&a.stdout), text(&c.stdout));
+}
+
+#[test]
+fn customers_import_list_show_opt_out_forget() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    let cfg = c.to_str().unwrap();
+    let csv = c.join("customers.csv");
+    let ok = nearcast(&[
+        "customers",
+        "import",
+        csv.to_str().unwrap(),
+        "--config",
+        cfg,
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(
+        text(&ok.stdout).contains("40 added, 0 updated"),
+        "{}",
+        text(&ok.stdout)
+    );
+
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "id,first_name,phone,channels,consent_at,consent_source,identities,segments\n\
+        x1,Xaver,+4915112340000,sms,2026-01-01T00:00:00Z,app,mac:00:11:22:33:44:55,\n\
+        x2,Yvonne,+4915112340001,sms,,app,mac:00:11:22:33:44:56,\n",
+    )
+    .unwrap();
+    let r = nearcast(&[
+        "customers",
+        "import",
+        bad.to_str().unwrap(),
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        text(&r.stderr).contains("bad.csv:line 3: `consent_at` is empty"),
+        "{}",
+        text(&r.stderr)
+    );
+
+    let list = text(&nearcast(&["customers", "list", "--config", cfg]).stdout);
+    assert_eq!(list.lines().count(), 41, "{list}");
+    assert!(!list.contains("x1"), "half of a bad file was imported");
+    let show = text(&nearcast(&["customers", "show", "c-1001", "--config", cfg]).stdout);
+    assert!(
+        show.contains("first name      Anna")
+            && show.contains("identities      ibeacon (stored as keyed hashes)"),
+        "{show}"
+    );
+
+    assert!(
+        nearcast(&["customers", "opt-out", "c-1001", "--config", cfg])
+            .status
+            .success()
+    );
+    let show = text(&nearcast(&["customers", "show", "c-1001", "--config", cfg]).stdout);
+    assert!(show.contains("opted out       20"), "{show}");
+    assert!(
+        nearcast(&["customers", "forget", "c-1001", "--config", cfg])
+            .status
+            .success()
+    );
+    let gone = nearcast(&["customers", "show", "c-1001", "--config", cfg]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(text(&gone.stderr).contains("no customer with id \"c-1001\""));
+}
+
+#[test]
+fn record_then_replay_dry_run_as_json_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    let cfg = c.to_str().unwrap();
+    let rec = dir.path().join("day.jsonl");
+    let r = nearcast(&[
+        "record",
+        rec.to_str().unwrap(),
+        "--sim",
+        "--minutes",
+        "20",
+        "--config",
+        cfg,
+    ]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert!(
+        nearcast(&[
+            "customers",
+            "import",
+            c.join("customers.csv").to_str().unwrap(),
+            "--config",
+            cfg
+        ])
+        .status
+        .success()
+    );
+    let db = dir.path().join("state/nearcast.db");
+    let before = std::fs::read(&db).unwrap();
+
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            rec.to_str().unwrap(),
+            "--dry-run",
+            "--fast",
+            "--json",
+            "--config",
+            cfg,
+        ];
+        args.extend_from_slice(extra);
+        nearcast(&args)
+    };
+    let a = run(&[]);
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert!(
+        text(&a.stderr).contains("sightings/s"),
+        "{}",
+        text(&a.stderr)
+    );
+    let out = text(&a.stdout);
+    let mut types = std::collections::BTreeSet::new();
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["t"].as_f64().unwrap() > 1.7e9);
+        assert!(v["customer"].as_str().unwrap().starts_with("c-"));
+        let ty = v["type"].as_str().unwrap().to_owned();
+        match ty.as_str() {
+            "decision" => assert!(v["campaign"].is_string()),
+            "suppressed" => assert!(v["reason"].is_string() && v["campaign"].is_string()),
+            _ => assert!(v["zone"].is_string()),
+        }
+        types.insert(ty);
+    }
+    for ty in ["arrived", "entered", "exited", "left", "decision"] {
+        assert!(types.contains(ty), "no {ty} in {types:?}");
+    }
+    // Same input, same output; and the database file did not change.
+    assert_eq!(text(&run(&[]).stdout), out);
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+
+    // For real: the decisions land in the database and go out on the console.
+    let real = nearcast(&["replay", rec.to_str().unwrap(), "--fast", "--config", cfg]);
+    assert!(real.status.success(), "{}", text(&real.stderr));
+    assert!(text(&real.stdout).contains("  ✉ "));
+    let stats = nearcast(&["stats", "--json", "--config", cfg]);
+    let v: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let decisions = out
+        .lines()
+        .filter(|l| l.contains("\"type\":\"decision\""))
+        .count();
+    assert_eq!(v["decisions_act"].as_u64().unwrap() as usize, decisions);
+    let listed = text(&nearcast(&["outbox", "list", "--state", "sent", "--config", cfg]).stdout);
+    assert!(listed.lines().count() > 1, "{listed}");
+}

@@ -1,0 +1,196 @@
+//! The outbox worker on a real database: rendering per channel, the console
+//! channel's output, TTL expiry, and lease recovery after a crash mid-send.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use nearcast::core::types::Timestamp;
+use nearcast::store::OutboxState;
+
+const ANNA_PHONE: [u8; 6] = [0x5A, 0x01, 0x02, 0x03, 0x04, 0x05];
+const BEN_PHONE: [u8; 6] = [0x5B, 0x01, 0x02, 0x03, 0x04, 0x05];
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl Buf {
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+fn arrive(config: &nearcast::config::Config, minor: u16, addr: [u8; 6], t: Timestamp) {
+    let mut p = pipeline(config);
+    let obs = every_second(t, Timestamp(t.0 + 3000), |t| {
+        ibeacon(t, 0, minor, 8.0, addr)
+    });
+    let out = run(&mut p, &obs, Timestamp(t.0 + 3000));
+    assert!(out.iter().any(|l| l.contains(" act welcome ")), "{out:?}");
+}
+
+fn worker(config: &nearcast::config::Config, buf: &Buf) -> nearcast::channel::Worker {
+    let out: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(buf.clone()));
+    nearcast::app::worker(config, &config.daemon.database, out).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn sends_the_richest_variant_each_channel_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0)); // whatsapp first
+    arrive(&config, 2, BEN_PHONE, at(10, 0, 0)); // sms only
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    let r = rt().block_on(w.run_once(at(10, 0, 3))).unwrap();
+    assert_eq!((r.sent, r.failed, r.expired), (2, 0, 0));
+    assert_eq!(
+        buf.take(),
+        "10:00:03  ✉ whatsapp/rich → Anna (anna) [welcome] Welcome Anna!  (template welcome/en)\n\
+         10:00:03  ✉ sms/plain → Ben (ben) [welcome] Hi Ben, welcome to Teststore! +10 points, balance 10.\n"
+    );
+    let rows = w.store().outbox_rows(Some(OutboxState::Sent), 10).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.attempts == 1 && r.sent_at == Some(at(10, 0, 3)))
+    );
+    // Nothing more to send.
+    assert_eq!(rt().block_on(w.run_once(at(10, 0, 4))).unwrap().sent, 0);
+    assert!(buf.take().is_empty());
+}
+
+#[test]
+fn a_message_past_its_ttl_is_expired_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 2, BEN_PHONE, at(10, 0, 0));
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    // The welcome's TTL is 5 minutes: the WAN was down until 10:05:03.
+    let r = rt().block_on(w.run_once(at(10, 5, 3))).unwrap();
+    assert_eq!((r.sent, r.expired), (0, 1));
+    assert!(buf.take().is_empty());
+    assert_eq!(
+        w.store()
+            .outbox_rows(Some(OutboxState::Expired), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_send_interrupted_by_a_crash_is_retried_after_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 2, BEN_PHONE, at(10, 0, 0));
+    // A worker claims the row and dies before recording the result.
+    let (mut crashed, _) = nearcast::app::open_database(&config, None).unwrap();
+    let claim = crashed
+        .claim_outbox(at(10, 0, 3), Duration::from_secs(30), 10)
+        .unwrap();
+    assert_eq!(claim.items.len(), 1);
+    drop(crashed);
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    assert_eq!(
+        rt().block_on(w.run_once(at(10, 0, 20))).unwrap().sent,
+        0,
+        "claimed under a live lease"
+    );
+    let r = rt().block_on(w.run_once(at(10, 0, 33))).unwrap();
+    assert_eq!(r.sent, 1);
+    let rows = w.store().outbox_rows(None, 10).unwrap();
+    assert_eq!((rows[0].state.as_str(), rows[0].attempts), ("sent", 2));
+    assert_eq!(buf.take().lines().count(), 1);
+}
+
+#[test]
+fn an_opt_out_cancels_queued_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 2, BEN_PHONE, at(10, 0, 0));
+    let (mut admin, _) = nearcast::app::open_database(&config, None).unwrap();
+    admin.opt_out("ben", at(10, 0, 3)).unwrap();
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    assert_eq!(rt().block_on(w.run_once(at(10, 0, 4))).unwrap().sent, 0);
+    assert!(buf.take().is_empty());
+    let rows = w.store().outbox_rows(None, 10).unwrap();
+    assert_eq!(
+        (rows[0].state.as_str(), rows[0].error.as_deref()),
+        ("failed", Some("opted_out"))
+    );
+}
+
+#[test]
+fn forget_removes_every_row_that_mentions_the_customer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 2, BEN_PHONE, at(10, 0, 0));
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0));
+    let buf = Buf::default();
+    rt().block_on(worker(&config, &buf).run_once(at(10, 0, 3)))
+        .unwrap();
+    let (mut admin, _) = nearcast::app::open_database(&config, None).unwrap();
+    let ben = admin.customer("ben").unwrap().key;
+    admin.forget("ben").unwrap();
+    let conn = rusqlite::Connection::open(&config.daemon.database).unwrap();
+    for table in [
+        "identities",
+        "visits",
+        "cooldowns",
+        "ledger",
+        "outbox",
+        "decisions",
+    ] {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE customer = ?1"),
+                [ben],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 0, "{table} still mentions ben");
+        let others: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert!(others > 0, "{table}: anna's rows should remain");
+    }
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM customers WHERE id = 'ben'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 0);
+    let bytes = database_bytes(&config);
+    assert!(
+        !contains(&bytes, b"+4915112345679"),
+        "ben's phone number is still in the file"
+    );
+}

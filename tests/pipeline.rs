@@ -1,0 +1,312 @@
+//! The pipeline end to end on a real SQLite file: hand-made sightings in,
+//! exact presence events and decisions out, and what the database holds.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use nearcast::core::identity::{Hasher, Identity};
+use nearcast::core::types::{Timestamp, WifiKind};
+
+const ANNA_PHONE: [u8; 6] = [0x5A, 0x01, 0x02, 0x03, 0x04, 0x05];
+const BEN_PHONE: [u8; 6] = [0x5B, 0x01, 0x02, 0x03, 0x04, 0x05];
+const CLEO_MAC: [u8; 6] = [0xC4, 0x7C, 0x8D, 0x6A, 0x11, 0x02];
+
+fn walk_in(
+    minor: u16,
+    addr: [u8; 6],
+    from: Timestamp,
+    secs: i64,
+    d: f64,
+) -> Vec<nearcast::core::types::Observation> {
+    every_second(from, Timestamp(from.0 + secs * 1000), |t| {
+        ibeacon(t, 0, minor, d, addr)
+    })
+}
+
+#[test]
+fn arrival_welcome_and_a_segment_offer_at_the_door() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    let (store, _) = store_with_customers(&config);
+    drop(store);
+    let mut p = pipeline(&config);
+    let out = run(
+        &mut p,
+        &walk_in(1, ANNA_PHONE, at(10, 0, 0), 20, 1.0),
+        at(10, 5, 0),
+    );
+    assert_eq!(
+        out,
+        [
+            "10:00:02 arrived anna store",
+            "10:00:02 act welcome anna whatsapp/rich",
+            "10:00:05 entered anna entrance",
+            "10:00:05 act door-offer anna whatsapp/plain",
+            // Last heard 10:00:20; unheard for the 10 s signal timeout, then
+            // the entrance's 5 s and the store's 30 s absence timeouts.
+            "10:00:35 exited anna entrance",
+            "10:01:00 left anna store",
+        ]
+    );
+    let stats = p.ledger_mut().stats().unwrap();
+    assert_eq!(stats.outbox, [("queued".to_owned(), 2)]);
+    assert_eq!(stats.points_awarded, 10);
+    assert_eq!(stats.visits, 1);
+}
+
+#[test]
+fn a_customer_outside_the_segment_is_suppressed_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    let mut p = pipeline(&config);
+    let out = run(
+        &mut p,
+        &walk_in(2, BEN_PHONE, at(10, 0, 0), 10, 1.0),
+        at(10, 0, 10),
+    );
+    assert_eq!(
+        out,
+        [
+            "10:00:02 arrived ben store",
+            "10:00:02 act welcome ben sms/plain",
+            "10:00:05 entered ben entrance",
+            "10:00:05 suppressed door-offer ben segment",
+        ]
+    );
+}
+
+#[test]
+fn quiet_hours_suppress_the_message_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    let mut p = pipeline(&config);
+    let out = run(
+        &mut p,
+        &walk_in(2, BEN_PHONE, at(19, 30, 0), 3, 8.0),
+        at(19, 30, 3),
+    );
+    assert_eq!(
+        out,
+        [
+            "19:30:02 arrived ben store",
+            "19:30:02 suppressed welcome ben quiet_hours"
+        ]
+    );
+    let stats = p.ledger_mut().stats().unwrap();
+    assert!(stats.outbox.is_empty());
+    assert_eq!(stats.suppressed, [("quiet_hours".to_owned(), 1)]);
+}
+
+#[test]
+fn a_cooldown_holds_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    let visit = |p: &mut nearcast::app::Pipeline<nearcast::store::Store>, h, m| {
+        run(
+            p,
+            &walk_in(2, BEN_PHONE, at(h, m, 0), 3, 8.0),
+            at(h, m + 5, 0),
+        )
+    };
+    let mut p = pipeline(&config);
+    assert_eq!(
+        visit(&mut p, 10, 0),
+        [
+            "10:00:02 arrived ben store",
+            "10:00:02 act welcome ben sms/plain",
+            "10:00:43 left ben store"
+        ]
+    );
+    drop(p); // the daemon restarts
+    let mut p = pipeline(&config);
+    assert_eq!(
+        visit(&mut p, 14, 0),
+        [
+            "14:00:02 arrived ben store",
+            "14:00:02 suppressed welcome ben cooldown",
+            "14:00:43 left ben store"
+        ]
+    );
+    let stats = p.ledger_mut().stats().unwrap();
+    assert_eq!(stats.visits, 2);
+    assert_eq!(stats.outbox, [("queued".to_owned(), 1)]);
+}
+
+#[test]
+fn an_opted_out_customer_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    // A pipeline whose snapshot predates the opt-out: consent is re-read
+    // when deciding, so the decision is suppressed and nothing is recorded.
+    let mut stale = pipeline(&config);
+    let (mut admin, _) = nearcast::app::open_database(&config, None).unwrap();
+    admin.opt_out("anna", at(9, 0, 0)).unwrap();
+    let out = run(
+        &mut stale,
+        &walk_in(1, ANNA_PHONE, at(10, 0, 0), 3, 8.0),
+        at(10, 0, 3),
+    );
+    assert_eq!(
+        out,
+        [
+            "10:00:02 arrived anna store",
+            "10:00:02 suppressed welcome anna opted_out"
+        ]
+    );
+    // A fresh snapshot does not recognise her at all.
+    let mut p = pipeline(&config);
+    let out = run(
+        &mut p,
+        &walk_in(1, ANNA_PHONE, at(11, 0, 0), 20, 1.0),
+        at(11, 5, 0),
+    );
+    assert!(out.is_empty(), "{out:?}");
+    let stats = admin.stats().unwrap();
+    assert_eq!((stats.visits, stats.decisions_act), (0, 0));
+    assert!(stats.outbox.is_empty());
+}
+
+#[test]
+fn a_snapshot_swap_stops_tracking_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    let mut p = pipeline(&config);
+    let out = run(
+        &mut p,
+        &walk_in(2, BEN_PHONE, at(10, 0, 0), 3, 8.0),
+        at(10, 0, 3),
+    );
+    assert_eq!(out.len(), 2);
+    let (mut admin, _) = nearcast::app::open_database(&config, None).unwrap();
+    admin.forget("ben").unwrap();
+    p.set_directory(Arc::new(admin.directory().unwrap()));
+    // No `left` for an erased customer, and no new events.
+    let out = run(
+        &mut p,
+        &walk_in(2, BEN_PHONE, at(10, 0, 4), 10, 8.0),
+        at(10, 10, 0),
+    );
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_non_consented_device_leaves_no_trace_in_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    let stranger: [u8; 6] = [0xDE, 0xAD, 0xBE, 0xEF, 0x42, 0x17];
+    let mut p = pipeline(&config);
+    // An unenrolled app beacon (minor 77) and a bare phone address, for
+    // ten minutes, at the door and the till, plus Wi-Fi.
+    let mut obs = Vec::new();
+    for o in every_second(at(10, 0, 0), at(10, 10, 0), |t| {
+        ibeacon(t, 0, 77, 1.0, stranger)
+    }) {
+        obs.push(o);
+    }
+    obs.extend(every_second(at(10, 10, 1), at(10, 12, 0), |t| {
+        bare(t, 1, 1.5, stranger)
+    }));
+    obs.push(wifi(at(10, 12, 1), WifiKind::Joined, stranger));
+    // An enrolled customer at the same time, so the database is not idle.
+    obs.extend(walk_in(2, BEN_PHONE, at(10, 12, 2), 5, 8.0));
+    let out = run(&mut p, &obs, at(10, 30, 0));
+    assert!(out.iter().all(|l| l.contains(" ben ")), "{out:?}");
+    drop(p);
+
+    let bytes = database_bytes(&config);
+    let hasher = Hasher::new(&secret(&config));
+    let beacon = Identity::parse(&format!("ibeacon:{APP_UUID}:1:77")).unwrap();
+    let mac = Identity::parse("mac:DE:AD:BE:EF:42:17").unwrap();
+    for needle in [
+        &stranger[..],
+        b"DE:AD:BE:EF:42:17",
+        b"de:ad:be:ef:42:17",
+        b"deadbeef4217",
+        &hasher.hash(&beacon).0[..],
+        &hasher.hash(&mac).0[..],
+    ] {
+        assert!(
+            !contains(&bytes, needle),
+            "found {needle:?} in the database"
+        );
+    }
+    // The enrolled customer's own identity is there only as its hash.
+    let ben = Identity::parse(&format!("ibeacon:{APP_UUID}:1:2")).unwrap();
+    assert!(contains(&bytes, &hasher.hash(&ben).0));
+    assert!(!contains(&bytes, APP_UUID.as_bytes()));
+}
+
+#[test]
+fn wifi_and_ble_for_one_customer_make_one_visit_and_one_greeting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    let mut p = pipeline(&config);
+    let mut obs = vec![wifi(at(10, 0, 0), WifiKind::Joined, CLEO_MAC)];
+    obs.extend(every_second(at(10, 0, 1), at(10, 0, 20), |t| {
+        bare(t, 1, 3.0, CLEO_MAC)
+    }));
+    obs.push(wifi(at(10, 0, 21), WifiKind::Seen, CLEO_MAC));
+    obs.push(wifi(at(10, 20, 0), WifiKind::Left, CLEO_MAC));
+    let out = run(&mut p, &obs, at(10, 30, 0));
+    assert_eq!(
+        out,
+        [
+            "10:00:02 arrived cleo store",
+            "10:00:02 act welcome cleo sms/plain",
+            "10:20:30 left cleo store"
+        ]
+    );
+}
+
+#[test]
+fn two_deciders_on_one_database_send_once_per_cooldown_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    // Two daemons (two connections, two threads) see the same shopper.
+    let mut obs = walk_in(2, BEN_PHONE, at(10, 0, 0), 3, 8.0);
+    obs.extend(walk_in(2, BEN_PHONE, at(23, 0, 0), 3, 8.0)); // outside opening hours
+    let next_day = |t: Timestamp| Timestamp(t.0 + 86_400_000);
+    obs.extend(walk_in(2, BEN_PHONE, next_day(at(10, 0, 0)), 3, 8.0));
+    let results: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let config = &config;
+                let obs = &obs;
+                s.spawn(move || {
+                    let mut p = pipeline(config);
+                    run(&mut p, obs, next_day(at(12, 0, 0)))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let acts: usize = results
+        .iter()
+        .map(|r| r.iter().filter(|l| l.contains(" act welcome ")).count())
+        .sum();
+    assert_eq!(acts, 2, "{results:?}");
+    let cooldowns: usize = results
+        .iter()
+        .map(|r| {
+            r.iter()
+                .filter(|l| l.ends_with("welcome ben cooldown"))
+                .count()
+        })
+        .sum();
+    assert_eq!(cooldowns, 2, "{results:?}");
+    let (admin, _) = nearcast::app::open_database(&config, None).unwrap();
+    let stats = admin.stats().unwrap();
+    assert_eq!(stats.outbox, [("queued".to_owned(), 2)]);
+    assert_eq!(stats.points_awarded, 20);
+}

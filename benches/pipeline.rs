@@ -1,1 +1,2 @@
+//! Whole-pipeline benchmark (to be filled in with the pipeline).
 fn main() {}

@@ -295,6 +295,10 @@ pub struct WifiPresence {
 
 /// Anything a source produces.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "sightings are the hot path; boxing one would allocate per advertisement"
+)]
 pub enum Observation {
     /// A BLE advertisement.
     Ble(Sighting),

@@ -3,5 +3,8 @@
 //!
 //! Layout (see `ARCHITECTURE.md`):
 //! - [`core`]: sans-IO decisions: frame decoding, identity, presence, campaigns.
+//! - [`source`]: where observations come from (recordings, the simulator);
+//!   produces them in time order and decides nothing.
 
 pub mod core;
+pub mod source;

@@ -8,10 +8,16 @@
 //! name fields and line numbers, never values: most addresses in a recording
 //! belong to people who did not opt in, so none may reach a message or a log.
 //!
-//! Parsing is allocation-free on the common path: the line buffer is reused,
-//! strings are borrowed from it, hex goes straight into the inline
-//! [`Payload`]s, and only a present `name` (and a Wi-Fi line's `source`)
-//! allocates.
+//! Parsing is allocation-free on the common path: a line is parsed where it
+//! lies in the reader's buffer (copied only when it straddles a refill, into
+//! a reused buffer), strings are borrowed from it, hex and addresses are
+//! decoded straight into the inline [`Payload`]s and arrays, and only a
+//! present `name` (and a Wi-Fi line's `source`) allocates.
+//!
+//! A line of invalid UTF-8 is skipped as such, as is any line that is not one
+//! JSON object; unknown keys are ignored, so that newer writers can add
+//! fields. `scanner` may be absent or null (then [`DEFAULT_SCANNER`]); `mfg`,
+//! `svc` and `uuids` may be absent or null (then empty).
 //!
 //! Time order: a line more than [`MAX_BACKWARDS`] older than the newest line
 //! so far is skipped as out of order (a clock step or a bad line); smaller
@@ -264,14 +270,26 @@ impl ReplayStats {
 ///
 /// Yields `Err` only for an I/O error, after which it yields nothing more.
 /// Malformed lines are skipped and counted in [`Reader::stats`].
+///
+/// A line that fits in the `BufRead`'s buffer is parsed where it lies, without
+/// being copied; give it a generous buffer (`BufReader::with_capacity(1 << 16,
+/// file)`) so that few lines straddle a refill.
 pub struct Reader<'l, R> {
     inner: R,
-    layout: &'l Layout,
+    lines: Lines<'l>,
+    /// For lines that straddle the reader's buffer.
     buf: Vec<u8>,
+    failed: bool,
+}
+
+/// Everything but the input: what turns line bytes into observations.
+struct Lines<'l> {
+    layout: &'l Layout,
+    /// Reused for every line.
+    fields: Fields,
     newest: Option<Timestamp>,
     behind: u32,
     stats: ReplayStats,
-    failed: bool,
 }
 
 impl<'l, R: BufRead> Reader<'l, R> {
@@ -280,11 +298,14 @@ impl<'l, R: BufRead> Reader<'l, R> {
     pub fn new(inner: R, layout: &'l Layout) -> Reader<'l, R> {
         Reader {
             inner,
-            layout,
-            buf: Vec::with_capacity(512),
-            newest: None,
-            behind: 0,
-            stats: ReplayStats::default(),
+            lines: Lines {
+                layout,
+                fields: Fields::default(),
+                newest: None,
+                behind: 0,
+                stats: ReplayStats::default(),
+            },
+            buf: Vec::new(),
             failed: false,
         }
     }
@@ -292,46 +313,121 @@ impl<'l, R: BufRead> Reader<'l, R> {
     /// What has been read so far.
     #[must_use]
     pub fn stats(&self) -> &ReplayStats {
-        &self.stats
+        &self.lines.stats
     }
 
     /// The final counts.
     #[must_use]
     pub fn into_stats(self) -> ReplayStats {
-        self.stats
+        self.lines.stats
     }
 
-    /// Reads the next line into `buf`. `Ok(false)` at the end of input.
-    fn read_line(&mut self) -> std::io::Result<bool> {
-        self.buf.clear();
-        let limit = u64::try_from(MAX_LINE)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        let n = (&mut self.inner)
-            .take(limit)
-            .read_until(b'\n', &mut self.buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        self.stats.lines += 1;
-        if self.buf.len() > MAX_LINE && self.buf.last() != Some(&b'\n') {
-            // Drop the rest of the line without buffering it.
-            loop {
-                let chunk = self.inner.fill_buf()?;
-                if chunk.is_empty() {
-                    break;
-                }
-                if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
-                    self.inner.consume(i + 1);
-                    break;
-                }
-                let len = chunk.len();
-                self.inner.consume(len);
+    /// The next observation; `Ok(None)` at the end of input.
+    fn read(&mut self) -> std::io::Result<Option<Observation>> {
+        loop {
+            let chunk = match self.inner.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                return Ok(None);
             }
+            let window = &chunk[..chunk.len().min(MAX_LINE + 1)];
+            if let Some(end) = find_newline(window) {
+                // The common case: parse the line where it lies.
+                let obs = self.lines.line(&chunk[..end]);
+                self.inner.consume(end + 1);
+                if obs.is_some() {
+                    return Ok(obs);
+                }
+                continue;
+            }
+            // The line straddles the buffer, or is too long: copy it.
             self.buf.clear();
-            self.stats.skip(self.stats.lines, Reason::TooLong);
+            let limit = u64::try_from(MAX_LINE + 1).unwrap_or(u64::MAX);
+            (&mut self.inner)
+                .take(limit)
+                .read_until(b'\n', &mut self.buf)?;
+            let obs = match self.buf.as_slice() {
+                [line @ .., b'\n'] => self.lines.line(line),
+                line if line.len() <= MAX_LINE => self.lines.line(line),
+                _ => {
+                    self.skip_rest_of_line()?;
+                    self.lines.too_long();
+                    None
+                }
+            };
+            if obs.is_some() {
+                return Ok(obs);
+            }
         }
-        Ok(true)
+    }
+
+    /// Drops input up to and including the next newline, without buffering it.
+    fn skip_rest_of_line(&mut self) -> std::io::Result<()> {
+        loop {
+            let chunk = match self.inner.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            if let Some(i) = find_newline(chunk) {
+                self.inner.consume(i + 1);
+                return Ok(());
+            }
+            let len = chunk.len();
+            self.inner.consume(len);
+        }
+    }
+}
+
+impl Lines<'_> {
+    /// Counts one line (without its newline) and turns it into an
+    /// observation, or counts why not.
+    fn line(&mut self, mut bytes: &[u8]) -> Option<Observation> {
+        self.stats.lines += 1;
+        let line_no = self.stats.lines;
+        if let [rest @ .., b'\r'] = bytes {
+            bytes = rest;
+        }
+        if line_no == 1 {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        if bytes.trim_ascii_start().is_empty() {
+            self.stats.blank += 1;
+            return None;
+        }
+        // One UTF-8 check of the whole line is cheaper than serde_json's
+        // `from_slice` checking each string on its own.
+        let parsed = std::str::from_utf8(bytes)
+            .map_err(|_| Reason::NotUtf8)
+            .and_then(|line| parse_into(line, self.layout, &mut self.fields))
+            .and_then(|()| self.fields.finish(self.layout));
+        let obs = match parsed {
+            Ok(obs) => obs,
+            Err(reason) => {
+                self.stats.skip(line_no, reason);
+                return None;
+            }
+        };
+        if !self.in_order(obs.at()) {
+            self.stats.skip(line_no, Reason::OutOfOrder);
+            return None;
+        }
+        match obs {
+            Observation::Ble(_) => self.stats.ble += 1,
+            Observation::Wifi(_) => self.stats.wifi += 1,
+        }
+        Some(obs)
+    }
+
+    fn too_long(&mut self) {
+        self.stats.lines += 1;
+        self.stats.skip(self.stats.lines, Reason::TooLong);
     }
 
     /// Checks `at` against the newest time so far; `false` to skip the line.
@@ -359,56 +455,41 @@ impl<R: BufRead> Iterator for Reader<'_, R> {
     type Item = Result<Observation, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.failed {
-            match self.read_line() {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(Error::Io(e)));
-                }
-            }
-            let line_no = self.stats.lines;
-            let mut bytes = self.buf.as_slice();
-            if bytes.is_empty() {
-                continue; // skipped as too long
-            }
-            if let [rest @ .., b'\n'] = bytes {
-                bytes = rest;
-            }
-            if let [rest @ .., b'\r'] = bytes {
-                bytes = rest;
-            }
-            if line_no == 1 {
-                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            }
-            let Ok(text) = std::str::from_utf8(bytes) else {
-                self.stats.skip(line_no, Reason::NotUtf8);
-                continue;
-            };
-            if text.trim_ascii_start().is_empty() {
-                self.stats.blank += 1;
-                continue;
-            }
-            let obs = match parse_line(text, self.layout) {
-                Ok(obs) => obs,
-                Err(reason) => {
-                    self.stats.skip(line_no, reason);
-                    continue;
-                }
-            };
-            if !self.in_order(obs.at()) {
-                self.stats.skip(line_no, Reason::OutOfOrder);
-                continue;
-            }
-            match obs {
-                Observation::Ble(_) => self.stats.ble += 1,
-                Observation::Wifi(_) => self.stats.wifi += 1,
-            }
-            return Some(Ok(obs));
+        if self.failed {
+            return None;
         }
-        None
+        match self.read() {
+            Ok(obs) => obs.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(Error::Io(e)))
+            }
+        }
     }
+}
+
+/// The index of the first `\n`, a word at a time.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const NEWLINES: u64 = ONES * (b'\n' as u64);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ NEWLINES;
+        // Non-zero exactly when some byte of `x` is zero (a newline).
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            return chunk.iter().position(|&b| b == b'\n').map(|i| at + i);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i)
 }
 
 /// Parses one recording line (without its newline).
@@ -416,19 +497,26 @@ impl<R: BufRead> Iterator for Reader<'_, R> {
 /// # Errors
 /// The [`Reason`] the line cannot be used.
 pub fn parse_line(line: &str, layout: &Layout) -> Result<Observation, Reason> {
+    let mut fields = Fields::default();
+    parse_into(line, layout, &mut fields)?;
+    fields.finish(layout)
+}
+
+/// Parses `line` into `fields`, for [`Fields::finish`].
+fn parse_into(line: &str, layout: &Layout, fields: &mut Fields) -> Result<(), Reason> {
     let mut ctx = Ctx::default();
     let mut de = serde_json::Deserializer::from_str(line);
-    let parsed = LineSeed {
+    LineSeed {
         ctx: &mut ctx,
+        fields,
         layout,
     }
     .deserialize(&mut de)
-    .and_then(|obs| de.end().map(|()| obs));
-    parsed.unwrap_or_else(|e| {
-        Err(ctx
-            .fail
+    .and_then(|()| de.end())
+    .map_err(|e| {
+        ctx.fail
             .or_else(|| ctx.field.filter(|_| !e.is_eof()).map(Reason::Invalid))
-            .unwrap_or(Reason::Json))
+            .unwrap_or(Reason::Json)
     })
 }
 
@@ -586,19 +674,93 @@ fn push_addr(out: &mut Vec<u8>, addr: BdAddr) {
     }
 }
 
-/// Hex-decodes `s` onto `out`; `false` on an odd length or a non-hex digit.
-fn decode_hex(s: &[u8], out: &mut Payload) -> bool {
+/// Each byte's value as a hex digit, or [`NOT_HEX`].
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[allow(clippy::cast_possible_truncation)]
+        if let Some(v) = hex_nibble(i as u8) {
+            table[i] = v;
+        }
+        i += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0x80;
+
+/// Hex-decodes `s`; `None` on an odd length or a non-hex digit.
+fn decode_hex(s: &[u8]) -> Option<Payload> {
     if s.len() % 2 != 0 {
-        return false;
+        return None;
     }
-    out.reserve(s.len() / 2);
-    for pair in s.chunks_exact(2) {
-        let (Some(hi), Some(lo)) = (hex_nibble(pair[0]), hex_nibble(pair[1])) else {
-            return false;
-        };
-        out.push((hi << 4) | lo);
+    let mut bytes = [0u8; 28];
+    let mut out = Payload::new();
+    // Whole inline-sized blocks on the stack, then one copy each: the
+    // loop has no capacity checks, and validity is checked once per block.
+    for block in s.chunks(2 * bytes.len()) {
+        let mut seen = 0u8;
+        let n = block.len() / 2;
+        for (byte, pair) in bytes.iter_mut().zip(block.chunks_exact(2)) {
+            let (hi, lo) = (
+                HEX_VALUE[usize::from(pair[0])],
+                HEX_VALUE[usize::from(pair[1])],
+            );
+            seen |= hi | lo;
+            *byte = (hi << 4) | (lo & 0x0F);
+        }
+        if seen & NOT_HEX != 0 {
+            return None;
+        }
+        out.extend_from_slice(&bytes[..n]);
     }
-    true
+    Some(out)
+}
+
+/// [`Uuid128::parse`] with a fast path for the canonical 36-character form,
+/// which every service UUID in a recording has.
+fn parse_uuid(s: &str) -> Option<Uuid128> {
+    let b = s.as_bytes();
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return Uuid128::parse(s);
+    }
+    // Two 64-bit halves: 8-4-4 and 4-12 digits.
+    let mut seen = 0u8;
+    let mut half = |groups: [&[u8]; 3]| {
+        let mut v = 0u64;
+        for &c in groups.iter().copied().flatten() {
+            let d = HEX_VALUE[usize::from(c)];
+            seen |= d;
+            v = (v << 4) | u64::from(d & 0x0F);
+        }
+        v
+    };
+    let hi = half([&b[0..8], &b[9..13], &b[14..18]]);
+    let lo = half([&b[19..23], &b[24..36], &[]]);
+    (seen & NOT_HEX == 0).then_some(Uuid128((u128::from(hi) << 64) | u128::from(lo)))
+}
+
+/// [`BdAddr::parse`] by table, as every sighting has an address.
+fn parse_addr(s: &str) -> Option<BdAddr> {
+    let b = s.as_bytes();
+    if b.len() != 17 {
+        return None;
+    }
+    let mut out = [0u8; 6];
+    let mut seen = 0u8;
+    for (i, byte) in out.iter_mut().enumerate() {
+        let at = i * 3;
+        if i > 0 && !matches!(b[at - 1], b':' | b'-') {
+            return None;
+        }
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(b[at])],
+            HEX_VALUE[usize::from(b[at + 1])],
+        );
+        seen |= hi | lo;
+        *byte = (hi << 4) | (lo & 0x0F);
+    }
+    (seen & NOT_HEX == 0).then_some(BdAddr(out))
 }
 
 // ---------------------------------------------------------------------------
@@ -700,12 +862,13 @@ struct Fields {
 impl Fields {
     /// The observation, once the whole object has been read: a line with
     /// `wifi` is a Wi-Fi report, any other a BLE sighting.
-    fn finish(self, layout: &Layout) -> Result<Observation, Reason> {
+    /// Leaves `self` ready for the next line.
+    fn finish(&mut self, layout: &Layout) -> Result<Observation, Reason> {
         let at = self.t.ok_or(Reason::Missing(Field::T))?;
         if let Some(kind) = self.wifi {
             return Ok(Observation::Wifi(WifiPresence {
                 at,
-                source: self.source.ok_or(Reason::Missing(Field::Source))?,
+                source: self.source.take().ok_or(Reason::Missing(Field::Source))?,
                 mac: self.mac.ok_or(Reason::Missing(Field::Mac))?,
                 kind,
             }));
@@ -724,33 +887,52 @@ impl Fields {
             addr,
             rssi,
             tx_power: self.tx_power,
-            name: self.name,
-            manufacturer_data: self.mfg,
-            service_data: self.svc,
-            service_uuids: self.uuids,
+            name: self.name.take(),
+            manufacturer_data: std::mem::take(&mut self.mfg),
+            service_data: std::mem::take(&mut self.svc),
+            service_uuids: std::mem::take(&mut self.uuids),
         }))
+    }
+
+    /// Forgets the previous line, keeping any spilled capacity.
+    fn clear(&mut self) {
+        self.t = None;
+        self.scanner = ScannerRef::Default;
+        self.addr = None;
+        self.rssi = None;
+        self.tx_power = None;
+        self.name = None;
+        self.mfg.clear();
+        self.svc.clear();
+        self.uuids.clear();
+        self.wifi = None;
+        self.mac = None;
+        self.source = None;
     }
 }
 
-/// Parses one line. A value that is wrong in itself fails the parse at once
-/// (recording why in the `Ctx`); what can only be judged once the object is
-/// complete comes back as the inner `Err`, so that a syntax error after it
-/// still counts as [`Reason::Json`].
-struct LineSeed<'c, 'l> {
+/// Parses one line into `fields`, in place: a sighting is a few hundred
+/// bytes, and moving it out through serde's nested `Result`s each time costs
+/// more than the copying avoided elsewhere. A value that is wrong in itself
+/// fails the parse at once (recording why in the `Ctx`); what can only be
+/// judged once the object is complete is left to [`Fields::finish`], so that
+/// a syntax error after it still counts as [`Reason::Json`].
+struct LineSeed<'c, 'f, 'l> {
     ctx: &'c mut Ctx,
+    fields: &'f mut Fields,
     layout: &'l Layout,
 }
 
-impl<'de> DeserializeSeed<'de> for LineSeed<'_, '_> {
-    type Value = Result<Observation, Reason>;
+impl<'de> DeserializeSeed<'de> for LineSeed<'_, '_, '_> {
+    type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for LineSeed<'_, '_> {
-    type Value = Result<Observation, Reason>;
+impl<'de> Visitor<'de> for LineSeed<'_, '_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a recording line object")
@@ -758,7 +940,8 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let ctx = self.ctx;
-        let mut l = Fields::default();
+        let l = self.fields;
+        l.clear();
         while let Some(key) = map.next_key::<Key>()? {
             ctx.field = key.field();
             match key {
@@ -803,7 +986,7 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_> {
             }
             ctx.field = None;
         }
-        Ok(l.finish(self.layout))
+        Ok(())
     }
 }
 
@@ -861,12 +1044,12 @@ impl<T> Visitor<'_> for ParseStr<T> {
 }
 
 const ADDR: ParseStr<BdAddr> = ParseStr {
-    parse: BdAddr::parse,
+    parse: parse_addr,
     what: "an address AA:BB:CC:DD:EE:FF",
 };
 
 const UUID: ParseStr<Uuid128> = ParseStr {
-    parse: Uuid128::parse,
+    parse: parse_uuid,
     what: "a 128-bit UUID",
 };
 
@@ -1055,12 +1238,7 @@ impl Visitor<'_> for HexSeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Payload, E> {
-        let mut out = Payload::new();
-        if decode_hex(s.as_bytes(), &mut out) {
-            Ok(out)
-        } else {
-            Err(fail(self.ctx, Reason::BadHex(self.section)))
-        }
+        decode_hex(s.as_bytes()).ok_or_else(|| fail(self.ctx, Reason::BadHex(self.section)))
     }
 }
 
@@ -1442,6 +1620,29 @@ mod tests {
     }
 
     #[test]
+    fn lines_straddling_the_buffer_read_the_same() {
+        let l = two_scanners();
+        let mut input = String::new();
+        for i in 0..20 {
+            input.push_str(&EXAMPLE.replace("1763712000.125", &format!("1763712000.{i:03}")));
+            input.push_str(if i % 3 == 0 { "\r\n" } else { "\n" });
+            if i == 7 {
+                input.push_str("{bad}\n\n");
+            }
+        }
+        let (whole, whole_stats) = read_all(input.as_bytes(), &l);
+        assert_eq!(whole.len(), 20);
+        assert_eq!(whole_stats.first_bad[0].line, 9);
+        for capacity in [1, 7, 64, 300] {
+            let reader = std::io::BufReader::with_capacity(capacity, input.as_bytes());
+            let mut r = Reader::new(reader, &l);
+            let obs: Vec<_> = r.by_ref().map(Result::unwrap).collect();
+            assert_eq!(obs, whole, "capacity {capacity}");
+            assert_eq!(r.stats(), &whole_stats, "capacity {capacity}");
+        }
+    }
+
+    #[test]
     fn an_io_error_ends_the_run() {
         struct Broken;
         impl Read for Broken {
@@ -1547,6 +1748,22 @@ mod tests {
             let (obs, stats) = read_all(&bytes, &two_scanners());
             proptest::prop_assert_eq!(obs.len() as u64, stats.observations());
             proptest::prop_assert_eq!(stats.lines, stats.observations() + stats.blank + stats.skipped());
+        }
+
+        #[test]
+        fn fast_parsers_agree_with_core(s in "[0-9a-fA-F:-]{0,40}", t in "[0-9a-fA-F:-]{17}", u in "[0-9a-fA-FxX-]{36}") {
+            for x in [&s, &t] {
+                proptest::prop_assert_eq!(parse_addr(x), BdAddr::parse(x));
+            }
+            for x in [&s, &u] {
+                proptest::prop_assert_eq!(parse_uuid(x), Uuid128::parse(x));
+            }
+            let mut hex = Payload::new();
+            let ok = s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+            if ok {
+                hex = hex::decode(&s).unwrap().into_iter().collect();
+            }
+            proptest::prop_assert_eq!(decode_hex(s.as_bytes()), ok.then_some(hex));
         }
 
         #[test]

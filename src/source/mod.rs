@@ -8,6 +8,7 @@
 //! are counted by kind and line number, never echoed with their content.
 
 pub mod replay;
+pub mod sim;
 
 use crate::core::types::ScannerIdx;
 
@@ -21,4 +22,11 @@ pub enum Error {
     /// cannot be written under a scanner name.
     #[error("scanner #{} is not in the layout", .0.0)]
     UnknownScanner(ScannerIdx),
+    /// The layout has no scanner: the simulator needs the first one as the
+    /// store's entrance, and nothing could hear the simulated phones.
+    #[error("the layout has no scanner to simulate")]
+    NoScanners,
+    /// A simulator setting is out of range.
+    #[error("invalid simulator setting: {0}")]
+    SimConfig(&'static str),
 }

@@ -18,9 +18,15 @@ use crate::source::sim::{SimConfig, SimCustomer, Simulator};
 /// The example configuration, built into the binary so `nearcast demo`
 /// works from anywhere.
 pub const EMBEDDED: [(&str, &str); 4] = [
-    (config::DAEMON_FILE, include_str!("../../config/nearcast.toml")),
+    (
+        config::DAEMON_FILE,
+        include_str!("../../config/nearcast.toml"),
+    ),
     (config::ZONES_FILE, include_str!("../../config/zones.toml")),
-    (config::CAMPAIGNS_FILE, include_str!("../../config/campaigns.toml")),
+    (
+        config::CAMPAIGNS_FILE,
+        include_str!("../../config/campaigns.toml"),
+    ),
     ("customers.csv", include_str!("../../config/customers.csv")),
 ];
 
@@ -45,7 +51,15 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> DemoOptions {
-        DemoOptions { config: None, shoppers: None, speed: 300.0, seed: None, start: None, minutes: 60, db: None }
+        DemoOptions {
+            config: None,
+            shoppers: None,
+            speed: 300.0,
+            seed: None,
+            start: None,
+            minutes: 60,
+            db: None,
+        }
     }
 }
 
@@ -83,8 +97,16 @@ pub(crate) fn sim_customers(path: &Path) -> Result<Vec<(String, SimCustomer)>, E
     let mut r = csv::Reader::from_reader(text.as_bytes());
     let mut out = Vec::new();
     for rec in r.records().flatten() {
-        let identities: Vec<Identity> = rec.get(6).unwrap_or("").split(';').filter_map(|s| Identity::parse(s).ok()).collect();
-        out.push((rec.get(0).unwrap_or("").to_owned(), SimCustomer { identities }));
+        let identities: Vec<Identity> = rec
+            .get(6)
+            .unwrap_or("")
+            .split(';')
+            .filter_map(|s| Identity::parse(s).ok())
+            .collect();
+        out.push((
+            rec.get(0).unwrap_or("").to_owned(),
+            SimCustomer { identities },
+        ));
     }
     Ok(out)
 }
@@ -93,8 +115,14 @@ pub(crate) fn sim_customers(path: &Path) -> Result<Vec<(String, SimCustomer)>, E
 ///
 /// # Errors
 /// Config, database or IO failures.
-pub async fn demo(opts: DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> Result<DemoSummary, Error> {
-    let tmp = tempfile::Builder::new().prefix("nearcast-demo-").tempdir().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+pub async fn demo(
+    opts: DemoOptions,
+    out: Arc<Mutex<dyn Write + Send>>,
+) -> Result<DemoSummary, Error> {
+    let tmp = tempfile::Builder::new()
+        .prefix("nearcast-demo-")
+        .tempdir()
+        .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
     let config_dir = match &opts.config {
         Some(d) => d.clone(),
         None => {
@@ -112,13 +140,24 @@ pub async fn demo(opts: DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> Resul
         .sources
         .iter()
         .find_map(|s| match s {
-            SourceConfig::Sim { shoppers_per_hour, seed, opted_in_share, customers } => {
-                Some((*shoppers_per_hour, *seed, *opted_in_share, customers.clone()))
-            }
+            SourceConfig::Sim {
+                shoppers_per_hour,
+                seed,
+                opted_in_share,
+                customers,
+            } => Some((
+                *shoppers_per_hour,
+                *seed,
+                *opted_in_share,
+                customers.clone(),
+            )),
             SourceConfig::Replay { .. } => None,
         })
         .unwrap_or((120, 7, 0.35, config_dir.join("customers.csv")));
-    let db = opts.db.clone().unwrap_or_else(|| tmp.path().join("nearcast.db"));
+    let db = opts
+        .db
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("nearcast.db"));
     let db = database_path(&config, Some(&db));
     let (mut store, hasher) = open_database(&config, Some(&db))?;
 
@@ -127,7 +166,9 @@ pub async fn demo(opts: DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> Resul
         jiff::civil::date(2026, 11, 20)
             .at(10, 0, 0, 0)
             .to_zoned(tz.clone())
-            .map_or(Timestamp::from_secs(1_763_629_200), |z| Timestamp(z.timestamp().as_millisecond()))
+            .map_or(Timestamp::from_secs(1_763_629_200), |z| {
+                Timestamp(z.timestamp().as_millisecond())
+            })
     });
     let csv_text = std::fs::read(&customers_csv).map_err(|e| Error::io(&customers_csv, e))?;
     let report = store.import_customers(csv_text.as_slice(), &hasher, start)?;
@@ -148,7 +189,9 @@ pub async fn demo(opts: DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> Resul
     let directory = Arc::new(store.directory()?);
     let sim_config = SimConfig {
         seed: opts.seed.unwrap_or(seed),
-        shoppers: opts.shoppers.unwrap_or(shoppers_per_hour.saturating_mul(opts.minutes) / 60),
+        shoppers: opts
+            .shoppers
+            .unwrap_or(shoppers_per_hour.saturating_mul(opts.minutes) / 60),
         start,
         duration: Duration::from_secs(u64::from(opts.minutes) * 60),
         opted_in_share: share,
@@ -163,15 +206,36 @@ pub async fn demo(opts: DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> Resul
             config.store_id,
             sim_config.shoppers,
             opts.minutes,
-            jiff::Timestamp::from_millisecond(start.0).map(|t| t.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z").to_string()).unwrap_or_default(),
+            jiff::Timestamp::from_millisecond(start.0)
+                .map(|t| t
+                    .to_zoned(tz.clone())
+                    .strftime("%a %Y-%m-%d %H:%M %Z")
+                    .to_string())
+                .unwrap_or_default(),
             sim_config.seed,
             report.added,
         ),
     );
 
-    let sim = Simulator::new(sim_config.clone(), config.layout.clone(), customers.into_iter().map(|(_, c)| c).collect())?;
-    let enrolled = u32::try_from(sim.shoppers().iter().filter(|s| s.customer.is_some()).count()).unwrap_or(u32::MAX);
-    let mut pipeline = Pipeline::new(config.layout.clone(), config.engine.clone(), hasher, directory, store);
+    let sim = Simulator::new(
+        sim_config.clone(),
+        config.layout.clone(),
+        customers.into_iter().map(|(_, c)| c).collect(),
+    )?;
+    let enrolled = u32::try_from(
+        sim.shoppers()
+            .iter()
+            .filter(|s| s.customer.is_some())
+            .count(),
+    )
+    .unwrap_or(u32::MAX);
+    let mut pipeline = Pipeline::new(
+        config.layout.clone(),
+        config.engine.clone(),
+        hasher,
+        directory,
+        store,
+    );
     let mut worker = worker(&config, &db, out.clone())?;
 
     let engine = config.engine.clone();
@@ -184,7 +248,9 @@ pub async fn demo(opts: DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> Resul
     {
         let mut sink = |o: super::Output<'_>| {
             match &o {
-                super::Output::Event { event, customer, .. } => {
+                super::Output::Event {
+                    event, customer, ..
+                } => {
                     if event.kind == crate::core::presence::EventKind::Arrived {
                         recognised.insert(customer.id.clone());
                     }
@@ -204,7 +270,11 @@ pub async fn demo(opts: DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> Resul
             let at = obs.at();
             if opts.speed > 0.0 {
                 let virtual_ms = u64::try_from(at.0.saturating_sub(start.0).max(0)).unwrap_or(0);
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    clippy::cast_precision_loss
+                )]
                 let real = Duration::from_micros((virtual_ms as f64 * 1000.0 / opts.speed) as u64);
                 tokio::time::sleep_until(wall_start + real).await;
             }
@@ -214,8 +284,17 @@ pub async fn demo(opts: DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> Resul
         }
         // Everyone still in the store leaves (or times out) and the last
         // messages go out.
-        let flush_until = end.max(next_tick).saturating_add(Duration::from_secs(15 * 60));
-        super::tick_until(&mut pipeline, &mut worker, &mut next_tick, flush_until, &mut sink).await?;
+        let flush_until = end
+            .max(next_tick)
+            .saturating_add(Duration::from_secs(15 * 60));
+        super::tick_until(
+            &mut pipeline,
+            &mut worker,
+            &mut next_tick,
+            flush_until,
+            &mut sink,
+        )
+        .await?;
     }
 
     let stats = worker.store().stats()?;
@@ -227,20 +306,50 @@ pub async fn demo(opts: DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> Resul
         recognised: recognised.len(),
         observations,
         sent_by_campaign: worker.store().sent_by_campaign()?,
-        suppressed: suppressed.iter().map(|(r, n)| (r.name().to_owned(), *n)).collect(),
+        suppressed: suppressed
+            .iter()
+            .map(|(r, n)| (r.name().to_owned(), *n))
+            .collect(),
         points: counters.points,
         expired: worker.totals.expired,
     };
     let _ = engine;
     let mut s = String::from("\n── summary ─────────────────────────────────────────────\n");
-    s.push_str(&format!("shoppers simulated      {} ({} enrolled customers among them)\n", summary.shoppers, summary.enrolled));
-    s.push_str(&format!("observations            {} (frames decoded {}, rejected {})\n", observations, counters.decode.ibeacon + counters.decode.altbeacon + counters.decode.eddystone, counters.decode.rejected()));
+    s.push_str(&format!(
+        "shoppers simulated      {} ({} enrolled customers among them)\n",
+        summary.shoppers, summary.enrolled
+    ));
+    s.push_str(&format!(
+        "observations            {} (frames decoded {}, rejected {})\n",
+        observations,
+        counters.decode.ibeacon + counters.decode.altbeacon + counters.decode.eddystone,
+        counters.decode.rejected()
+    ));
     s.push_str(&format!("customers recognised    {}\n", summary.recognised));
     let e = counters.events;
-    s.push_str(&format!("presence events         arrived {}, entered {}, dwelled {}, exited {}, left {}\n", e[0], e[1], e[2], e[3], e[4]));
-    let list = |v: &[(String, i64)]| if v.is_empty() { "none".to_owned() } else { v.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ") };
-    s.push_str(&format!("messages sent           {}\n", list(&summary.sent_by_campaign)));
-    let sup: Vec<(String, i64)> = summary.suppressed.iter().map(|(k, n)| (k.clone(), i64::try_from(*n).unwrap_or(i64::MAX))).collect();
+    s.push_str(&format!(
+        "presence events         arrived {}, entered {}, dwelled {}, exited {}, left {}\n",
+        e[0], e[1], e[2], e[3], e[4]
+    ));
+    let list = |v: &[(String, i64)]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    s.push_str(&format!(
+        "messages sent           {}\n",
+        list(&summary.sent_by_campaign)
+    ));
+    let sup: Vec<(String, i64)> = summary
+        .suppressed
+        .iter()
+        .map(|(k, n)| (k.clone(), i64::try_from(*n).unwrap_or(i64::MAX)))
+        .collect();
     s.push_str(&format!("suppressed              {}\n", list(&sup)));
     s.push_str(&format!("messages expired        {}\n", summary.expired));
     s.push_str(&format!("points awarded          {}\n", summary.points));

@@ -54,7 +54,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
-        Error::Io { path: path.to_owned(), source }
+        Error::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
 }
 
@@ -71,7 +74,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(crate::core::types::millis(d))
     }
 }
@@ -126,11 +131,18 @@ where
 ///
 /// # Errors
 /// Database failures.
-pub fn worker(config: &Config, db: &Path, console: Arc<Mutex<dyn Write + Send>>) -> Result<Worker, Error> {
+pub fn worker(
+    config: &Config,
+    db: &Path,
+    console: Arc<Mutex<dyn Write + Send>>,
+) -> Result<Worker, Error> {
     let mut adapters = HashMap::new();
     for c in &config.daemon.channels {
         let adapter = match c.adapter {
-            config::Adapter::Console => Adapter::Console(Console::new(console.clone(), config.engine.rules.tz.clone())),
+            config::Adapter::Console => Adapter::Console(Console::new(
+                console.clone(),
+                config.engine.rules.tz.clone(),
+            )),
         };
         adapters.insert(c.name.clone(), adapter);
     }

@@ -56,7 +56,11 @@ pub struct JsonLine<'a> {
 #[must_use]
 pub fn json(out: &Output<'_>, engine: &Engine) -> String {
     let line = match out {
-        Output::Event { event, customer, zone } => JsonLine {
+        Output::Event {
+            event,
+            customer,
+            zone,
+        } => JsonLine {
             t: event.at.as_secs_f64(),
             kind: event.kind.name(),
             customer: customer.id.as_str(),
@@ -73,7 +77,11 @@ pub fn json(out: &Output<'_>, engine: &Engine) -> String {
             points: None,
             reason: None,
         },
-        Output::Decision { event, customer, committed } => {
+        Output::Decision {
+            event,
+            customer,
+            committed,
+        } => {
             let d = &committed.decision;
             let (kind, channel, variant, message, points, reason) = match &d.outcome {
                 Outcome::Act(a) => (
@@ -112,7 +120,11 @@ pub fn json(out: &Output<'_>, engine: &Engine) -> String {
 pub fn human(out: &Output<'_>, tz: &TimeZone) -> String {
     let mut s = String::new();
     match out {
-        Output::Event { event, customer, zone } => {
+        Output::Event {
+            event,
+            customer,
+            zone,
+        } => {
             let (mark, what) = match event.kind {
                 EventKind::Arrived => ("→", "arrived".to_owned()),
                 EventKind::Left => ("←", "left".to_owned()),
@@ -120,9 +132,18 @@ pub fn human(out: &Output<'_>, tz: &TimeZone) -> String {
                 EventKind::Exited(_) => ("←", format!("exited  {zone}")),
                 EventKind::Dwelled(_, d) => ("⏱", format!("dwelled {zone} {}", mmss(d.as_secs()))),
             };
-            let _ = writeln!(s, "{}  {mark} {:<18} {what}", clock(event.at, tz), name(customer));
+            let _ = writeln!(
+                s,
+                "{}  {mark} {:<18} {what}",
+                clock(event.at, tz),
+                name(customer)
+            );
         }
-        Output::Decision { customer, committed, .. } => {
+        Output::Decision {
+            customer,
+            committed,
+            ..
+        } => {
             let d = &committed.decision;
             match &d.outcome {
                 Outcome::Act(a) => {
@@ -131,12 +152,28 @@ pub fn human(out: &Output<'_>, tz: &TimeZone) -> String {
                         None => "no message".to_owned(),
                     };
                     if a.points > 0 {
-                        let _ = write!(what, ", +{} points (balance {})", a.points, committed.balance);
+                        let _ = write!(
+                            what,
+                            ", +{} points (balance {})",
+                            a.points, committed.balance
+                        );
                     }
-                    let _ = writeln!(s, "{}  ✓ {:<18} {}: {what}", clock(d.at, tz), name(customer), d.campaign_id);
+                    let _ = writeln!(
+                        s,
+                        "{}  ✓ {:<18} {}: {what}",
+                        clock(d.at, tz),
+                        name(customer),
+                        d.campaign_id
+                    );
                 }
                 Outcome::Suppressed(r) => {
-                    let _ = writeln!(s, "{}  · {:<18} {}: suppressed ({r})", clock(d.at, tz), name(customer), d.campaign_id);
+                    let _ = writeln!(
+                        s,
+                        "{}  · {:<18} {}: suppressed ({r})",
+                        clock(d.at, tz),
+                        name(customer),
+                        d.campaign_id
+                    );
                 }
             }
         }

@@ -64,7 +64,10 @@ impl Counters {
     /// Suppressions of one reason.
     #[must_use]
     pub fn suppressed(&self, r: Reason) -> u64 {
-        Reason::ALL.iter().position(|x| *x == r).map_or(0, |i| self.suppressed[i])
+        Reason::ALL
+            .iter()
+            .position(|x| *x == r)
+            .map_or(0, |i| self.suppressed[i])
     }
 }
 
@@ -93,7 +96,13 @@ pub struct Pipeline<L: Ledger> {
 impl<L: Ledger> Pipeline<L> {
     /// A pipeline for this store.
     #[must_use]
-    pub fn new(layout: Arc<Layout>, engine: Arc<Engine>, hasher: Hasher, directory: Arc<Directory>, ledger: L) -> Self {
+    pub fn new(
+        layout: Arc<Layout>,
+        engine: Arc<Engine>,
+        hasher: Hasher,
+        directory: Arc<Directory>,
+        ledger: L,
+    ) -> Self {
         Pipeline {
             tracker: Tracker::new(layout.clone()),
             layout,
@@ -109,7 +118,10 @@ impl<L: Ledger> Pipeline<L> {
     /// Totals so far.
     #[must_use]
     pub fn counters(&self) -> Counters {
-        Counters { decode: self.counters.decode, ..self.counters.clone() }
+        Counters {
+            decode: self.counters.decode,
+            ..self.counters.clone()
+        }
     }
 
     /// The ledger.
@@ -142,7 +154,11 @@ impl<L: Ledger> Pipeline<L> {
     ///
     /// # Errors
     /// Ledger failures.
-    pub fn advance(&mut self, now: Timestamp, sink: &mut impl FnMut(Output<'_>)) -> Result<(), L::Error> {
+    pub fn advance(
+        &mut self,
+        now: Timestamp,
+        sink: &mut impl FnMut(Output<'_>),
+    ) -> Result<(), L::Error> {
         while let Some(due) = self.tracker.poll_timeout().filter(|d| *d <= now) {
             self.tracker.handle_timeout(due, &mut self.events);
             self.process_events(sink)?;
@@ -154,7 +170,11 @@ impl<L: Ledger> Pipeline<L> {
     ///
     /// # Errors
     /// Ledger failures; the observation's events are then lost, not half-written.
-    pub fn handle(&mut self, obs: &Observation, sink: &mut impl FnMut(Output<'_>)) -> Result<(), L::Error> {
+    pub fn handle(
+        &mut self,
+        obs: &Observation,
+        sink: &mut impl FnMut(Output<'_>),
+    ) -> Result<(), L::Error> {
         self.advance(obs.at(), sink)?;
         match obs {
             Observation::Ble(s) => {
@@ -162,17 +182,29 @@ impl<L: Ledger> Pipeline<L> {
                 self.frames.clear();
                 let frames = &mut self.frames;
                 advert::decode(s, &mut self.counters.decode, |f| frames.push(f));
-                let Some(key) = self.resolver.identify(self.frames.iter(), s.addr) else { return Ok(()) };
-                let power = self.layout.measured_power(self.frames.iter().find(|f| f.measured_power_1m().is_some()));
-                self.tracker.observe_ble(s.at, key, s.scanner, s.rssi, power, &mut self.events);
+                let Some(key) = self.resolver.identify(self.frames.iter(), s.addr) else {
+                    return Ok(());
+                };
+                let power = self
+                    .layout
+                    .measured_power(self.frames.iter().find(|f| f.measured_power_1m().is_some()));
+                self.tracker
+                    .observe_ble(s.at, key, s.scanner, s.rssi, power, &mut self.events);
             }
             Observation::Wifi(w) => {
                 self.counters.wifi += 1;
-                let Some(key) = self.resolver.resolve(&Identity::Mac(w.mac)) else { return Ok(()) };
-                self.tracker.observe_wifi(w.at, key, w.kind, &mut self.events);
+                let Some(key) = self.resolver.resolve(&Identity::Mac(w.mac)) else {
+                    return Ok(());
+                };
+                self.tracker
+                    .observe_wifi(w.at, key, w.kind, &mut self.events);
             }
         }
-        if self.events.is_empty() { Ok(()) } else { self.process_events(sink) }
+        if self.events.is_empty() {
+            Ok(())
+        } else {
+            self.process_events(sink)
+        }
     }
 
     fn process_events(&mut self, sink: &mut impl FnMut(Output<'_>)) -> Result<(), L::Error> {
@@ -180,9 +212,15 @@ impl<L: Ledger> Pipeline<L> {
         let mut result = Ok(());
         for event in &events {
             self.counters.events[event_index(&event.kind)] += 1;
-            let Some(customer) = self.resolver.directory().customer(event.customer).cloned() else { continue };
+            let Some(customer) = self.resolver.directory().customer(event.customer).cloned() else {
+                continue;
+            };
             let zone = self.layout.zone(event.kind.zone()).id.clone();
-            sink(Output::Event { event, customer: &customer, zone: zone.as_str() });
+            sink(Output::Event {
+                event,
+                customer: &customer,
+                zone: zone.as_str(),
+            });
             let records_visit = matches!(event.kind, EventKind::Arrived | EventKind::Left);
             if !records_visit && !self.engine.listens(&event.kind) {
                 continue;
@@ -208,7 +246,9 @@ impl<L: Ledger> Pipeline<L> {
         let local = self.engine.rules.local(event.at);
         let history = self.ledger.history(customer, &local)?;
         let decisions = self.engine.decide(event, customer, &history);
-        let committed = self.ledger.commit(event, zone, customer, &local, &self.engine, decisions)?;
+        let committed =
+            self.ledger
+                .commit(event, zone, customer, &local, &self.engine, decisions)?;
         for c in &committed {
             match &c.decision.outcome {
                 Outcome::Act(a) => {
@@ -226,7 +266,11 @@ impl<L: Ledger> Pipeline<L> {
                     }
                 }
             }
-            sink(Output::Decision { event, customer, committed: c });
+            sink(Output::Decision {
+                event,
+                customer,
+                committed: c,
+            });
         }
         Ok(())
     }

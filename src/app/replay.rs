@@ -59,7 +59,11 @@ impl ReplayReport {
 ///
 /// # Errors
 /// Config, database or IO failures.
-pub async fn replay(config: &Config, opts: &ReplayOptions, out: Arc<Mutex<dyn Write + Send>>) -> Result<ReplayReport, Error> {
+pub async fn replay(
+    config: &Config,
+    opts: &ReplayOptions,
+    out: Arc<Mutex<dyn Write + Send>>,
+) -> Result<ReplayReport, Error> {
     let file = File::open(&opts.file).map_err(|e| Error::io(&opts.file, e))?;
     let reader = Reader::new(BufReader::with_capacity(1 << 20, file), &config.layout);
     if opts.dry_run {
@@ -75,14 +79,26 @@ pub async fn replay(config: &Config, opts: &ReplayOptions, out: Arc<Mutex<dyn Wr
         let hasher = Hasher::new(&store::load_or_create_secret(&secret_path)?);
         let directory = Arc::new(store.directory()?);
         drop(store);
-        let pipeline = Pipeline::new(config.layout.clone(), config.engine.clone(), hasher, directory, MemoryLedger::new());
+        let pipeline = Pipeline::new(
+            config.layout.clone(),
+            config.engine.clone(),
+            hasher,
+            directory,
+            MemoryLedger::new(),
+        );
         drive(config, opts, reader, pipeline, None, out).await
     } else {
         let (store, hasher) = open_database(config, opts.db.as_deref())?;
         let directory = Arc::new(store.directory()?);
         let db = database_path(config, opts.db.as_deref());
         let w = worker(config, &db, out.clone())?;
-        let pipeline = Pipeline::new(config.layout.clone(), config.engine.clone(), hasher, directory, store);
+        let pipeline = Pipeline::new(
+            config.layout.clone(),
+            config.engine.clone(),
+            hasher,
+            directory,
+            store,
+        );
         drive(config, opts, reader, pipeline, Some(w), out).await
     }
 }
@@ -102,7 +118,11 @@ where
     let tz = engine.rules.tz.clone();
     let json = opts.json;
     let mut sink = |o: Output<'_>| {
-        let line = if json { output::json(&o, &engine) } else { output::human(&o, &tz) };
+        let line = if json {
+            output::json(&o, &engine)
+        } else {
+            output::human(&o, &tz)
+        };
         if let Ok(mut w) = out.lock() {
             let _ = w.write_all(line.as_bytes());
         }
@@ -114,13 +134,18 @@ where
     let mut last = Timestamp::MIN;
     let mut next_tick = Timestamp::MIN;
     for next in reader.by_ref() {
-        let o: Observation = next.map_err(|e| Error::io(&opts.file, std::io::Error::other(e.to_string())))?;
+        let o: Observation =
+            next.map_err(|e| Error::io(&opts.file, std::io::Error::other(e.to_string())))?;
         let o = &o;
         let at = o.at();
         let t0 = *first.get_or_insert(at);
         if !opts.fast {
             let ms = u64::try_from(at.0.saturating_sub(t0.0).max(0)).unwrap_or(0);
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
             let real = Duration::from_micros((ms as f64 * 1000.0 / speed) as u64);
             tokio::time::sleep_until(wall_start + real).await;
         }
@@ -138,11 +163,17 @@ where
     if last != Timestamp::MIN {
         let until = last.saturating_add(Duration::from_secs(15 * 60));
         match worker.as_mut() {
-            Some(w) => super::tick_until(&mut pipeline, w, &mut next_tick, until, &mut sink).await?,
+            Some(w) => {
+                super::tick_until(&mut pipeline, w, &mut next_tick, until, &mut sink).await?
+            }
             None => pipeline.advance(until, &mut sink)?,
         }
     }
-    Ok(ReplayReport { stats: reader.into_stats(), counters: pipeline.counters(), elapsed })
+    Ok(ReplayReport {
+        stats: reader.into_stats(),
+        counters: pipeline.counters(),
+        elapsed,
+    })
 }
 
 impl From<std::convert::Infallible> for Error {

@@ -39,7 +39,13 @@ pub async fn run(
     let mut registry = store.registry_version()?;
     let directory = Arc::new(store.directory()?);
     tracing::info!(customers = directory.len(), db = %db.display(), "starting");
-    let mut pipeline = Pipeline::new(config.layout.clone(), config.engine.clone(), hasher, directory, store);
+    let mut pipeline = Pipeline::new(
+        config.layout.clone(),
+        config.engine.clone(),
+        hasher,
+        directory,
+        store,
+    );
     let mut worker = worker(&config, &db, console)?;
     let watcher = crate::store::Store::open(&db)?;
 
@@ -110,10 +116,18 @@ pub async fn run(
 
 fn log_output(o: &Output<'_>) {
     match o {
-        Output::Event { event, customer, zone } => {
+        Output::Event {
+            event,
+            customer,
+            zone,
+        } => {
             tracing::info!(customer = %customer.id, zone, event = event.kind.name(), "presence");
         }
-        Output::Decision { customer, committed, .. } => match &committed.decision.outcome {
+        Output::Decision {
+            customer,
+            committed,
+            ..
+        } => match &committed.decision.outcome {
             Outcome::Act(a) => tracing::info!(
                 customer = %customer.id,
                 campaign = %committed.decision.campaign_id,
@@ -140,7 +154,12 @@ fn spawn_source(
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let layout = config.layout.clone();
     match source {
-        SourceConfig::Sim { shoppers_per_hour, seed, opted_in_share, customers } => {
+        SourceConfig::Sim {
+            shoppers_per_hour,
+            seed,
+            opted_in_share,
+            customers,
+        } => {
             let sim_customers = super::demo::sim_customers(&customers)?
                 .into_iter()
                 .map(|(_, c)| c)
@@ -179,7 +198,8 @@ fn spawn_source(
         SourceConfig::Replay { file } => {
             let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
             Ok(tokio::spawn(async move {
-                let mut reader = crate::source::replay::Reader::new(std::io::BufReader::new(f), &layout);
+                let mut reader =
+                    crate::source::replay::Reader::new(std::io::BufReader::new(f), &layout);
                 let mut shift = None;
                 while let Some(Ok(mut obs)) = reader.next() {
                     // A recording is replayed as if it started now.
@@ -200,7 +220,12 @@ fn spawn_source(
 }
 
 /// Sleeps until `at` on `clock`, then sends; false when the pipeline is gone.
-async fn pace_and_send(clock: &dyn Clock, at: Timestamp, obs: Observation, tx: &mpsc::Sender<Observation>) -> bool {
+async fn pace_and_send(
+    clock: &dyn Clock,
+    at: Timestamp,
+    obs: Observation,
+    tx: &mpsc::Sender<Observation>,
+) -> bool {
     let wait = at.since(clock.now());
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;

@@ -30,10 +30,19 @@ impl Console {
     /// Prints the message; always "sent".
     pub fn send(&self, msg: &Outgoing<'_>) -> SendResult {
         let line = format_message(msg, &self.tz);
-        let ok = self.out.lock().map(|mut o| o.write_all(line.as_bytes()).and_then(|()| o.flush()).is_ok());
+        let ok = self.out.lock().map(|mut o| {
+            o.write_all(line.as_bytes())
+                .and_then(|()| o.flush())
+                .is_ok()
+        });
         match ok {
-            Ok(true) => SendResult::Sent { provider_id: Some(format!("console-{}", msg.item.id)) },
-            _ => SendResult::Retry { after: std::time::Duration::from_secs(1), error: "console not writable".into() },
+            Ok(true) => SendResult::Sent {
+                provider_id: Some(format!("console-{}", msg.item.id)),
+            },
+            _ => SendResult::Retry {
+                after: std::time::Duration::from_secs(1),
+                error: "console not writable".into(),
+            },
         }
     }
 }
@@ -74,5 +83,8 @@ pub fn format_message(msg: &Outgoing<'_>, tz: &TimeZone) -> String {
 /// `HH:MM:SS` in the store's time zone.
 #[must_use]
 pub fn clock(at: crate::core::types::Timestamp, tz: &TimeZone) -> String {
-    jiff::Timestamp::from_millisecond(at.0).map_or_else(|_| "--:--:--".into(), |t| t.to_zoned(tz.clone()).strftime("%H:%M:%S").to_string())
+    jiff::Timestamp::from_millisecond(at.0).map_or_else(
+        |_| "--:--:--".into(),
+        |t| t.to_zoned(tz.clone()).strftime("%H:%M:%S").to_string(),
+    )
 }

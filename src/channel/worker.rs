@@ -50,8 +50,23 @@ pub struct Worker {
 impl Worker {
     /// A worker on its own database connection.
     #[must_use]
-    pub fn new(store: Store, engine: Arc<Engine>, store_name: String, adapters: HashMap<String, Adapter>, lease: Duration, batch: u32) -> Worker {
-        Worker { store, engine, store_name, adapters, lease, batch, totals: Report::default() }
+    pub fn new(
+        store: Store,
+        engine: Arc<Engine>,
+        store_name: String,
+        adapters: HashMap<String, Adapter>,
+        lease: Duration,
+        batch: u32,
+    ) -> Worker {
+        Worker {
+            store,
+            engine,
+            store_name,
+            adapters,
+            lease,
+            batch,
+            totals: Report::default(),
+        }
     }
 
     /// The worker's connection.
@@ -98,11 +113,20 @@ impl Worker {
     }
 
     async fn send(&self, item: &OutboxItem, now: Timestamp) -> SendResult {
-        let Some(message) = self.engine.messages.iter().find(|m| m.id.as_str() == item.message) else {
-            return SendResult::Failed { error: format!("message {:?} is no longer configured", item.message) };
+        let Some(message) = self
+            .engine
+            .messages
+            .iter()
+            .find(|m| m.id.as_str() == item.message)
+        else {
+            return SendResult::Failed {
+                error: format!("message {:?} is no longer configured", item.message),
+            };
         };
         let Some(adapter) = self.adapters.get(&item.channel) else {
-            return SendResult::Failed { error: format!("channel {:?} is not configured", item.channel) };
+            return SendResult::Failed {
+                error: format!("channel {:?} is not configured", item.channel),
+            };
         };
         let vars = Vars {
             first_name: item.first_name.clone(),
@@ -113,8 +137,18 @@ impl Worker {
         let variant = Variant::parse(&item.variant).unwrap_or(Variant::Plain);
         let rendered = match message.render(variant, &vars) {
             Ok(r) => r,
-            Err(e) => return SendResult::Failed { error: format!("render: {e}") },
+            Err(e) => {
+                return SendResult::Failed {
+                    error: format!("render: {e}"),
+                };
+            }
         };
-        adapter.send(&Outgoing { item, rendered: &rendered, at: now }).await
+        adapter
+            .send(&Outgoing {
+                item,
+                rendered: &rendered,
+                at: now,
+            })
+            .await
     }
 }

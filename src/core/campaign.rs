@@ -980,7 +980,11 @@ mod tests {
         assert_eq!(arrive(&History::default()), "days_since_visit");
         let mut e = e.clone();
         e.campaigns[0].conditions.min_days_since_last_visit = None;
-        let d = e.decide(&ev(at("15:00"), EventKind::Arrived), &c, &History::default());
+        let d = e.decide(
+            &ev(at("15:00"), EventKind::Arrived),
+            &c,
+            &History::default(),
+        );
         assert_eq!(outcomes(&d)[0].1, "act sms");
     }
 

@@ -294,10 +294,11 @@ pub struct WifiPresence {
 }
 
 /// Anything a source produces.
-// Sightings are the overwhelmingly common case and are kept inline (their
-// payloads too): boxing them would cost an allocation per advertisement.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "sightings are the hot path; boxing one would allocate per advertisement"
+)]
 pub enum Observation {
     /// A BLE advertisement.
     Ble(Sighting),

@@ -13,8 +13,16 @@ use crate::core::identity::{CustomerInfo, CustomerKey, Directory, Hasher, IdHash
 use crate::core::types::Timestamp;
 
 /// The header a customers file must have.
-pub const HEADER: [&str; 8] =
-    ["id", "first_name", "phone", "channels", "consent_at", "consent_source", "identities", "segments"];
+pub const HEADER: [&str; 8] = [
+    "id",
+    "first_name",
+    "phone",
+    "channels",
+    "consent_at",
+    "consent_source",
+    "identities",
+    "segments",
+];
 
 /// A refused row of a customers file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,16 +94,27 @@ struct Row {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// E.164: `+`, then 8 to 15 digits, no leading zero.
 fn valid_phone(s: &str) -> bool {
-    let Some(digits) = s.strip_prefix('+') else { return false };
-    (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
+    let Some(digits) = s.strip_prefix('+') else {
+        return false;
+    };
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
 }
 
-fn parse_row(line: u64, rec: &csv::StringRecord, hasher: &Hasher) -> std::result::Result<Row, String> {
+fn parse_row(
+    line: u64,
+    rec: &csv::StringRecord,
+    hasher: &Hasher,
+) -> std::result::Result<Row, String> {
     let field = |i: usize| rec.get(i).unwrap_or("").trim();
     let id = field(0);
     if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
@@ -108,42 +127,68 @@ fn parse_row(line: u64, rec: &csv::StringRecord, hasher: &Hasher) -> std::result
     let phone = match field(2) {
         "" => None,
         p => {
-            let p: String = p.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')')).collect();
+            let p: String = p
+                .chars()
+                .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
+                .collect();
             if !valid_phone(&p) {
                 return Err("`phone` must be in international form, e.g. +4915112345678".into());
             }
             Some(p)
         }
     };
-    let channels: Vec<&str> = field(3).split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+    let channels: Vec<&str> = field(3)
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
     if let Some(bad) = channels.iter().find(|c| !valid_name(c)) {
-        return Err(format!("channel {bad:?} must be lowercase letters, digits, `-` or `_` (separate channels with |)"));
+        return Err(format!(
+            "channel {bad:?} must be lowercase letters, digits, `-` or `_` (separate channels with |)"
+        ));
     }
     if !channels.is_empty() && phone.is_none() {
         return Err("`phone` is needed to reach the customer on their channels".into());
     }
     let consent_at = match field(4) {
-        "" => return Err("`consent_at` is empty: only customers who opted in can be enrolled".into()),
+        "" => {
+            return Err("`consent_at` is empty: only customers who opted in can be enrolled".into());
+        }
         t => t
             .parse::<jiff::Timestamp>()
             .map(|ts| Timestamp(ts.as_millisecond()))
-            .map_err(|_| "`consent_at` must be an RFC 3339 time, e.g. 2026-03-01T10:00:00Z".to_owned())?,
+            .map_err(|_| {
+                "`consent_at` must be an RFC 3339 time, e.g. 2026-03-01T10:00:00Z".to_owned()
+            })?,
     };
     let consent_source = field(5);
     if consent_source.is_empty() {
         return Err("`consent_source` is empty: say where consent was captured (app, captive-portal, kiosk, …)".into());
     }
     let mut identities = Vec::new();
-    for (i, text) in field(6).split(';').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+    for (i, text) in field(6)
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
         let identity = Identity::parse(text).map_err(|e| format!("identity {}: {e}", i + 1))?;
         identities.push((hasher.hash(&identity), identity.kind()));
     }
     if identities.is_empty() {
-        return Err("`identities` is empty: give at least one, e.g. ibeacon:<uuid>:<major>:<minor>".into());
+        return Err(
+            "`identities` is empty: give at least one, e.g. ibeacon:<uuid>:<major>:<minor>".into(),
+        );
     }
-    let segments: Vec<&str> = field(7).split([';', '|']).map(str::trim).filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = field(7)
+        .split([';', '|'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if let Some(bad) = segments.iter().find(|s| !valid_name(s)) {
-        return Err(format!("segment {bad:?} must be lowercase letters, digits, `-` or `_`"));
+        return Err(format!(
+            "segment {bad:?} must be lowercase letters, digits, `-` or `_`"
+        ));
     }
     Ok(Row {
         line,
@@ -159,7 +204,10 @@ fn parse_row(line: u64, rec: &csv::StringRecord, hasher: &Hasher) -> std::result
 }
 
 fn split(s: &str, sep: char) -> Vec<String> {
-    s.split(sep).filter(|x| !x.is_empty()).map(str::to_owned).collect()
+    s.split(sep)
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Store {
@@ -170,11 +218,24 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Import`] with the bad rows, or SQLite errors.
-    pub fn import_customers(&mut self, input: impl Read, hasher: &Hasher, now: Timestamp) -> Result<ImportReport> {
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+    pub fn import_customers(
+        &mut self,
+        input: impl Read,
+        hasher: &Hasher,
+        now: Timestamp,
+    ) -> Result<ImportReport> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(input);
         let header: Vec<String> = match reader.headers() {
             Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
-            Err(e) => return Err(Error::Import(vec![RowError { line: 1, message: format!("unreadable header: {e}") }])),
+            Err(e) => {
+                return Err(Error::Import(vec![RowError {
+                    line: 1,
+                    message: format!("unreadable header: {e}"),
+                }]));
+            }
         };
         if header != HEADER {
             return Err(Error::Import(vec![RowError {
@@ -191,27 +252,41 @@ impl Store {
                 Ok(r) => r,
                 Err(e) => {
                     let line = e.position().map_or(0, csv::Position::line);
-                    errors.push(RowError { line, message: "unreadable row (check quoting)".into() });
+                    errors.push(RowError {
+                        line,
+                        message: "unreadable row (check quoting)".into(),
+                    });
                     continue;
                 }
             };
             let line = rec.position().map_or(0, csv::Position::line);
             if rec.len() != HEADER.len() {
-                errors.push(RowError { line, message: format!("expected {} fields, found {}", HEADER.len(), rec.len()) });
+                errors.push(RowError {
+                    line,
+                    message: format!("expected {} fields, found {}", HEADER.len(), rec.len()),
+                });
                 continue;
             }
             match parse_row(line, &rec, hasher) {
                 Err(message) => errors.push(RowError { line, message }),
                 Ok(row) => {
                     if !ids.insert(row.id.clone()) {
-                        errors.push(RowError { line, message: format!("customer {:?} appears twice in the file", row.id) });
+                        errors.push(RowError {
+                            line,
+                            message: format!("customer {:?} appears twice in the file", row.id),
+                        });
                         continue;
                     }
                     for (h, kind) in &row.identities {
                         if let Some(other) = owner.insert(*h, row.id.clone())
                             && other != row.id
                         {
-                            errors.push(RowError { line, message: format!("a {kind} identity is also given for customer {other:?}") });
+                            errors.push(RowError {
+                                line,
+                                message: format!(
+                                    "a {kind} identity is also given for customer {other:?}"
+                                ),
+                            });
                         }
                     }
                     rows.push(row);
@@ -225,9 +300,15 @@ impl Store {
             )?;
             for row in &rows {
                 for (h, kind) in &row.identities {
-                    let other: Option<String> = st.query_row([&h.0[..]], |r| r.get(0)).optional()?;
+                    let other: Option<String> =
+                        st.query_row([&h.0[..]], |r| r.get(0)).optional()?;
                     if let Some(other) = other.filter(|o| *o != row.id && !ids.contains(o)) {
-                        errors.push(RowError { line: row.line, message: format!("a {kind} identity already belongs to customer {other:?}") });
+                        errors.push(RowError {
+                            line: row.line,
+                            message: format!(
+                                "a {kind} identity already belongs to customer {other:?}"
+                            ),
+                        });
                     }
                 }
             }
@@ -237,10 +318,13 @@ impl Store {
             return Err(Error::Import(errors));
         }
 
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut report = ImportReport::default();
         {
-            let mut find = tx.prepare_cached("SELECT key, opted_out_at FROM customers WHERE id = ?1")?;
+            let mut find =
+                tx.prepare_cached("SELECT key, opted_out_at FROM customers WHERE id = ?1")?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO customers (id, first_name, phone, channels, segments, consent_at, consent_source, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
@@ -252,22 +336,48 @@ impl Store {
                  WHERE key = ?1",
             )?;
             let mut clear = tx.prepare_cached("DELETE FROM identities WHERE customer = ?1")?;
-            let mut add_identity = tx.prepare_cached("INSERT INTO identities (hash, customer, kind) VALUES (?1, ?2, ?3)")?;
+            let mut add_identity = tx.prepare_cached(
+                "INSERT INTO identities (hash, customer, kind) VALUES (?1, ?2, ?3)",
+            )?;
             for r in &rows {
-                let existing: Option<(i64, Option<i64>)> = find.query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?))).optional()?;
+                let existing: Option<(i64, Option<i64>)> = find
+                    .query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?)))
+                    .optional()?;
                 let key = if let Some((key, _)) = existing {
-                    update.execute(params![key, r.first_name, r.phone, r.channels, r.segments, r.consent_at.0, r.consent_source, now.0])?;
+                    update.execute(params![
+                        key,
+                        r.first_name,
+                        r.phone,
+                        r.channels,
+                        r.segments,
+                        r.consent_at.0,
+                        r.consent_source,
+                        now.0
+                    ])?;
                     clear.execute([key])?;
                     report.updated += 1;
                     key
                 } else {
-                    insert.execute(params![r.id, r.first_name, r.phone, r.channels, r.segments, r.consent_at.0, r.consent_source, now.0])?;
+                    insert.execute(params![
+                        r.id,
+                        r.first_name,
+                        r.phone,
+                        r.channels,
+                        r.segments,
+                        r.consent_at.0,
+                        r.consent_source,
+                        now.0
+                    ])?;
                     report.added += 1;
                     tx.last_insert_rowid()
                 };
                 // An opted-out customer's identities are not kept: they are
                 // an unknown device until they consent again.
-                let opted_out: bool = tx.query_row("SELECT opted_out_at IS NOT NULL FROM customers WHERE key = ?1", [key], |x| x.get(0))?;
+                let opted_out: bool = tx.query_row(
+                    "SELECT opted_out_at IS NOT NULL FROM customers WHERE key = ?1",
+                    [key],
+                    |x| x.get(0),
+                )?;
                 if !opted_out {
                     for (h, kind) in &r.identities {
                         add_identity.execute(params![&h.0[..], key, kind])?;
@@ -297,7 +407,9 @@ impl Store {
                 hashes.entry(r.get(0)?).or_default().push(IdHash(h));
             }
         }
-        let mut st = self.conn.prepare_cached("SELECT key, id, segments, channels FROM customers WHERE opted_out_at IS NULL")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT key, id, segments, channels FROM customers WHERE opted_out_at IS NULL",
+        )?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             let key: i64 = r.get(0)?;
@@ -308,8 +420,16 @@ impl Store {
             let info = CustomerInfo {
                 key: CustomerKey(k),
                 id: id.as_str().into(),
-                segments: segments.split(';').filter(|s| !s.is_empty()).map(Arc::from).collect(),
-                channels: channels.split('|').filter(|s| !s.is_empty()).map(Into::into).collect(),
+                segments: segments
+                    .split(';')
+                    .filter(|s| !s.is_empty())
+                    .map(Arc::from)
+                    .collect(),
+                channels: channels
+                    .split('|')
+                    .filter(|s| !s.is_empty())
+                    .map(Into::into)
+                    .collect(),
             };
             dir.insert(info, hashes.remove(&key).unwrap_or_default());
         }
@@ -323,7 +443,8 @@ impl Store {
     pub fn customers(&self) -> Result<Vec<CustomerRecord>> {
         let ids: Vec<String> = {
             let mut st = self.conn.prepare("SELECT id FROM customers ORDER BY id")?;
-            st.query_map([], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?
+            st.query_map([], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?
         };
         ids.iter().map(|id| self.customer(id)).collect()
     }
@@ -358,12 +479,29 @@ impl Store {
                 },
             )
             .optional()?;
-        let Some(mut rec) = rec else { return Err(Error::NoSuchCustomer(id.to_owned())) };
-        let mut st = c.prepare_cached("SELECT kind FROM identities WHERE customer = ?1 ORDER BY kind")?;
-        rec.identity_kinds = st.query_map([rec.key], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?;
-        rec.visits = c.query_row("SELECT count(*) FROM visits WHERE customer = ?1", [rec.key], |r| r.get(0))?;
-        rec.balance = c.query_row("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1", [rec.key], |r| r.get(0))?;
-        rec.messages = c.query_row("SELECT count(*) FROM outbox WHERE customer = ?1", [rec.key], |r| r.get(0))?;
+        let Some(mut rec) = rec else {
+            return Err(Error::NoSuchCustomer(id.to_owned()));
+        };
+        let mut st =
+            c.prepare_cached("SELECT kind FROM identities WHERE customer = ?1 ORDER BY kind")?;
+        rec.identity_kinds = st
+            .query_map([rec.key], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        rec.visits = c.query_row(
+            "SELECT count(*) FROM visits WHERE customer = ?1",
+            [rec.key],
+            |r| r.get(0),
+        )?;
+        rec.balance = c.query_row(
+            "SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1",
+            [rec.key],
+            |r| r.get(0),
+        )?;
+        rec.messages = c.query_row(
+            "SELECT count(*) FROM outbox WHERE customer = ?1",
+            [rec.key],
+            |r| r.get(0),
+        )?;
         Ok(rec)
     }
 
@@ -374,9 +512,17 @@ impl Store {
     /// # Errors
     /// [`Error::NoSuchCustomer`] or SQLite errors.
     pub fn opt_out(&mut self, id: &str, now: Timestamp) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let key: Option<i64> = tx.query_row("SELECT key FROM customers WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-        let Some(key) = key else { return Err(Error::NoSuchCustomer(id.to_owned())) };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let key: Option<i64> = tx
+            .query_row("SELECT key FROM customers WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(key) = key else {
+            return Err(Error::NoSuchCustomer(id.to_owned()));
+        };
         tx.execute("UPDATE customers SET opted_out_at = coalesce(opted_out_at, ?2), updated_at = ?2 WHERE key = ?1", params![key, now.0])?;
         tx.execute("DELETE FROM identities WHERE customer = ?1", [key])?;
         tx.execute(
@@ -393,7 +539,12 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NoSuchCustomer`] or SQLite errors.
-    pub fn import_visit(&mut self, id: &str, arrived: Timestamp, left: Option<Timestamp>) -> Result<()> {
+    pub fn import_visit(
+        &mut self,
+        id: &str,
+        arrived: Timestamp,
+        left: Option<Timestamp>,
+    ) -> Result<()> {
         let n = self.conn.prepare_cached(
             "INSERT INTO visits (customer, arrived_at, left_at) SELECT key, ?2, ?3 FROM customers WHERE id = ?1 AND opted_out_at IS NULL",
         )?.execute(params![id, arrived.0, left.map(|t| t.0)])?;
@@ -410,7 +561,9 @@ impl Store {
     /// # Errors
     /// [`Error::NoSuchCustomer`] or SQLite errors.
     pub fn forget(&mut self, id: &str) -> Result<()> {
-        let n = self.conn.execute("DELETE FROM customers WHERE id = ?1", [id])?;
+        let n = self
+            .conn
+            .execute("DELETE FROM customers WHERE id = ?1", [id])?;
         if n == 0 {
             return Err(Error::NoSuchCustomer(id.to_owned()));
         }
@@ -422,7 +575,8 @@ impl Store {
 mod tests {
     use super::*;
 
-    const HEAD: &str = "id,first_name,phone,channels,consent_at,consent_source,identities,segments\n";
+    const HEAD: &str =
+        "id,first_name,phone,channels,consent_at,consent_source,identities,segments\n";
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -435,7 +589,11 @@ mod tests {
     }
 
     fn import(s: &mut Store, body: &str) -> Result<ImportReport> {
-        s.import_customers(format!("{HEAD}{body}").as_bytes(), &hasher(), Timestamp::from_secs(1_800_000_000))
+        s.import_customers(
+            format!("{HEAD}{body}").as_bytes(),
+            &hasher(),
+            Timestamp::from_secs(1_800_000_000),
+        )
     }
 
     const ANNA: &str = "c1,Anna,+4915112345678,whatsapp|sms,2026-03-01T10:00:00Z,app,ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:1:2;mac:C4:7C:8D:6A:11:02,gold\n";
@@ -444,7 +602,14 @@ mod tests {
     fn imports_and_shows_a_customer() {
         let (_d, mut s) = store();
         let r = import(&mut s, ANNA).unwrap();
-        assert_eq!(r, ImportReport { added: 1, updated: 0, identities: 2 });
+        assert_eq!(
+            r,
+            ImportReport {
+                added: 1,
+                updated: 0,
+                identities: 2
+            }
+        );
         let c = s.customer("c1").unwrap();
         assert_eq!(c.first_name, "Anna");
         assert_eq!(c.channels, ["whatsapp", "sms"]);
@@ -454,10 +619,20 @@ mod tests {
         let dir = s.directory().unwrap();
         assert_eq!(dir.len(), 1);
         let id = Identity::parse("mac:c4:7c:8d:6a:11:02").unwrap();
-        assert_eq!(dir.lookup(&hasher().hash(&id)), Some(CustomerKey(u32::try_from(c.key).unwrap())));
+        assert_eq!(
+            dir.lookup(&hasher().hash(&id)),
+            Some(CustomerKey(u32::try_from(c.key).unwrap()))
+        );
         // Re-import updates in place.
         let r = import(&mut s, &ANNA.replace("Anna", "Anne")).unwrap();
-        assert_eq!(r, ImportReport { added: 0, updated: 1, identities: 2 });
+        assert_eq!(
+            r,
+            ImportReport {
+                added: 0,
+                updated: 1,
+                identities: 2
+            }
+        );
         assert_eq!(s.customer("c1").unwrap().first_name, "Anne");
     }
 
@@ -472,7 +647,9 @@ mod tests {
              c1,Anna,+4915112345678,sms,2026-03-01T10:00:00Z,app,mac:00:11:22:33:44:57,\n\
              c6,Fritz,+4915112345672\n"
         );
-        let Err(Error::Import(errors)) = import(&mut s, &body) else { panic!("accepted a bad file") };
+        let Err(Error::Import(errors)) = import(&mut s, &body) else {
+            panic!("accepted a bad file")
+        };
         let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(
             got,
@@ -487,13 +664,18 @@ mod tests {
         );
         assert_eq!(s.stats().unwrap().customers, 0);
         // No identifier's value appears in any message.
-        assert!(got.iter().all(|m| !m.contains("C4:7C") && !m.contains("E2C56DB5")));
+        assert!(
+            got.iter()
+                .all(|m| !m.contains("C4:7C") && !m.contains("E2C56DB5"))
+        );
     }
 
     #[test]
     fn header_must_match() {
         let (_d, mut s) = store();
-        let e = s.import_customers("id,name\nc1,Anna\n".as_bytes(), &hasher(), Timestamp(0)).unwrap_err();
+        let e = s
+            .import_customers("id,name\nc1,Anna\n".as_bytes(), &hasher(), Timestamp(0))
+            .unwrap_err();
         assert!(e.to_string().contains("1 bad row"));
     }
 
@@ -501,7 +683,8 @@ mod tests {
     fn opt_out_removes_identities_and_cancels_queued_messages() {
         let (_d, mut s) = store();
         import(&mut s, ANNA).unwrap();
-        s.opt_out("c1", Timestamp::from_secs(1_800_000_100)).unwrap();
+        s.opt_out("c1", Timestamp::from_secs(1_800_000_100))
+            .unwrap();
         let c = s.customer("c1").unwrap();
         assert_eq!(c.opted_out_at, Some(Timestamp::from_secs(1_800_000_100)));
         assert!(c.identity_kinds.is_empty());
@@ -511,6 +694,9 @@ mod tests {
         assert!(s.directory().unwrap().is_empty());
         import(&mut s, &ANNA.replace("2026-03-01", "2027-03-01")).unwrap();
         assert_eq!(s.directory().unwrap().len(), 1);
-        assert!(matches!(s.opt_out("nobody", Timestamp(0)), Err(Error::NoSuchCustomer(_))));
+        assert!(matches!(
+            s.opt_out("nobody", Timestamp(0)),
+            Err(Error::NoSuchCustomer(_))
+        ));
     }
 }

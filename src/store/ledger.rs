@@ -17,12 +17,24 @@ impl Ledger for Store {
     fn history(&mut self, customer: &CustomerInfo, local: &Local) -> Result<History, Error> {
         let c = &self.conn;
         let key = i64::from(customer.key.0);
-        let mut arrivals = c.prepare_cached("SELECT arrived_at FROM visits WHERE customer = ?1 ORDER BY arrived_at DESC LIMIT 2")?;
-        let last: Vec<i64> = arrivals.query_map([key], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        let visits: i64 = c.prepare_cached("SELECT count(*) FROM visits WHERE customer = ?1")?.query_row([key], |r| r.get(0))?;
-        let mut fired = c.prepare_cached("SELECT campaign, last_at FROM cooldowns WHERE customer = ?1")?;
+        let mut arrivals = c.prepare_cached(
+            "SELECT arrived_at FROM visits WHERE customer = ?1 ORDER BY arrived_at DESC LIMIT 2",
+        )?;
+        let last: Vec<i64> = arrivals
+            .query_map([key], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let visits: i64 = c
+            .prepare_cached("SELECT count(*) FROM visits WHERE customer = ?1")?
+            .query_row([key], |r| r.get(0))?;
+        let mut fired =
+            c.prepare_cached("SELECT campaign, last_at FROM cooldowns WHERE customer = ?1")?;
         let last_fired = fired
-            .query_map([key], |r| Ok((r.get::<_, String>(0)?.as_str().into(), crate::core::types::Timestamp(r.get(1)?))))?
+            .query_map([key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?.as_str().into(),
+                    crate::core::types::Timestamp(r.get(1)?),
+                ))
+            })?
             .collect::<Result<_, _>>()?;
         let (today, week): (i64, i64) = c
             .prepare_cached(
@@ -58,23 +70,35 @@ impl Ledger for Store {
         decisions: Vec<Decision>,
     ) -> Result<Vec<Committed>, Error> {
         let key = i64::from(customer.key.0);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Consent is re-read inside the transaction: an opt-out or erasure
         // since the snapshot wins, and nothing more is written about them.
-        let consented: Option<bool> =
-            tx.query_row("SELECT opted_out_at IS NULL FROM customers WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        let consented: Option<bool> = tx
+            .query_row(
+                "SELECT opted_out_at IS NULL FROM customers WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?;
         if consented != Some(true) {
             return Ok(decisions
                 .into_iter()
                 .map(|mut d| {
                     d.outcome = Outcome::Suppressed(Reason::OptedOut);
-                    Committed { decision: d, outbox_id: None, balance: 0 }
+                    Committed {
+                        decision: d,
+                        outbox_id: None,
+                        balance: 0,
+                    }
                 })
                 .collect());
         }
         match event.kind {
             EventKind::Arrived => {
-                tx.prepare_cached("INSERT INTO visits (customer, arrived_at) VALUES (?1, ?2)")?.execute(params![key, event.at.0])?;
+                tx.prepare_cached("INSERT INTO visits (customer, arrived_at) VALUES (?1, ?2)")?
+                    .execute(params![key, event.at.0])?;
             }
             EventKind::Left => {
                 tx.prepare_cached(
@@ -84,8 +108,9 @@ impl Ledger for Store {
             }
             _ => {}
         }
-        let mut balance: i64 =
-            tx.prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1")?.query_row([key], |r| r.get(0))?;
+        let mut balance: i64 = tx
+            .prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1")?
+            .query_row([key], |r| r.get(0))?;
         let rules = &engine.rules;
         let mut out = Vec::with_capacity(decisions.len());
         for mut d in decisions {
@@ -101,10 +126,16 @@ impl Ledger for Store {
                             .query_row(params![key, local.day_start.0, local.week_start.0.min(local.day_start.0)], |r| {
                                 Ok((r.get(0)?, r.get(1)?))
                             })?;
-                        if rules.max_messages_per_day.is_some_and(|m| today >= i64::from(m)) {
+                        if rules
+                            .max_messages_per_day
+                            .is_some_and(|m| today >= i64::from(m))
+                        {
                             return Ok(Some(Reason::CapDay));
                         }
-                        if rules.max_messages_per_week.is_some_and(|m| week >= i64::from(m)) {
+                        if rules
+                            .max_messages_per_week
+                            .is_some_and(|m| week >= i64::from(m))
+                        {
                             return Ok(Some(Reason::CapWeek));
                         }
                     }
@@ -171,7 +202,11 @@ impl Ledger for Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![d.at.0, key, d.campaign_id.as_str(), event.kind.name(), zone, outcome, reason, channel, outbox_id])?;
-            out.push(Committed { decision: d, outbox_id, balance });
+            out.push(Committed {
+                decision: d,
+                outbox_id,
+                balance,
+            });
         }
         tx.commit()?;
         Ok(out)

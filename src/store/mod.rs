@@ -31,7 +31,9 @@ pub enum Error {
     #[error("database migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
     /// The database was written by a newer nearcast.
-    #[error("database {path} has schema version {found}, newer than this nearcast understands ({known}); upgrade nearcast or restore a backup")]
+    #[error(
+        "database {path} has schema version {found}, newer than this nearcast understands ({known}); upgrade nearcast or restore a backup"
+    )]
     TooNew {
         /// The file.
         path: PathBuf,
@@ -41,7 +43,9 @@ pub enum Error {
         known: usize,
     },
     /// A read-only open found an older schema it may not migrate.
-    #[error("database {path} has schema version {found}, older than this nearcast's {known}; run `nearcast stats --db {path}` once to migrate it")]
+    #[error(
+        "database {path} has schema version {found}, older than this nearcast's {known}; run `nearcast stats --db {path}` once to migrate it"
+    )]
     NeedsMigration {
         /// The file.
         path: PathBuf,
@@ -118,24 +122,40 @@ impl Store {
 
     fn open_with(path: &Path, read_only: bool) -> Result<Store> {
         if read_only {
-            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
             conn.busy_timeout(Duration::from_secs(5))?;
             let version = migrations().current_version(&conn)?;
             let v: usize = (&version).into();
             if v > schema_version() {
-                return Err(Error::TooNew { path: path.to_owned(), found: v, known: schema_version() });
+                return Err(Error::TooNew {
+                    path: path.to_owned(),
+                    found: v,
+                    known: schema_version(),
+                });
             }
             if v < schema_version() {
-                return Err(Error::NeedsMigration { path: path.to_owned(), found: v, known: schema_version() });
+                return Err(Error::NeedsMigration {
+                    path: path.to_owned(),
+                    found: v,
+                    known: schema_version(),
+                });
             }
-            return Ok(Store { conn, path: path.to_owned() });
+            return Ok(Store {
+                conn,
+                path: path.to_owned(),
+            });
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
         let mut conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         let path = path.to_owned();
         // Pragmas are set outside any transaction and read back: SQLite
@@ -148,7 +168,11 @@ impl Store {
 
         let m = migrations();
         if let SchemaVersion::Outside(v) = m.current_version(&conn)? {
-            return Err(Error::TooNew { path, found: v.get(), known: schema_version() });
+            return Err(Error::TooNew {
+                path,
+                found: v.get(),
+                known: schema_version(),
+            });
         }
         m.to_latest(&mut conn)?;
         Ok(Store { conn, path })
@@ -166,7 +190,8 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn checkpoint(&self) -> Result<()> {
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 
@@ -175,7 +200,10 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn registry_version(&self) -> Result<i64> {
-        Ok(self.conn.prepare_cached("SELECT value FROM meta WHERE name = 'registry'")?.query_row([], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE name = 'registry'")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Messages accepted by a channel, by campaign.
@@ -209,17 +237,30 @@ impl Store {
             visits: one("SELECT count(*) FROM visits")?,
             points_awarded: one("SELECT coalesce(sum(points), 0) FROM ledger WHERE points > 0")?,
             decisions_act: one("SELECT count(*) FROM decisions WHERE outcome = 'act'")?,
-            suppressed: pairs("SELECT reason, count(*) FROM decisions WHERE outcome = 'suppressed' GROUP BY reason ORDER BY reason")?,
+            suppressed: pairs(
+                "SELECT reason, count(*) FROM decisions WHERE outcome = 'suppressed' GROUP BY reason ORDER BY reason",
+            )?,
             outbox: pairs("SELECT state, count(*) FROM outbox GROUP BY state ORDER BY state")?,
-            by_campaign: pairs("SELECT campaign, count(*) FROM outbox GROUP BY campaign ORDER BY campaign")?,
+            by_campaign: pairs(
+                "SELECT campaign, count(*) FROM outbox GROUP BY campaign ORDER BY campaign",
+            )?,
         })
     }
 }
 
-fn check_pragma(conn: &Connection, path: &Path, pragma: &'static str, want: &'static str) -> Result<()> {
+fn check_pragma(
+    conn: &Connection,
+    path: &Path,
+    pragma: &'static str,
+    want: &'static str,
+) -> Result<()> {
     // `journal_mode` answers the update with the new mode; the others answer
     // nothing, so every pragma is read back with a query of its own.
-    let value = if pragma == "journal_mode" { "WAL" } else { want };
+    let value = if pragma == "journal_mode" {
+        "WAL"
+    } else {
+        want
+    };
     if pragma == "journal_mode" {
         conn.query_row(&format!("PRAGMA journal_mode = {value}"), [], |_| Ok(()))?;
     } else {
@@ -235,7 +276,12 @@ fn check_pragma(conn: &Connection, path: &Path, pragma: &'static str, want: &'st
     if got == want {
         Ok(())
     } else {
-        Err(Error::Pragma { path: path.to_owned(), pragma, got, want })
+        Err(Error::Pragma {
+            path: path.to_owned(),
+            pragma,
+            got,
+            want,
+        })
     }
 }
 
@@ -275,7 +321,9 @@ mod tests {
     fn migrations_count() -> usize {
         let mut conn = Connection::open_in_memory().unwrap();
         migrations().to_latest(&mut conn).unwrap();
-        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).map(|v| usize::try_from(v).unwrap()).unwrap()
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .map(|v| usize::try_from(v).unwrap())
+            .unwrap()
     }
 
     #[test]
@@ -284,7 +332,10 @@ mod tests {
         let path = dir.path().join("n.db");
         drop(Store::open(&path).unwrap());
         let s = Store::open(&path).unwrap();
-        let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         assert!(dir.path().join("n.db-wal").exists());
     }
@@ -294,9 +345,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.db");
         drop(Store::open(&path).unwrap());
-        Connection::open(&path).unwrap().pragma_update(None, "user_version", 7).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 7)
+            .unwrap();
         match Store::open(&path) {
-            Err(Error::TooNew { found: 7, known: 1, .. }) => {}
+            Err(Error::TooNew {
+                found: 7, known: 1, ..
+            }) => {}
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a newer database was accepted"),
         }

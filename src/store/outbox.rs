@@ -170,7 +170,9 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn claim_outbox(&mut self, now: Timestamp, lease: Duration, limit: u32) -> Result<Claim> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let expired = tx
             .prepare_cached(
                 "UPDATE outbox SET state = 'expired', lease_until = NULL

@@ -17,10 +17,17 @@ use super::{Error, Result};
 /// [`Error::Secret`] when the file cannot be read or created, has the wrong
 /// size, or is readable by group or others.
 pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32]> {
-    let fail = |reason: String| Error::Secret { path: path.to_owned(), reason };
+    let fail = |reason: String| Error::Secret {
+        path: path.to_owned(),
+        reason,
+    };
     match File::open(path) {
         Ok(mut f) => {
-            let mode = f.metadata().map_err(|e| fail(e.to_string()))?.permissions().mode();
+            let mode = f
+                .metadata()
+                .map_err(|e| fail(e.to_string()))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
                 return Err(fail(format!(
                     "readable by others (mode {:o}); run `chmod 600 {}`",
@@ -29,9 +36,16 @@ pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32]> {
                 )));
             }
             let mut buf = Vec::with_capacity(33);
-            Read::by_ref(&mut f).take(33).read_to_end(&mut buf).map_err(|e| fail(e.to_string()))?;
-            <[u8; 32]>::try_from(buf.as_slice())
-                .map_err(|_| fail(format!("expected 32 bytes, found {}; restore it from backup", buf.len())))
+            Read::by_ref(&mut f)
+                .take(33)
+                .read_to_end(&mut buf)
+                .map_err(|e| fail(e.to_string()))?;
+            <[u8; 32]>::try_from(buf.as_slice()).map_err(|_| {
+                fail(format!(
+                    "expected 32 bytes, found {}; restore it from backup",
+                    buf.len()
+                ))
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -45,7 +59,9 @@ pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32]> {
                 .mode(0o600)
                 .open(path)
                 .map_err(|e| fail(e.to_string()))?;
-            f.write_all(&secret).and_then(|()| f.sync_all()).map_err(|e| fail(e.to_string()))?;
+            f.write_all(&secret)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| fail(e.to_string()))?;
             tracing::info!(path = %path.display(), "created installation secret");
             Ok(secret)
         }
@@ -62,7 +78,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/secret.key");
         let a = load_or_create_secret(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(load_or_create_secret(&path).unwrap(), a);
         assert_ne!(a, [0u8; 32]);
     }

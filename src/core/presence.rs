@@ -17,7 +17,9 @@ use smallvec::SmallVec;
 
 use super::identity::CustomerKey;
 use super::types::{Rssi, ScannerIdx, Timestamp, WifiKind};
-use super::zones::{Layout, Membership, ZoneIdx, ZoneKind, area_membership, near_membership};
+use super::zones::{
+    Layout, Membership, ZoneIdx, ZoneKind, area_membership, near_membership, position_weight,
+};
 
 /// What happened to a customer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,6 +93,11 @@ struct Link {
     next: u8,
     measured_power: i8,
     last_heard: Timestamp,
+    /// `log10` of the distance from the median of the fresh samples,
+    /// updated with every sample.
+    log_d: f64,
+    /// This link's weight in the position estimate (from `log_d`).
+    weight: f64,
 }
 
 impl Link {
@@ -102,15 +109,28 @@ impl Link {
             next: 0,
             measured_power: -59,
             last_heard: Timestamp::MIN,
+            log_d: f64::INFINITY,
+            weight: 0.0,
         }
     }
 
-    fn push(&mut self, at: Timestamp, rssi: i16, window: usize) {
+    fn push(&mut self, at: Timestamp, rssi: i16, layout: &Layout) {
+        self.push_sample(at, rssi, layout.radio.window);
+        let fresh_after = self.last_heard.saturating_sub(layout.radio.signal_timeout);
+        if let Some(m) = self.median(fresh_after) {
+            self.log_d = layout.log_distance(self.scanner, m, self.measured_power);
+            self.weight = position_weight(self.log_d);
+        }
+    }
+
+    fn push_sample(&mut self, at: Timestamp, rssi: i16, window: usize) {
         let window = window.clamp(1, MAX_WINDOW);
         self.samples[usize::from(self.next)] = (at, rssi);
         self.next = u8::try_from((usize::from(self.next) + 1) % window).unwrap_or(0);
         self.len = u8::try_from((usize::from(self.len) + 1).min(window)).unwrap_or(1);
-        self.last_heard = at;
+        // Recordings and merged sources may step back a little in time; the
+        // link was still heard at its latest time.
+        self.last_heard = self.last_heard.max(at);
     }
 
     /// Median of the samples heard since `fresh_after`.
@@ -175,9 +195,63 @@ struct Track {
     scheduled: Option<Timestamp>,
 }
 
+/// Per-zone thresholds in the tracker's terms, computed once from the
+/// layout: `log10` distances, and each area's bounding box grown by its
+/// exit margin.
+#[derive(Clone, Debug)]
+enum ZoneCache {
+    Store {
+        log_range: Option<f64>,
+    },
+    Near {
+        scanner: ScannerIdx,
+        log_enter: f64,
+        log_exit: f64,
+    },
+    Area {
+        bounds: (f64, f64, f64, f64),
+    },
+}
+
+impl ZoneCache {
+    fn new(kind: &ZoneKind) -> ZoneCache {
+        match kind {
+            ZoneKind::Store { range_m } => ZoneCache::Store {
+                log_range: range_m.map(f64::log10),
+            },
+            ZoneKind::Near {
+                scanner,
+                enter_m,
+                exit_m,
+            } => ZoneCache::Near {
+                scanner: *scanner,
+                log_enter: enter_m.log10(),
+                log_exit: exit_m.log10(),
+            },
+            ZoneKind::Area {
+                polygon,
+                exit_margin_m,
+            } => {
+                let m = exit_margin_m.max(0.0);
+                let bounds = geo::BoundingRect::bounding_rect(polygon).map_or(
+                    (
+                        f64::INFINITY,
+                        f64::INFINITY,
+                        f64::NEG_INFINITY,
+                        f64::NEG_INFINITY,
+                    ),
+                    |r| (r.min().x - m, r.min().y - m, r.max().x + m, r.max().y + m),
+                );
+                ZoneCache::Area { bounds }
+            }
+        }
+    }
+}
+
 /// Tracks opted-in customers through the store's zones.
 pub struct Tracker {
     layout: Arc<Layout>,
+    cache: Vec<ZoneCache>,
     tracks: HashMap<CustomerKey, Track, foldhash::fast::RandomState>,
     timers: BinaryHeap<Reverse<(Timestamp, CustomerKey)>>,
     stats: PresenceStats,
@@ -188,6 +262,11 @@ impl Tracker {
     #[must_use]
     pub fn new(layout: Arc<Layout>) -> Tracker {
         Tracker {
+            cache: layout
+                .zones
+                .iter()
+                .map(|z| ZoneCache::new(&z.kind))
+                .collect(),
             layout,
             tracks: HashMap::default(),
             timers: BinaryHeap::new(),
@@ -222,7 +301,7 @@ impl Tracker {
         out: &mut Vec<ZoneEvent>,
     ) {
         self.stats.observations += 1;
-        let window = self.layout.radio.window;
+        let layout = self.layout.clone();
         let track = self.track(customer);
         let link = match track.links.iter().position(|l| l.scanner == scanner) {
             Some(i) => &mut track.links[i],
@@ -233,7 +312,7 @@ impl Tracker {
             }
         };
         link.measured_power = measured_power;
-        link.push(now, rssi.0, window);
+        link.push(now, rssi.0, &layout);
         self.update(now, customer, true, out);
     }
 
@@ -320,7 +399,7 @@ impl Tracker {
             return;
         };
         let before = out.len();
-        evaluate(layout, track, customer, now, observed, out);
+        evaluate(layout, &self.cache, track, customer, now, observed, out);
         self.stats.events += (out.len() - before) as u64;
 
         let idle = !track.wifi
@@ -345,6 +424,7 @@ impl Tracker {
 /// Membership of every zone at `now`, from the fresh links.
 fn evaluate(
     layout: &Layout,
+    cache: &[ZoneCache],
     track: &mut Track,
     customer: CustomerKey,
     now: Timestamp,
@@ -352,50 +432,63 @@ fn evaluate(
     out: &mut Vec<ZoneEvent>,
 ) {
     let fresh_after = now.saturating_sub(layout.radio.signal_timeout);
-    let mut heard: SmallVec<[(ScannerIdx, f64); 4]> = SmallVec::new();
     track.links.retain(|l| l.last_heard > fresh_after);
-    for l in &track.links {
-        if let Some(rssi) = l.median(fresh_after) {
-            heard.push((
-                l.scanner,
-                layout.distance_m(l.scanner, rssi, l.measured_power),
-            ));
-        }
-    }
+    let heard: SmallVec<[(ScannerIdx, f64, f64); 4]> = track
+        .links
+        .iter()
+        .filter(|l| l.log_d.is_finite())
+        .map(|l| (l.scanner, l.log_d, l.weight))
+        .collect();
     let mut position = None;
     let mut position_done = false;
-    let mut membership = |kind: &ZoneKind| -> Membership {
-        match kind {
-            ZoneKind::Store { range_m } => {
-                let in_range = heard.iter().any(|(_, d)| range_m.is_none_or(|r| *d <= r));
-                if track.wifi || in_range {
+    let wifi = track.wifi;
+    let mut membership = |i: usize| -> Membership {
+        match (&layout.zones[i].kind, &cache[i]) {
+            (_, ZoneCache::Store { log_range }) => {
+                let in_range = heard
+                    .iter()
+                    .any(|(_, d, _)| log_range.is_none_or(|r| *d <= r));
+                if wifi || in_range {
                     Membership::Inside
                 } else {
                     Membership::Outside
                 }
             }
-            ZoneKind::Near {
-                scanner,
-                enter_m,
-                exit_m,
-            } => heard
+            (
+                _,
+                ZoneCache::Near {
+                    scanner,
+                    log_enter,
+                    log_exit,
+                },
+            ) => heard
                 .iter()
-                .find(|(s, _)| s == scanner)
-                .map_or(Membership::Outside, |(_, d)| {
-                    near_membership(*d, *enter_m, *exit_m)
+                .find(|(s, _, _)| s == scanner)
+                .map_or(Membership::Outside, |(_, d, _)| {
+                    near_membership(*d, *log_enter, *log_exit)
                 }),
-            ZoneKind::Area {
-                polygon,
-                exit_margin_m,
-            } => {
+            (
+                ZoneKind::Area {
+                    polygon,
+                    exit_margin_m,
+                },
+                ZoneCache::Area { bounds },
+            ) => {
                 if !position_done {
-                    position = layout.position(heard.iter().copied());
+                    position = layout.position_weighted(heard.iter().map(|(s, _, w)| (*s, *w)));
                     position_done = true;
                 }
                 position.map_or(Membership::Outside, |p| {
-                    area_membership(polygon, *exit_margin_m, p)
+                    // Most positions are nowhere near a given area: a box
+                    // test spares the polygon arithmetic.
+                    if p.0 < bounds.0 || p.1 < bounds.1 || p.0 > bounds.2 || p.1 > bounds.3 {
+                        Membership::Outside
+                    } else {
+                        area_membership(polygon, *exit_margin_m, p)
+                    }
                 })
             }
+            (_, ZoneCache::Area { .. }) => Membership::Outside,
         }
     };
     let event = |kind| ZoneEvent {
@@ -405,13 +498,7 @@ fn evaluate(
     };
 
     let store = &layout.zones[0];
-    let store_tr = step(
-        &mut track.zones[0],
-        store,
-        membership(&store.kind),
-        now,
-        observed,
-    );
+    let store_tr = step(&mut track.zones[0], store, membership(0), now, observed);
     match store_tr {
         Some(Transition::Entered) => out.push(event(EventKind::Arrived)),
         Some(Transition::Dwelled(d)) => out.push(event(EventKind::Dwelled(ZoneIdx::STORE, d))),
@@ -430,7 +517,7 @@ fn evaluate(
             *state = State::Absent;
             continue;
         }
-        match step(state, zone, membership(&zone.kind), now, observed) {
+        match step(state, zone, membership(i), now, observed) {
             Some(Transition::Entered) => out.push(event(EventKind::Entered(idx))),
             Some(Transition::Dwelled(d)) => out.push(event(EventKind::Dwelled(idx, d))),
             Some(Transition::Exited) => out.push(event(EventKind::Exited(idx))),
@@ -751,6 +838,14 @@ mod tests {
             Some((630, EventKind::Left))
         );
         assert_eq!(t.stats().tracked, 0);
+    }
+
+    #[test]
+    fn a_late_sample_does_not_move_last_heard_back() {
+        let mut link = Link::new(ScannerIdx(0));
+        link.push_sample(Timestamp::from_secs(10), -60, 5);
+        link.push_sample(Timestamp::from_secs(7), -61, 5);
+        assert_eq!(link.last_heard, Timestamp::from_secs(10));
     }
 
     #[test]

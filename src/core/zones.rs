@@ -222,11 +222,19 @@ impl Layout {
     /// `d = 10 ^ ((P1m − (rssi + offset)) / (10 n))`.
     #[must_use]
     pub fn distance_m(&self, scanner: ScannerIdx, rssi: f64, measured_power: i8) -> f64 {
+        10f64.powf(self.log_distance(scanner, rssi, measured_power))
+    }
+
+    /// `log10` of [`Layout::distance_m`]: what the tracker compares, since a
+    /// logarithm of a threshold is computed once and a power per sample is
+    /// not needed.
+    #[must_use]
+    pub fn log_distance(&self, scanner: ScannerIdx, rssi: f64, measured_power: i8) -> f64 {
         let (offset, n) = self
             .scanners
             .get(usize::from(scanner.0))
             .map_or((0.0, 2.0), |s| (s.rssi_offset, s.path_loss_exponent));
-        distance_m(rssi + offset, f64::from(measured_power), n)
+        (f64::from(measured_power) - (rssi + offset)) / (10.0 * n.max(0.5))
     }
 
     /// Estimated floor-plan position from (scanner, distance) pairs: one
@@ -238,18 +246,46 @@ impl Layout {
         &self,
         heard: impl IntoIterator<Item = (ScannerIdx, f64)>,
     ) -> Option<(f64, f64)> {
+        self.position_log(heard.into_iter().map(|(s, d)| (s, d.max(1e-9).log10())))
+    }
+
+    /// [`Layout::position`] from `log10` distances.
+    #[must_use]
+    pub fn position_log(
+        &self,
+        heard: impl IntoIterator<Item = (ScannerIdx, f64)>,
+    ) -> Option<(f64, f64)> {
+        self.position_weighted(
+            heard
+                .into_iter()
+                .map(|(s, log_d)| (s, position_weight(log_d))),
+        )
+    }
+
+    /// [`Layout::position`] from precomputed [`position_weight`]s.
+    #[must_use]
+    pub fn position_weighted(
+        &self,
+        heard: impl IntoIterator<Item = (ScannerIdx, f64)>,
+    ) -> Option<(f64, f64)> {
         let (mut wx, mut wy, mut w) = (0.0, 0.0, 0.0);
-        for (idx, d) in heard {
+        for (idx, weight) in heard {
             let Some(s) = self.scanners.get(usize::from(idx.0)) else {
                 continue;
             };
-            let weight = 1.0 / d.max(0.1).powi(2);
             wx += s.position.0 * weight;
             wy += s.position.1 * weight;
             w += weight;
         }
         (w > 0.0).then(|| (wx / w, wy / w))
     }
+}
+
+/// A scanner's weight in the position estimate for a `log10` distance:
+/// 1/d², with d floored at 10 cm.
+#[must_use]
+pub fn position_weight(log_d: f64) -> f64 {
+    (-2.0 * std::f64::consts::LN_10 * log_d.max(-1.0)).exp()
 }
 
 /// The log-distance path-loss model, in metres.

@@ -260,6 +260,26 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// An empty directory with room for this many customers and identities.
+    #[must_use]
+    pub fn with_capacity(customers: usize, identities: usize) -> Directory {
+        Directory {
+            by_hash: HashMap::with_capacity_and_hasher(
+                identities,
+                foldhash::fast::RandomState::default(),
+            ),
+            customers: HashMap::with_capacity_and_hasher(
+                customers,
+                foldhash::fast::RandomState::default(),
+            ),
+        }
+    }
+
+    /// Links one more identity hash to a customer.
+    pub fn add_identity(&mut self, hash: IdHash, key: CustomerKey) {
+        self.by_hash.insert(hash, key);
+    }
+
     /// Adds a customer and the hashes of their identities.
     pub fn insert(&mut self, info: CustomerInfo, identities: impl IntoIterator<Item = IdHash>) {
         let key = info.key;

@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Error, Result, Store};
 use crate::core::identity::{CustomerInfo, CustomerKey, Directory, Hasher, IdHash, Identity};
-use crate::core::types::Timestamp;
+use crate::core::types::{ChannelName, Timestamp};
 
 /// The header a customers file must have.
 pub const HEADER: [&str; 8] = [
@@ -397,18 +397,31 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn directory(&self) -> Result<Directory> {
-        let mut dir = Directory::default();
-        let mut hashes: HashMap<i64, Vec<IdHash>> = HashMap::new();
+        let (customers, identities): (i64, i64) = self.conn.query_row(
+            "SELECT (SELECT count(*) FROM customers WHERE opted_out_at IS NULL), (SELECT count(*) FROM identities)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut dir = Directory::with_capacity(
+            usize::try_from(customers).unwrap_or(0),
+            usize::try_from(identities).unwrap_or(0),
+        );
+        // Identities of opted-out customers are deleted at opt-out, so every
+        // stored identity belongs to a consenting customer.
         let mut st = self.conn.prepare_cached(
             "SELECT i.customer, i.hash FROM identities i JOIN customers c ON c.key = i.customer WHERE c.opted_out_at IS NULL",
         )?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
-            let blob: Vec<u8> = r.get(1)?;
-            if let Ok(h) = <[u8; 32]>::try_from(blob.as_slice()) {
-                hashes.entry(r.get(0)?).or_default().push(IdHash(h));
+            let blob = r.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            if let (Ok(h), Ok(k)) = (
+                <[u8; 32]>::try_from(blob),
+                u32::try_from(r.get::<_, i64>(0)?),
+            ) {
+                dir.add_identity(IdHash(h), CustomerKey(k));
             }
         }
+        let mut names: HashMap<String, Arc<str>> = HashMap::new();
         let mut st = self.conn.prepare_cached(
             "SELECT key, id, segments, channels FROM customers WHERE opted_out_at IS NULL",
         )?;
@@ -419,21 +432,32 @@ impl Store {
             let id: String = r.get(1)?;
             let segments: String = r.get(2)?;
             let channels: String = r.get(3)?;
+            // Channel and segment names repeat across customers: share one
+            // allocation each (100,000 customers would otherwise hold
+            // hundreds of thousands of copies of "sms").
+            let mut intern = |name: &str| -> Arc<str> {
+                if let Some(a) = names.get(name) {
+                    return a.clone();
+                }
+                let a: Arc<str> = Arc::from(name);
+                names.insert(name.to_owned(), a.clone());
+                a
+            };
             let info = CustomerInfo {
                 key: CustomerKey(k),
                 id: id.as_str().into(),
                 segments: segments
                     .split(';')
                     .filter(|s| !s.is_empty())
-                    .map(Arc::from)
+                    .map(&mut intern)
                     .collect(),
                 channels: channels
                     .split('|')
                     .filter(|s| !s.is_empty())
-                    .map(Into::into)
+                    .map(|c| ChannelName(intern(c)))
                     .collect(),
             };
-            dir.insert(info, hashes.remove(&key).unwrap_or_default());
+            dir.insert(info, []);
         }
         Ok(dir)
     }

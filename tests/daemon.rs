@@ -1,0 +1,214 @@
+//! `nearcast run` as a library call: the daemon on the simulator source, in
+//! tokio's paused time (no waiting on the wall clock), with a test clock and
+//! shutdown signal passed in.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nearcast::app::Clock;
+use nearcast::core::types::Timestamp;
+
+/// Wall time that follows tokio's (paused) clock from a fixed start.
+struct TokioClock {
+    start: Timestamp,
+    t0: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        self.start.saturating_add(self.t0.elapsed())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn example_config(dir: &Path) -> nearcast::config::Config {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for name in [
+        "nearcast.toml",
+        "zones.toml",
+        "campaigns.toml",
+        "customers.csv",
+    ] {
+        let mut t = std::fs::read_to_string(example.join(name)).unwrap();
+        if name == "nearcast.toml" {
+            t = t.replace(
+                "/var/lib/nearcast/nearcast.db",
+                &dir.join("nearcast.db").display().to_string(),
+            );
+            t = t.replace("shoppers_per_hour = 120", "shoppers_per_hour = 240");
+        }
+        std::fs::write(dir.join(name), t).unwrap();
+    }
+    nearcast::config::load(dir).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_daemon_greets_simulated_shoppers_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
+    store
+        .import_customers(
+            std::fs::read(dir.path().join("customers.csv"))
+                .unwrap()
+                .as_slice(),
+            &hasher,
+            Timestamp(0),
+        )
+        .unwrap();
+    drop(store);
+
+    // Friday 2026-11-20, 10:00 Berlin.
+    let clock = Arc::new(TokioClock {
+        start: Timestamp::from_secs(1_763_629_200),
+        t0: tokio::time::Instant::now(),
+    });
+    let buf = Buf::default();
+    let console: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(buf.clone()));
+    let shutdown = tokio::time::sleep(Duration::from_secs(40 * 60));
+    nearcast::app::run::run(config.clone(), None, clock, console, shutdown)
+        .await
+        .unwrap();
+
+    let (store, _) = nearcast::app::open_database(&config, None).unwrap();
+    let stats = store.stats().unwrap();
+    assert!(stats.visits > 0, "{stats:?}");
+    let sent = stats
+        .outbox
+        .iter()
+        .find(|(s, _)| s == "sent")
+        .map_or(0, |(_, n)| *n);
+    let queued = stats
+        .outbox
+        .iter()
+        .find(|(s, _)| s == "queued")
+        .map_or(0, |(_, n)| *n);
+    assert!(sent > 0, "{stats:?}");
+    assert_eq!(
+        queued, 0,
+        "everything due was sent before stopping: {stats:?}"
+    );
+    let printed = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        printed.lines().filter(|l| l.contains("  ✉ ")).count() as i64,
+        sent
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_opt_out_from_the_cli_takes_effect_in_the_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
+    store
+        .import_customers(
+            std::fs::read(dir.path().join("customers.csv"))
+                .unwrap()
+                .as_slice(),
+            &hasher,
+            Timestamp(0),
+        )
+        .unwrap();
+    // Everyone opts out one minute into the day, while the daemon runs.
+    let ids: Vec<String> = store
+        .customers()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let clock = Arc::new(TokioClock {
+        start: Timestamp::from_secs(1_763_629_200),
+        t0: tokio::time::Instant::now(),
+    });
+    let opt_out_clock = clock.clone();
+    let admin = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        for id in &ids {
+            store.opt_out(id, opt_out_clock.now()).unwrap();
+        }
+        opt_out_clock.now()
+    });
+    let buf = Buf::default();
+    let console: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(buf.clone()));
+    nearcast::app::run::run(
+        config.clone(),
+        None,
+        clock,
+        console,
+        tokio::time::sleep(Duration::from_secs(30 * 60)),
+    )
+    .await
+    .unwrap();
+    let opted_out_at = admin.await.unwrap();
+    // After the opt-out (and the registry reload, within a second), no
+    // visit starts and no message is queued.
+    let conn = rusqlite::Connection::open(&config.daemon.database).unwrap();
+    let late_visits: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM visits WHERE arrived_at > ?1",
+            [opted_out_at.0 + 1000],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let late_messages: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE created_at > ?1",
+            [opted_out_at.0 + 1000],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((late_visits, late_messages), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn customers_imported_while_the_daemon_runs_are_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
+    let clock = Arc::new(TokioClock {
+        start: Timestamp::from_secs(1_763_629_200),
+        t0: tokio::time::Instant::now(),
+    });
+    let import_clock = clock.clone();
+    let csv = std::fs::read(dir.path().join("customers.csv")).unwrap();
+    let admin = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        store
+            .import_customers(csv.as_slice(), &hasher, import_clock.now())
+            .unwrap();
+        import_clock.now()
+    });
+    let console: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(Buf::default()));
+    nearcast::app::run::run(
+        config.clone(),
+        None,
+        clock,
+        console,
+        tokio::time::sleep(Duration::from_secs(30 * 60)),
+    )
+    .await
+    .unwrap();
+    let imported_at = admin.await.unwrap();
+    let conn = rusqlite::Connection::open(&config.daemon.database).unwrap();
+    let (visits, first): (i64, Option<i64>) = conn
+        .query_row("SELECT count(*), min(arrived_at) FROM visits", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(visits > 0);
+    assert!(first.unwrap() >= imported_at.0, "a visit before the import");
+}

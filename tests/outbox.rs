@@ -194,3 +194,106 @@ fn forget_removes_every_row_that_mentions_the_customer() {
         "ben's phone number is still in the file"
     );
 }
+
+/// A provider that answers every message the same way.
+struct Scripted(nearcast::store::SendResult, Arc<Mutex<u32>>);
+impl nearcast::channel::Deliver for Scripted {
+    fn send<'a>(
+        &'a self,
+        _msg: &'a nearcast::channel::Outgoing<'a>,
+    ) -> nearcast::channel::SendFuture<'a> {
+        *self.1.lock().unwrap() += 1;
+        Box::pin(std::future::ready(self.0.clone()))
+    }
+}
+
+fn worker_with(
+    config: &nearcast::config::Config,
+    buf: &Buf,
+    whatsapp: nearcast::store::SendResult,
+) -> (nearcast::channel::Worker, Arc<Mutex<u32>>) {
+    let calls = Arc::new(Mutex::new(0));
+    let out: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(buf.clone()));
+    let tz = config.engine.rules.tz.clone();
+    let mut adapters: std::collections::HashMap<String, nearcast::channel::Adapter> =
+        std::collections::HashMap::new();
+    adapters.insert(
+        "whatsapp".into(),
+        Arc::new(Scripted(whatsapp, calls.clone())),
+    );
+    adapters.insert(
+        "sms".into(),
+        Arc::new(nearcast::channel::console::Console::new(out, tz)),
+    );
+    let store = nearcast::store::Store::open(&config.daemon.database).unwrap();
+    let w = nearcast::channel::Worker::new(
+        store,
+        config.engine.clone(),
+        "Teststore".into(),
+        adapters,
+        Duration::from_secs(30),
+        32,
+    );
+    (w, calls)
+}
+
+#[test]
+fn not_a_whatsapp_user_gets_the_plain_variant_by_sms_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0)); // whatsapp, then sms
+    let buf = Buf::default();
+    let (mut w, calls) = worker_with(
+        &config,
+        &buf,
+        nearcast::store::SendResult::Fallback {
+            error: "131026 not a WhatsApp user".into(),
+        },
+    );
+    let r = rt().block_on(w.run_once(at(10, 0, 3))).unwrap();
+    assert_eq!((r.sent, r.fell_over, r.failed), (1, 1, 0));
+    assert_eq!(*calls.lock().unwrap(), 1);
+    assert_eq!(
+        buf.take(),
+        "10:00:03  ✉ sms/plain → Anna (anna) [welcome] Hi Anna, welcome to Teststore! +10 points, balance 10.\n"
+    );
+    let rows = w.store().outbox_rows(None, 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].channel.as_str(),
+            rows[0].variant.as_str(),
+            rows[0].state.as_str()
+        ),
+        ("sms", "plain", "sent")
+    );
+    assert_eq!(rows[0].error, None);
+    // Nothing is sent twice.
+    assert_eq!(rt().block_on(w.run_once(at(10, 0, 10))).unwrap().sent, 0);
+    assert!(buf.take().is_empty());
+}
+
+#[test]
+fn a_permanent_failure_does_not_fall_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0));
+    let buf = Buf::default();
+    let (mut w, _) = worker_with(
+        &config,
+        &buf,
+        nearcast::store::SendResult::Failed {
+            error: "recipient unsubscribed".into(),
+        },
+    );
+    let r = rt().block_on(w.run_once(at(10, 0, 3))).unwrap();
+    assert_eq!((r.sent, r.fell_over, r.failed), (0, 0, 1));
+    assert!(buf.take().is_empty());
+    let rows = w.store().outbox_rows(None, 10).unwrap();
+    assert_eq!(
+        (rows[0].state.as_str(), rows[0].error.as_deref()),
+        ("failed", Some("recipient unsubscribed"))
+    );
+}

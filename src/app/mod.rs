@@ -139,10 +139,10 @@ pub fn worker(
     let mut adapters = HashMap::new();
     for c in &config.daemon.channels {
         let adapter = match c.adapter {
-            config::Adapter::Console => Adapter::Console(Console::new(
+            config::Adapter::Console => Arc::new(Console::new(
                 console.clone(),
                 config.engine.rules.tz.clone(),
-            )),
+            )) as Adapter,
         };
         adapters.insert(c.name.clone(), adapter);
     }

@@ -27,8 +27,8 @@ impl Console {
         Console { out, tz }
     }
 
-    /// Prints the message; always "sent".
-    pub fn send(&self, msg: &Outgoing<'_>) -> SendResult {
+    /// Prints the message; "sent" unless the output is gone.
+    pub fn print(&self, msg: &Outgoing<'_>) -> SendResult {
         let line = format_message(msg, &self.tz);
         let ok = self.out.lock().map(|mut o| {
             o.write_all(line.as_bytes())
@@ -44,6 +44,12 @@ impl Console {
                 error: "console not writable".into(),
             },
         }
+    }
+}
+
+impl super::Deliver for Console {
+    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> super::SendFuture<'a> {
+        Box::pin(std::future::ready(self.print(msg)))
     }
 }
 

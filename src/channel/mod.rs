@@ -26,20 +26,20 @@ pub struct Outgoing<'a> {
     pub at: Timestamp,
 }
 
-/// A configured adapter.
-pub enum Adapter {
-    /// Prints messages (demos, dry runs).
-    Console(console::Console),
+/// A future an adapter returns.
+pub type SendFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = SendResult> + Send + 'a>>;
+
+/// The trait boundary of delivery: one implementation per provider (and
+/// mocks in tests). Sends one message and classifies the provider's answer.
+pub trait Deliver: Send + Sync {
+    /// Sends `msg`; never panics, never returns an error: every outcome is a
+    /// [`SendResult`].
+    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a>;
 }
 
-impl Adapter {
-    /// Sends one message and classifies the answer.
-    pub async fn send(&self, msg: &Outgoing<'_>) -> SendResult {
-        match self {
-            Adapter::Console(c) => c.send(msg),
-        }
-    }
-}
+/// A configured adapter.
+pub type Adapter = std::sync::Arc<dyn Deliver>;
 
 /// Delivery errors (send failures are `SendResult`s, not errors).
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,8 @@ pub struct Report {
     pub retried: u64,
     /// Messages expired unsent.
     pub expired: u64,
+    /// Messages moved to the customer's next channel.
+    pub fell_over: u64,
 }
 
 impl std::ops::AddAssign for Report {
@@ -32,6 +34,7 @@ impl std::ops::AddAssign for Report {
         self.failed += o.failed;
         self.retried += o.retried;
         self.expired += o.expired;
+        self.fell_over += o.fell_over;
     }
 }
 
@@ -92,9 +95,24 @@ impl Worker {
                 match &result {
                     SendResult::Sent { .. } => report.sent += 1,
                     SendResult::Retry { .. } => report.retried += 1,
+                    SendResult::Fallback { error } => {
+                        if let Some((channel, variant)) = self.next_channel(item) {
+                            tracing::info!(outbox = item.id, from = %item.channel, to = %channel, %error, "falling over to the next channel");
+                            self.store
+                                .fall_over(item.id, now, &channel, variant.name(), error)?;
+                            report.fell_over += 1;
+                            continue;
+                        }
+                        tracing::warn!(outbox = item.id, campaign = %item.campaign, %error, "no further channel; message failed");
+                        report.failed += 1;
+                    }
                     SendResult::Failed { error } => {
                         tracing::warn!(outbox = item.id, campaign = %item.campaign, channel = %item.channel, %error, "message failed");
                         report.failed += 1;
+                    }
+                    SendResult::Misconfigured { error } => {
+                        tracing::error!(channel = %item.channel, %error, "channel misconfigured; its messages wait");
+                        report.retried += 1;
                     }
                 }
                 self.store.record_send(item.id, now, &result)?;
@@ -110,6 +128,27 @@ impl Worker {
     /// Database failures.
     pub fn next_due(&self) -> Result<Option<Timestamp>, Error> {
         Ok(self.store.outbox_next_due()?)
+    }
+
+    /// The customer's next configured channel after the item's, with the
+    /// richest variant of its message that channel carries.
+    fn next_channel(&self, item: &OutboxItem) -> Option<(String, Variant)> {
+        let message = self
+            .engine
+            .messages
+            .iter()
+            .find(|m| m.id.as_str() == item.message)?;
+        let after = item.channels.iter().position(|c| *c == item.channel)?;
+        item.channels[after + 1..].iter().find_map(|name| {
+            let spec = self
+                .engine
+                .channels
+                .iter()
+                .find(|c| c.name.as_str() == name)?;
+            self.adapters
+                .contains_key(name)
+                .then(|| (name.clone(), message.best_for(spec.variant)))
+        })
     }
 
     async fn send(&self, item: &OutboxItem, now: Timestamp) -> SendResult {

@@ -87,6 +87,8 @@ pub struct OutboxItem {
     pub first_name: String,
     /// Customer's phone, if any.
     pub phone: Option<String>,
+    /// Customer's channels in preference order.
+    pub channels: Vec<String>,
     /// Campaign id.
     pub campaign: String,
     /// Message id.
@@ -147,8 +149,21 @@ pub enum SendResult {
         /// What happened.
         error: String,
     },
-    /// Do not try again.
+    /// Not reachable on this channel (not a WhatsApp user, outside the
+    /// chat window, unsubscribed from this channel only): try the
+    /// customer's next channel.
+    Fallback {
+        /// What happened.
+        error: String,
+    },
+    /// Do not try again (the recipient unsubscribed, the number is invalid).
     Failed {
+        /// What happened.
+        error: String,
+    },
+    /// The channel itself is misconfigured (bad credentials, unknown sender):
+    /// stop sending on it and alert; the message waits.
+    Misconfigured {
         /// What happened.
         error: String,
     },
@@ -193,7 +208,7 @@ impl Store {
         {
             let mut st = tx.prepare_cached(
                 "SELECT o.id, o.key, c.id, c.first_name, c.phone, o.campaign, o.message, o.channel, o.variant,
-                        o.points, o.balance, o.created_at, o.expires_at, o.attempts
+                        o.points, o.balance, o.created_at, o.expires_at, o.attempts, c.channels
                  FROM outbox o JOIN customers c ON c.key = o.customer WHERE o.id = ?1",
             )?;
             for id in ids {
@@ -205,6 +220,12 @@ impl Store {
                             customer: r.get(2)?,
                             first_name: r.get(3)?,
                             phone: r.get(4)?,
+                            channels: r
+                                .get::<_, String>(14)?
+                                .split('|')
+                                .filter(|c| !c.is_empty())
+                                .map(str::to_owned)
+                                .collect(),
                             campaign: r.get(5)?,
                             message: r.get(6)?,
                             channel: r.get(7)?,
@@ -237,10 +258,35 @@ impl Store {
             SendResult::Retry { after, error } => self.conn.prepare_cached(
                 "UPDATE outbox SET state = 'queued', due_at = ?2, lease_until = NULL, error = ?3 WHERE id = ?1",
             )?.execute(params![id, now.0.saturating_add(millis(*after)), error])?,
-            SendResult::Failed { error } => self.conn.prepare_cached(
+            SendResult::Failed { error } | SendResult::Fallback { error } => self.conn.prepare_cached(
                 "UPDATE outbox SET state = 'failed', lease_until = NULL, error = ?2 WHERE id = ?1",
             )?.execute(params![id, error])?,
+            SendResult::Misconfigured { error } => self.conn.prepare_cached(
+                "UPDATE outbox SET state = 'queued', due_at = ?2, lease_until = NULL, error = ?3 WHERE id = ?1",
+            )?.execute(params![id, now.0.saturating_add(300_000), error])?,
         };
+        Ok(())
+    }
+
+    /// Moves row `id` to another channel and variant, due at once: the
+    /// customer was not reachable on the previous one (`error`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn fall_over(
+        &mut self,
+        id: i64,
+        now: Timestamp,
+        channel: &str,
+        variant: &str,
+        error: &str,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'queued', channel = ?3, variant = ?4, due_at = ?2, lease_until = NULL,
+                        error = ?5 WHERE id = ?1",
+            )?
+            .execute(params![id, now.0, channel, variant, error])?;
         Ok(())
     }
 

@@ -103,6 +103,50 @@ pub fn open_database(config: &Config, db: Option<&Path>) -> Result<(Store, Hashe
     Ok((store, Hasher::new(&secret)))
 }
 
+/// The registry snapshot a pipeline works from: opted-in customers by
+/// identity hash, and the rotating ids valid around `now`.
+pub struct Registry {
+    /// Customers and their identity hashes.
+    pub directory: Arc<crate::core::identity::Directory>,
+    /// Rotating ids (Eddystone-EID, app tokens).
+    pub rotating: crate::core::rotating::RotatingIndex,
+}
+
+/// Loads the registry snapshot from `store` at `now`.
+///
+/// # Errors
+/// Database failures.
+pub fn load_registry(store: &Store, config: &Config, now: Timestamp) -> Result<Registry, Error> {
+    let directory = Arc::new(store.directory()?);
+    let rotating = crate::core::rotating::RotatingIndex::build(
+        config.daemon.privacy.app_token_slot,
+        store.rotating_keys()?,
+        now,
+    );
+    Ok(Registry {
+        directory,
+        rotating,
+    })
+}
+
+/// A pipeline for `config` over `ledger`, working from `registry`.
+pub fn pipeline<L: crate::core::campaign::Ledger>(
+    config: &Config,
+    hasher: Hasher,
+    registry: Registry,
+    ledger: L,
+) -> Pipeline<L> {
+    let mut p = Pipeline::new(
+        config.layout.clone(),
+        config.engine.clone(),
+        hasher,
+        registry.directory,
+        ledger,
+    );
+    p.set_rotating(registry.rotating, config.daemon.privacy.app);
+    p
+}
+
 /// Runs presence timers and the outbox worker in the observations' own
 /// time, one tick per simulated second, from `*next_tick` through `until`.
 ///

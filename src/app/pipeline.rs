@@ -144,6 +144,16 @@ impl<L: Ledger> Pipeline<L> {
         self.resolver.set_directory(directory);
     }
 
+    /// Sets the rotating-identity index (EIDs, app tokens) built for the
+    /// current snapshot.
+    pub fn set_rotating(
+        &mut self,
+        index: crate::core::rotating::RotatingIndex,
+        app: crate::core::identity::AppBeacons,
+    ) {
+        self.resolver.set_rotating(index, app);
+    }
+
     /// When [`Pipeline::advance`] next has timer work.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
@@ -176,6 +186,7 @@ impl<L: Ledger> Pipeline<L> {
         sink: &mut impl FnMut(Output<'_>),
     ) -> Result<(), L::Error> {
         self.advance(obs.at(), sink)?;
+        self.resolver.advance(obs.at());
         match obs {
             Observation::Ble(s) => {
                 self.counters.sightings += 1;

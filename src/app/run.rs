@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Clock, Error, Output, Pipeline, database_path, open_database, worker};
+use super::{Clock, Error, Output, database_path, open_database, worker};
 use crate::config::{Config, SourceConfig};
 use crate::core::campaign::Outcome;
 use crate::core::types::{Observation, Timestamp};
@@ -37,15 +37,9 @@ pub async fn run(
     let (store, hasher) = open_database(&config, db.as_deref())?;
     let db = database_path(&config, db.as_deref());
     let mut registry = store.registry_version()?;
-    let directory = Arc::new(store.directory()?);
-    tracing::info!(customers = directory.len(), db = %db.display(), "starting");
-    let mut pipeline = Pipeline::new(
-        config.layout.clone(),
-        config.engine.clone(),
-        hasher,
-        directory,
-        store,
-    );
+    let loaded = super::load_registry(&store, &config, clock.now())?;
+    tracing::info!(customers = loaded.directory.len(), rotating = loaded.rotating.len(), db = %db.display(), "starting");
+    let mut pipeline = super::pipeline(&config, hasher, loaded, store);
     let mut worker = worker(&config, &db, console)?;
     let watcher = crate::store::Store::open(&db)?;
 
@@ -85,10 +79,11 @@ pub async fn run(
                     tracing::error!(error = %e, "could not record decisions; the event is dropped");
                 }
                 match watcher.registry_version() {
-                    Ok(v) if v != registry => match watcher.directory() {
-                        Ok(d) => {
-                            tracing::info!(customers = d.len(), "customer registry changed; reloaded");
-                            pipeline.set_directory(Arc::new(d));
+                    Ok(v) if v != registry => match super::load_registry(&watcher, &config, now) {
+                        Ok(r) => {
+                            tracing::info!(customers = r.directory.len(), "customer registry changed; reloaded");
+                            pipeline.set_directory(r.directory);
+                            pipeline.set_rotating(r.rotating, config.daemon.privacy.app);
                             registry = v;
                         }
                         Err(e) => tracing::error!(error = %e, "could not reload customers"),

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Dur, Source, valid_id};
+use crate::core::identity::AppBeacons;
 use crate::core::message::Variant;
+use crate::core::types::Uuid128;
 
 /// Daemon settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +27,29 @@ pub struct Daemon {
     pub outbox: OutboxConfig,
     /// tracing filter (`RUST_LOG` syntax).
     pub log_filter: String,
+    /// Privacy settings.
+    pub privacy: Privacy,
+}
+
+/// Privacy settings: rotating app tokens and retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Privacy {
+    /// Which beacons carry the retailer app's rotating tokens.
+    pub app: AppBeacons,
+    /// How long one app token is valid.
+    pub app_token_slot: Duration,
+    /// Visits, decisions and finished messages older than this are deleted.
+    pub retention: Duration,
+}
+
+impl Default for Privacy {
+    fn default() -> Privacy {
+        Privacy {
+            app: AppBeacons::default(),
+            app_token_slot: Duration::from_secs(15 * 60),
+            retention: Duration::from_secs(180 * 86_400),
+        }
+    }
 }
 
 impl Daemon {
@@ -111,6 +136,17 @@ struct Raw {
     outbox: RawOutbox,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    privacy: RawPrivacy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    app_ibeacon_uuid: Option<Spanned<String>>,
+    app_eddystone_namespace: Option<Spanned<String>>,
+    app_token_slot: Option<Spanned<Dur>>,
+    retention: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]
@@ -287,10 +323,63 @@ pub(super) fn build(dir: &Path, src: &mut Source) -> Option<Daemon> {
             Some("use RUST_LOG syntax, e.g. \"info\" or \"nearcast=debug,info\"".into()),
         );
     }
+    let defaults = Privacy::default();
+    let p = &raw.privacy;
+    let mut privacy = Privacy {
+        app: AppBeacons::default(),
+        app_token_slot: p
+            .app_token_slot
+            .as_ref()
+            .map_or(defaults.app_token_slot, |d| d.get_ref().0),
+        retention: p
+            .retention
+            .as_ref()
+            .map_or(defaults.retention, |d| d.get_ref().0),
+    };
+    if let Some(u) = &p.app_ibeacon_uuid {
+        match Uuid128::parse(u.get_ref()) {
+            Some(uuid) => privacy.app.ibeacon_uuid = Some(uuid.to_bytes()),
+            None => src.error(
+                u.span(),
+                "not a UUID",
+                Some("write it like \"E2C56DB5-DFFB-48D2-B060-D0F5A71096E0\"".into()),
+            ),
+        }
+    }
+    if let Some(n) = &p.app_eddystone_namespace {
+        let mut ns = [0u8; 10];
+        if hex::decode_to_slice(n.get_ref(), &mut ns).is_ok() {
+            privacy.app.eddystone_namespace = Some(ns);
+        } else {
+            src.error(n.span(), "an Eddystone namespace is 20 hex digits", None);
+        }
+    }
+    if let Some(d) = &p.app_token_slot
+        && !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&d.get_ref().0)
+    {
+        src.error(
+            d.span(),
+            "app_token_slot must be between 1m and 24h",
+            Some("the app and the box must agree; 15m is the default".into()),
+        );
+    }
+    if let Some(d) = &p.retention
+        && d.get_ref().0 < Duration::from_secs(86_400)
+    {
+        src.error(
+            d.span(),
+            "retention must be at least 1d",
+            Some(
+                "visit-count and win-back campaigns need the visit history; 180d is the default"
+                    .into(),
+            ),
+        );
+    }
     if src.errors.len() > before {
         return None;
     }
     Some(Daemon {
+        privacy,
         database: rel(raw.database.path),
         secret_file: raw.database.secret_file.map(rel),
         sources,

@@ -9,5 +9,6 @@ pub mod campaign;
 pub mod identity;
 pub mod message;
 pub mod presence;
+pub mod rotating;
 pub mod types;
 pub mod zones;

@@ -86,13 +86,18 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("migrations/0001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("migrations/0001_init.sql")),
+        M::up(include_str!(
+            "migrations/0002_consent_and_rotating_keys.sql"
+        )),
+    ])
 }
 
 /// The number of schema versions this binary knows.
 #[must_use]
 pub fn schema_version() -> usize {
-    1
+    2
 }
 
 /// A connection to the nearcast database.
@@ -351,7 +356,7 @@ mod tests {
             .unwrap();
         match Store::open(&path) {
             Err(Error::TooNew {
-                found: 7, known: 1, ..
+                found: 7, known: 2, ..
             }) => {}
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a newer database was accepted"),

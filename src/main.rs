@@ -135,6 +135,11 @@ enum CustomersCmd {
         /// Customer id.
         id: String,
     },
+    /// Print everything stored about a customer, as JSON (right of access).
+    Export {
+        /// Customer id.
+        id: String,
+    },
     /// Erase everything about a customer.
     Forget {
         /// Customer id.
@@ -379,6 +384,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 CustomersCmd::OptOut { id } => {
                     store.opt_out(&id, now)?;
                     println!("{id} opted out: no further messages; device identities deleted");
+                }
+                CustomersCmd::Export { id } => {
+                    println!("{}", serde_json::to_string_pretty(&store.export(&id)?)?);
                 }
                 CustomersCmd::Forget { id } => {
                     store.forget(&id)?;

@@ -230,3 +230,76 @@ fn customers_of_a_version_1_database_keep_their_consent() {
         [("whatsapp".to_owned(), true), ("sms".to_owned(), true)]
     );
 }
+
+#[test]
+fn export_shows_everything_and_forget_leaves_no_byte_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = privacy_config(dir.path());
+    let key_hex = "5a".repeat(32);
+    import(
+        &config,
+        &format!(
+            "zora,Zorabella,+4915199988877,sms,2026-01-01T10:00:00Z,kiosk,mac:02:00:00:00:00:09;app:{key_hex},gold,,kiosk-v7,\n\
+             other,Otto,+4915112345699,sms,2026-01-01T10:00:00Z,kiosk,mac:02:00:00:00:00:0A,,,,\n"
+        ),
+    );
+    for addr in [[2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 0x0A]] {
+        let mut p = pipeline_at(&config, at(11, 0, 0));
+        let obs = every_second(at(11, 0, 0), at(11, 0, 8), |t| bare(t, 0, 1.0, addr));
+        run(&mut p, &obs, at(11, 5, 0));
+    }
+    let (mut s, hasher) = nearcast::app::open_database(&config, None).unwrap();
+    let export = s.export("zora").unwrap();
+    assert_eq!(export["customer"]["first_name"], "Zorabella");
+    assert_eq!(export["customer"]["phone"], "+4915199988877");
+    // sms for loyalty, offers, welcome: given at the kiosk with text v7, not yet confirmed.
+    let consents = export["consents"].as_array().unwrap();
+    assert_eq!(
+        consents
+            .iter()
+            .map(|c| c["purpose"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["loyalty", "offers", "welcome"]
+    );
+    assert!(
+        consents
+            .iter()
+            .all(|c| c["text_version"] == "kiosk-v7" && c["confirmed_at"].is_null())
+    );
+    assert_eq!(export["identities"][0]["kind"], "mac");
+    assert_eq!(export["rotating_keys"][0]["kind"], "app");
+    assert_eq!(export["visits"].as_array().unwrap().len(), 1);
+    assert!(
+        export["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["campaign"] == "welcome" && d["outcome"] == "act")
+    );
+    assert_eq!(export["messages"][0]["campaign"], "welcome");
+    assert_eq!(export["points"][0]["points"], 10);
+
+    let mac_hash =
+        hasher.hash(&nearcast::core::identity::Identity::parse("mac:02:00:00:00:00:09").unwrap());
+    let key = hex::decode(&key_hex).unwrap();
+    let values: [&[u8]; 5] = [b"zora", b"Zorabella", b"+4915199988877", &mac_hash.0, &key];
+    let bytes = database_bytes(&config);
+    for v in values {
+        assert!(
+            contains(&bytes, v),
+            "{:?} should be stored before forget",
+            String::from_utf8_lossy(v)
+        );
+    }
+    s.forget("zora").unwrap();
+    drop(s);
+    let bytes = database_bytes(&config);
+    for v in values {
+        assert!(
+            !contains(&bytes, v),
+            "{:?} is still in the database file",
+            String::from_utf8_lossy(v)
+        );
+    }
+    assert!(contains(&bytes, b"Otto"), "other customers are kept");
+}

@@ -818,7 +818,108 @@ impl Store {
         if n == 0 {
             return Err(Error::NoSuchCustomer(id.to_owned()));
         }
+        // secure_delete zeroes the freed cells; the checkpoint moves that
+        // into the database file, VACUUM rebuilds it without the free pages,
+        // and the last checkpoint empties the WAL of the old page images.
+        self.checkpoint()?;
+        self.conn.execute_batch("VACUUM")?;
         self.checkpoint()
+    }
+
+    /// Everything stored about a customer (the right of access), as JSON.
+    /// Identifiers appear as stored: keyed hashes; rotating keys by kind and
+    /// fingerprint.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCustomer`] or SQLite errors.
+    pub fn export(&self, id: &str) -> Result<serde_json::Value> {
+        use serde_json::{Value, json};
+        let c = self.customer(id)?;
+        let key = c.key;
+        let ts =
+            |t: Option<i64>| t.map_or(Value::Null, |t| Value::String(Timestamp(t).to_string()));
+        let rows = |sql: &str,
+                    f: &dyn Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Value>|
+         -> Result<Vec<Value>> {
+            let mut st = self.conn.prepare(sql)?;
+            let v = st
+                .query_map([key], |r| f(r))?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(v)
+        };
+        let consents = rows(
+            "SELECT channel, purpose, given_at, source, text_version, confirmed_at, withdrawn_at FROM consents WHERE customer = ?1 ORDER BY channel, purpose",
+            &|r| {
+                Ok(
+                    json!({"channel": r.get::<_, String>(0)?, "purpose": r.get::<_, String>(1)?, "given_at": ts(r.get(2)?), "source": r.get::<_, String>(3)?, "text_version": r.get::<_, String>(4)?, "confirmed_at": ts(r.get(5)?), "withdrawn_at": ts(r.get(6)?)}),
+                )
+            },
+        )?;
+        let identities = rows(
+            "SELECT kind, hash FROM identities WHERE customer = ?1 ORDER BY kind",
+            &|r| {
+                Ok(
+                    json!({"kind": r.get::<_, String>(0)?, "hmac_sha256": hex::encode(r.get::<_, Vec<u8>>(1)?)}),
+                )
+            },
+        )?;
+        let keys = rows(
+            "SELECT kind, key, exponent, epoch FROM rotating_keys WHERE customer = ?1 ORDER BY kind",
+            &|r| {
+                use sha2::Digest;
+                let fp = sha2::Sha256::digest(r.get::<_, Vec<u8>>(1)?);
+                Ok(
+                    json!({"kind": r.get::<_, String>(0)?, "fingerprint": hex::encode(&fp[..8]), "exponent": r.get::<_, i64>(2)?, "epoch": r.get::<_, i64>(3)?}),
+                )
+            },
+        )?;
+        let visits = rows(
+            "SELECT arrived_at, left_at FROM visits WHERE customer = ?1 ORDER BY arrived_at",
+            &|r| Ok(json!({"arrived_at": ts(r.get(0)?), "left_at": ts(r.get(1)?)})),
+        )?;
+        let ledger = rows(
+            "SELECT at, points, campaign FROM ledger WHERE customer = ?1 ORDER BY at",
+            &|r| {
+                Ok(
+                    json!({"at": ts(r.get(0)?), "points": r.get::<_, i64>(1)?, "campaign": r.get::<_, Option<String>>(2)?}),
+                )
+            },
+        )?;
+        let decisions = rows(
+            "SELECT at, campaign, event, zone, outcome, reason, channel FROM decisions WHERE customer = ?1 ORDER BY at, id",
+            &|r| {
+                Ok(
+                    json!({"at": ts(r.get(0)?), "campaign": r.get::<_, String>(1)?, "event": r.get::<_, String>(2)?, "zone": r.get::<_, String>(3)?, "outcome": r.get::<_, String>(4)?, "reason": r.get::<_, Option<String>>(5)?, "channel": r.get::<_, Option<String>>(6)?}),
+                )
+            },
+        )?;
+        let messages = rows(
+            "SELECT created_at, campaign, message, channel, variant, state, sent_at, points, balance FROM outbox WHERE customer = ?1 ORDER BY created_at, id",
+            &|r| {
+                Ok(
+                    json!({"decided_at": ts(r.get(0)?), "campaign": r.get::<_, String>(1)?, "message": r.get::<_, String>(2)?, "channel": r.get::<_, String>(3)?, "variant": r.get::<_, String>(4)?, "state": r.get::<_, String>(5)?, "sent_at": ts(r.get(6)?), "points": r.get::<_, i64>(7)?, "balance": r.get::<_, i64>(8)?}),
+                )
+            },
+        )?;
+        let cooldowns = rows(
+            "SELECT campaign, last_at FROM cooldowns WHERE customer = ?1 ORDER BY campaign",
+            &|r| Ok(json!({"campaign": r.get::<_, String>(0)?, "last_at": ts(r.get(1)?)})),
+        )?;
+        Ok(json!({
+            "customer": {
+                "id": c.id, "first_name": c.first_name, "phone": c.phone, "channels": c.channels,
+                "segments": c.segments, "consent_at": c.consent_at.to_string(), "consent_source": c.consent_source,
+                "opted_out_at": c.opted_out_at.map(|t| t.to_string()), "points_balance": c.balance,
+            },
+            "consents": consents,
+            "identities": identities,
+            "rotating_keys": keys,
+            "visits": visits,
+            "points": ledger,
+            "cooldowns": cooldowns,
+            "decisions": decisions,
+            "messages": messages,
+        }))
     }
 }
 

@@ -74,6 +74,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The database file itself could not be prepared.
+    #[error("database {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A customers file was refused; nothing of it was imported.
     #[error("{} bad row(s); nothing was imported", .0.len())]
     Import(Vec<RowError>),
@@ -163,6 +171,14 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         let path = path.to_owned();
+        // The database holds consent records and the keys of rotating
+        // identities: owner-only, like the installation secret. SQLite
+        // gives its WAL and shared-memory files the database's mode.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| Error::File {
+                path: path.clone(),
+                reason: format!("cannot make it owner-only: {e}"),
+            })?;
         // Pragmas are set outside any transaction and read back: SQLite
         // silently ignores a misspelt or inapplicable pragma.
         check_pragma(&conn, &path, "journal_mode", "wal")?;
@@ -343,6 +359,23 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         assert!(dir.path().join("n.db-wal").exists());
+    }
+
+    #[test]
+    fn the_database_and_its_wal_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.db");
+        let s = Store::open(&path).unwrap();
+        s.registry_version().unwrap();
+        for p in [path.clone(), dir.path().join("n.db-wal")] {
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{}",
+                p.display()
+            );
+        }
     }
 
     #[test]

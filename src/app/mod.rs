@@ -4,6 +4,7 @@
 //! Owns no decisions (those are `core`'s) and no SQL (that is `store`'s);
 //! reads the clock only through the `Clock` it is given.
 
+pub mod clock;
 pub mod demo;
 pub mod output;
 pub mod pipeline;
@@ -22,6 +23,7 @@ use crate::core::identity::Hasher;
 use crate::core::types::Timestamp;
 use crate::store::{self, Store};
 
+pub use clock::{Clock, SystemClock};
 pub use pipeline::{Counters, Output, Pipeline};
 
 /// Errors a command can end with.
@@ -58,26 +60,6 @@ impl Error {
             path: path.to_owned(),
             source,
         }
-    }
-}
-
-/// Where time comes from: the system clock in production, a recording's or
-/// simulator's own time otherwise.
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> Timestamp;
-}
-
-/// The system's wall clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp(crate::core::types::millis(d))
     }
 }
 

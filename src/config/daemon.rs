@@ -29,6 +29,29 @@ pub struct Daemon {
     pub log_filter: String,
     /// Privacy settings.
     pub privacy: Privacy,
+    /// When the wall clock is trusted.
+    pub clock: ClockConfig,
+}
+
+/// When the wall clock is trusted (the box has no real-time clock).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClockConfig {
+    /// Wait for the kernel to report NTP synchronisation.
+    pub require_sync: bool,
+    /// A step larger than this (wall against monotonic) is a jump.
+    pub max_jump: Duration,
+    /// After a jump, trust again once steady this long.
+    pub settle: Duration,
+}
+
+impl Default for ClockConfig {
+    fn default() -> ClockConfig {
+        ClockConfig {
+            require_sync: true,
+            max_jump: Duration::from_secs(120),
+            settle: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Privacy settings: rotating app tokens and retention.
@@ -138,6 +161,16 @@ struct Raw {
     log: RawLog,
     #[serde(default)]
     privacy: RawPrivacy,
+    #[serde(default)]
+    clock: RawClock,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawClock {
+    require_sync: Option<bool>,
+    max_jump: Option<Dur>,
+    settle: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -378,8 +411,18 @@ pub(super) fn build(dir: &Path, src: &mut Source) -> Option<Daemon> {
     if src.errors.len() > before {
         return None;
     }
+    let clock_defaults = ClockConfig::default();
+    let clock = ClockConfig {
+        require_sync: raw
+            .clock
+            .require_sync
+            .unwrap_or(clock_defaults.require_sync),
+        max_jump: raw.clock.max_jump.map_or(clock_defaults.max_jump, |d| d.0),
+        settle: raw.clock.settle.map_or(clock_defaults.settle, |d| d.0),
+    };
     Some(Daemon {
         privacy,
+        clock,
         database: rel(raw.database.path),
         secret_file: raw.database.secret_file.map(rel),
         sources,

@@ -21,7 +21,9 @@ use serde::{Deserialize, Deserializer};
 use crate::core::campaign::Engine;
 use crate::core::zones::Layout;
 
-pub use daemon::{Adapter, ChannelConfig, Daemon, OutboxConfig, Privacy, SourceConfig};
+pub use daemon::{
+    Adapter, ChannelConfig, ClockConfig, Daemon, OutboxConfig, Privacy, SourceConfig,
+};
 
 /// The file names in a config directory.
 pub const DAEMON_FILE: &str = "nearcast.toml";

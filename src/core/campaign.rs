@@ -444,6 +444,27 @@ impl Engine {
         })
     }
 
+    /// Decisions for an event that cannot be decided (the clock is not
+    /// trustworthy): every campaign its trigger alone would wake, suppressed
+    /// with `reason`. Visit-count campaigns need the history and are left out.
+    #[must_use]
+    pub fn suppress_all(&self, event: &ZoneEvent, reason: Reason) -> Vec<Decision> {
+        self.campaigns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                !matches!(c.trigger, Trigger::VisitCount { .. })
+                    && matches(&c.trigger, &event.kind, 0)
+            })
+            .map(|(i, c)| Decision {
+                at: event.at,
+                campaign: CampaignIdx(u16::try_from(i).unwrap_or(u16::MAX)),
+                campaign_id: c.id.clone(),
+                outcome: Outcome::Suppressed(reason),
+            })
+            .collect()
+    }
+
     /// Decides every campaign triggered by `event` for `customer`, in
     /// priority order; each acting campaign counts against the caps of the
     /// next ones.

@@ -162,19 +162,49 @@ enum OutboxCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,nearcast=info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
+    let log = init_logging();
+    match run(cli, &log) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nearcast: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Logs to standard error: human-readable on a terminal; under systemd
+/// (`JOURNAL_STREAM` set) without timestamps or colours, since the journal
+/// adds its own. `RUST_LOG` wins over the configured filter.
+fn init_logging() -> LogFilter {
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,nearcast=info".into());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(
+        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+    );
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    if journal {
+        registry
+            .with(fmt.without_time().with_ansi(false).with_target(false))
+            .init();
+    } else {
+        registry
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .init();
+    }
+    handle
+}
+
+/// Applies the configuration's `[log] filter` unless `RUST_LOG` is set.
+fn apply_log_filter(log: &LogFilter, config: &Config) {
+    if std::env::var_os("RUST_LOG").is_none()
+        && let Ok(f) = tracing_subscriber::EnvFilter::try_new(&config.daemon.log_filter)
+    {
+        let _ = log.reload(f);
     }
 }
 
@@ -195,7 +225,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 #[allow(clippy::too_many_lines)]
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
     let config_dir = cli.config.as_deref();
     match cli.command {
         Command::CheckConfig => {
@@ -299,6 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { db } => {
             let config = load(config_dir)?;
+            apply_log_filter(log, &config);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

@@ -414,3 +414,115 @@ async fn a_clock_jump_of_a_day_decides_nothing_in_the_wrong_time() {
         ) > 0
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn reload_applies_a_good_config_and_keeps_the_last_good_one_on_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
+    store
+        .import_customers(
+            std::fs::read(dir.path().join("customers.csv"))
+                .unwrap()
+                .as_slice(),
+            &hasher,
+            Timestamp(0),
+        )
+        .unwrap();
+    // Old visits: retention (180 days) deletes the one from a year ago at start.
+    store
+        .import_visit(
+            "c-1001",
+            Timestamp(1_731_000_000_000),
+            Some(Timestamp(1_731_000_600_000)),
+        )
+        .unwrap();
+    store
+        .import_visit(
+            "c-1002",
+            Timestamp(1_760_000_000_000),
+            Some(Timestamp(1_760_000_600_000)),
+        )
+        .unwrap();
+    drop(store);
+    let start = 1_763_629_200_000i64;
+    let clock = Arc::new(TokioClock {
+        start: Timestamp(start),
+        t0: tokio::time::Instant::now(),
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let campaigns = dir.path().join("campaigns.toml");
+    let good = std::fs::read_to_string(&campaigns).unwrap();
+    let editor = {
+        let campaigns = campaigns.clone();
+        tokio::spawn(async move {
+            // Ten minutes in: a broken edit (a typo'd key) is refused.
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            std::fs::write(
+                &campaigns,
+                good.replace("first_visit_of_day = true", "first_visit_of_dya = true"),
+            )
+            .unwrap();
+            tx.send(()).await.unwrap();
+            // Twenty minutes in: a good edit limits the welcome to a segment nobody is in.
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            std::fs::write(
+                &campaigns,
+                good.replace("exclude_segments = [\"staff\"]", "segments = [\"vip\"]"),
+            )
+            .unwrap();
+            tx.send(()).await.unwrap();
+            tx
+        })
+    };
+    let console: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(Buf::default()));
+    nearcast::app::run::run_with_reload(
+        config.clone(),
+        None,
+        clock,
+        console,
+        tokio::time::sleep(Duration::from_secs(40 * 60)),
+        rx,
+    )
+    .await
+    .unwrap();
+    drop(editor.await.unwrap());
+    let welcomes = |from: i64, to: i64, outcome: &str| {
+        count(
+            &config,
+            &format!(
+                "SELECT count(*) FROM decisions WHERE campaign = 'welcome' AND outcome = '{outcome}' AND at >= {from} AND at < {to}"
+            ),
+        )
+    };
+    let m = 60_000;
+    assert!(
+        welcomes(start, start + 20 * m, "act") > 0,
+        "before the good reload, welcomes went out"
+    );
+    assert!(
+        welcomes(start + 10 * m, start + 20 * m, "act") > 0,
+        "the broken file did not stop the daemon or change its rules"
+    );
+    assert_eq!(
+        welcomes(start + 21 * m, start + 40 * m, "act"),
+        0,
+        "after the good reload, only VIPs (none) are welcomed"
+    );
+    assert!(welcomes(start + 21 * m, start + 40 * m, "suppressed") > 0);
+    // Retention ran: the year-old visit is gone, the recent one kept.
+    assert_eq!(
+        count(
+            &config,
+            "SELECT count(*) FROM visits WHERE arrived_at < 1740000000000"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &config,
+            "SELECT count(*) FROM visits WHERE arrived_at = 1760000000000"
+        ),
+        1
+    );
+}

@@ -162,6 +162,22 @@ pub fn worker(
     db: &Path,
     console: Arc<Mutex<dyn Write + Send>>,
 ) -> Result<Worker, Error> {
+    Ok(Worker::new(
+        Store::open(db)?,
+        config.engine.clone(),
+        config.layout.store_name.clone(),
+        adapters(config, &console),
+        config.daemon.outbox.lease,
+        config.daemon.outbox.batch,
+    ))
+}
+
+/// The configured channels' adapters; console channels print to `console`.
+#[must_use]
+pub fn adapters(
+    config: &Config,
+    console: &Arc<Mutex<dyn Write + Send>>,
+) -> HashMap<String, Adapter> {
     let mut adapters = HashMap::new();
     for c in &config.daemon.channels {
         let adapter = match c.adapter {
@@ -172,12 +188,5 @@ pub fn worker(
         };
         adapters.insert(c.name.clone(), adapter);
     }
-    Ok(Worker::new(
-        Store::open(db)?,
-        config.engine.clone(),
-        config.layout.store_name.clone(),
-        adapters,
-        config.daemon.outbox.lease,
-        config.daemon.outbox.batch,
-    ))
+    adapters
 }

@@ -146,6 +146,18 @@ impl<L: Ledger> Pipeline<L> {
         self.resolver.set_directory(directory);
     }
 
+    /// Takes a reloaded configuration. Campaign changes apply to the next
+    /// event; a changed floor plan restarts presence tracking (customers in
+    /// the store arrive again, and their cooldowns keep them from a second
+    /// greeting).
+    pub fn reconfigure(&mut self, layout: Arc<Layout>, engine: Arc<Engine>) {
+        if *layout != *self.layout {
+            self.tracker = Tracker::new(layout.clone());
+            self.layout = layout;
+        }
+        self.engine = engine;
+    }
+
     /// Sets the rotating-identity index (EIDs, app tokens) built for the
     /// current snapshot.
     pub fn set_rotating(

@@ -35,13 +35,42 @@ pub async fn run(
     console: Arc<Mutex<dyn Write + Send>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    if reload_tx.send(()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart"),
+    }
+    run_with_reload(config, db, clock, console, shutdown, reload_rx).await
+}
+
+/// [`run`], reloading the configuration from `config.dir` whenever
+/// `reloads` yields (SIGHUP in production; tests send their own).
+///
+/// # Errors
+/// Database failures at start; config or IO failures of a source.
+pub async fn run_with_reload(
+    mut config: Config,
+    db: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+    console: Arc<Mutex<dyn Write + Send>>,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<()>,
+) -> Result<(), Error> {
     let (store, hasher) = open_database(&config, db.as_deref())?;
     let db = database_path(&config, db.as_deref());
     let mut registry = store.registry_version()?;
     let loaded = super::load_registry(&store, &config, clock.now())?;
     tracing::info!(customers = loaded.directory.len(), rotating = loaded.rotating.len(), db = %db.display(), "starting");
     let mut pipeline = super::pipeline(&config, hasher, loaded, store);
-    let mut worker = worker(&config, &db, console)?;
+    let mut worker = worker(&config, &db, console.clone())?;
     let watcher = crate::store::Store::open(&db)?;
 
     let (tx, mut rx) = mpsc::channel::<Observation>(QUEUE);
@@ -59,6 +88,14 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut sources_done = false;
+    let mut reloads_open = true;
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut last_ping = clock.monotonic();
+    let mut last_purge: Option<Duration> = None;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("running"),
+    ]);
     loop {
         // Every turn, before anything can be decided: a jump must not slip
         // through between two ticks.
@@ -71,6 +108,30 @@ pub async fn run(
         let timer = pipeline.poll_timeout().map(|t| t.since(now));
         tokio::select! {
             () = &mut shutdown => break,
+            r = reloads.recv(), if reloads_open => match r {
+                None => reloads_open = false,
+                Some(()) => {
+                    notify(&[sd_notify::NotifyState::Reloading]);
+                    if let Ok(m) = sd_notify::NotifyState::monotonic_usec_now() {
+                        notify(&[m]);
+                    }
+                    match crate::config::load(&config.dir) {
+                        Ok(new) => {
+                            if new.daemon.database != config.daemon.database || new.daemon.sources != config.daemon.sources {
+                                tracing::warn!("the database and sources take effect at the next restart");
+                            }
+                            pipeline.reconfigure(new.layout.clone(), new.engine.clone());
+                            worker.reconfigure(new.engine.clone(), new.layout.store_name.clone(), super::adapters(&new, &console));
+                            tracing::info!(campaigns = new.engine.campaigns.len(), zones = new.layout.zones.len(), "configuration reloaded");
+                            config = new;
+                        }
+                        Err(e) => {
+                            tracing::error!("configuration refused; keeping the last good one:\n{e}");
+                        }
+                    }
+                    notify(&[sd_notify::NotifyState::Ready]);
+                }
+            },
             obs = rx.recv(), if !sources_done => match obs {
                 Some(obs) => {
                     if let Err(e) = pipeline.handle(&obs, &mut sink) {
@@ -86,6 +147,23 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let now = clock.now();
+                // The watchdog is fed from this loop, so a stuck pipeline
+                // stops feeding it and systemd restarts the daemon.
+                let mono = clock.monotonic();
+                if watchdog.is_some_and(|w| mono.saturating_sub(last_ping) >= w) {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                    last_ping = mono;
+                }
+                if trusted && last_purge.is_none_or(|p| mono.saturating_sub(p) >= Duration::from_secs(3600)) {
+                    last_purge = Some(mono);
+                    match worker.purge(now.saturating_sub(config.daemon.privacy.retention)) {
+                        Ok(p) if p != crate::store::Purged::default() => {
+                            tracing::info!(visits = p.visits, decisions = p.decisions, messages = p.messages, "retention: deleted old records");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "retention purge failed"),
+                    }
+                }
                 if let Err(e) = pipeline.advance(now, &mut sink) {
                     tracing::error!(error = %e, "could not record decisions; the event is dropped");
                 }
@@ -113,6 +191,7 @@ pub async fn run(
             }
         }
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
     for s in sources {
         s.abort();
     }
@@ -125,6 +204,13 @@ pub async fn run(
     }
     tracing::info!(sent = worker.totals.sent, "stopped");
     Ok(())
+}
+
+/// Tells systemd (when started by it with `Type=notify`); a no-op otherwise.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
 }
 
 /// Samples the clocks; logs when trust changes (once, not every second).

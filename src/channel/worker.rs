@@ -72,6 +72,27 @@ impl Worker {
         }
     }
 
+    /// Takes a reloaded configuration: campaigns and messages, the store's
+    /// name and the channels' adapters.
+    pub fn reconfigure(
+        &mut self,
+        engine: Arc<Engine>,
+        store_name: String,
+        adapters: HashMap<String, Adapter>,
+    ) {
+        self.engine = engine;
+        self.store_name = store_name;
+        self.adapters = adapters;
+    }
+
+    /// Deletes what retention says is old (see [`Store::purge`]).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub fn purge(&mut self, cutoff: Timestamp) -> Result<crate::store::Purged, Error> {
+        Ok(self.store.purge(cutoff)?)
+    }
+
     /// The worker's connection.
     #[must_use]
     pub fn store(&self) -> &Store {

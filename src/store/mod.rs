@@ -9,6 +9,7 @@
 mod customers;
 mod ledger;
 mod outbox;
+mod retention;
 mod secret;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use customers::{CustomerRecord, ImportReport, RowError};
 pub use outbox::{Claim, OutboxItem, OutboxRow, OutboxState, SendResult};
+pub use retention::Purged;
 pub use secret::load_or_create_secret;
 
 /// Database errors.

@@ -8,6 +8,7 @@
 
 mod campaigns;
 mod daemon;
+mod providers;
 mod zones;
 
 use std::fmt;
@@ -22,6 +23,9 @@ use crate::core::campaign::Engine;
 use crate::core::zones::Layout;
 
 pub use daemon::{Adapter, ChannelConfig, Daemon, OutboxConfig, SourceConfig};
+pub use providers::{
+    SecretRef, TwilioSettings, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings,
+};
 
 /// The file names in a config directory.
 pub const DAEMON_FILE: &str = "nearcast.toml";

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod fixtures;
+
 /// A request as the stand-in received it.
 #[derive(Clone, Debug, Default)]
 pub struct Recorded {
@@ -227,6 +229,11 @@ pub const PRISM_VERSION: &str = "5.14.2";
 /// The `prism` executable, installed into the target directory with npm
 /// when missing. `None` only when npm is not available at all.
 pub fn prism() -> Option<PathBuf> {
+    // One install per process; other processes are handled by the rename.
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _guard = INSTALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("prism-{PRISM_VERSION}"));
     let bin = dir.join("node_modules/.bin/prism");
     if bin.exists() {
@@ -237,7 +244,8 @@ pub fn prism() -> Option<PathBuf> {
     }
     // Install beside, then rename: concurrent test processes never see a
     // half-installed directory.
-    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("prism-{PRISM_VERSION}.tmp-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let out = Command::new("npm")
         .args([

@@ -623,7 +623,217 @@ fn is_api_version(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Adapter;
     use super::*;
+
+    /// Builds `nearcast.toml` text; the errors as `line:column: message | hint`.
+    fn load(channels: &str) -> (Vec<Adapter>, Vec<String>) {
+        let text = format!("[database]\npath = \"x.db\"\n\n{channels}");
+        let mut src = Source::inline("nearcast.toml", &text);
+        let daemon = super::super::daemon::build(std::path::Path::new("/etc/nearcast"), &mut src);
+        let errors = src
+            .errors
+            .iter()
+            .map(|e| {
+                let hint = e
+                    .hint
+                    .as_deref()
+                    .map(|h| format!(" | {h}"))
+                    .unwrap_or_default();
+                format!("{}:{}: {}{hint}", e.line, e.column, e.message)
+            })
+            .collect();
+        let adapters = daemon.map(|d| d.channels.into_iter().map(|c| c.adapter).collect());
+        (adapters.unwrap_or_default(), errors)
+    }
+
+    #[test]
+    fn every_adapter_with_its_settings() {
+        let (adapters, errors) = load(
+            r#"
+[channels.whatsapp]
+adapter = "whatsapp"
+phone_number_id = "106540352242922"
+token_file = "whatsapp-token"
+
+[channels.sms]
+adapter = "twilio"
+account_sid = "AC0123456789abcdef0123456789abcdef"
+messaging_service_sid = "MG0123456789abcdef0123456789abcdef"
+token_env = "NEARCAST_TWILIO_TOKEN"
+timeout = "5s"
+
+[channels.viber]
+adapter = "vonage"
+api_key = "abcd1234"
+from = "+447700900001"
+token_env = "VONAGE_SECRET"
+
+[channels.twa]
+adapter = "twilio"
+provider_channel = "whatsapp"
+account_sid = "AC0123456789abcdef0123456789abcdef"
+from = "+14155552345"
+content_sids = { welcome = "HX0123456789abcdef0123456789abcdef" }
+token_env = "T"
+
+[channels.crm]
+adapter = "webhook"
+url = "https://crm.example.com/nearcast/"
+token_file = "/etc/credstore/crm"
+"#,
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        // Channels come sorted by name.
+        assert_eq!(
+            adapters,
+            [
+                Adapter::Webhook(WebhookSettings {
+                    url: "https://crm.example.com/nearcast".into(),
+                    token: SecretRef::File("/etc/credstore/crm".into()),
+                    timeout: Duration::from_secs(10),
+                }),
+                Adapter::Twilio(TwilioSettings {
+                    base_url: "https://api.twilio.com".into(),
+                    account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+                    api_key: None,
+                    token: SecretRef::Env("NEARCAST_TWILIO_TOKEN".into()),
+                    from: None,
+                    messaging_service_sid: Some("MG0123456789abcdef0123456789abcdef".into()),
+                    whatsapp: false,
+                    content_sids: BTreeMap::new(),
+                    allow_text: false,
+                    status_callback: None,
+                    timeout: Duration::from_secs(5),
+                }),
+                Adapter::Twilio(TwilioSettings {
+                    base_url: "https://api.twilio.com".into(),
+                    account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+                    api_key: None,
+                    token: SecretRef::Env("T".into()),
+                    from: Some("whatsapp:+14155552345".into()),
+                    messaging_service_sid: None,
+                    whatsapp: true,
+                    content_sids: [(
+                        "welcome".to_owned(),
+                        "HX0123456789abcdef0123456789abcdef".to_owned()
+                    )]
+                    .into(),
+                    allow_text: false,
+                    status_callback: None,
+                    timeout: Duration::from_secs(10),
+                }),
+                Adapter::Vonage(VonageSettings {
+                    base_url: "https://api.nexmo.com".into(),
+                    api_key: "abcd1234".into(),
+                    token: SecretRef::Env("VONAGE_SECRET".into()),
+                    from: "447700900001".into(),
+                    channel: VonageChannel::Viber,
+                    allow_text: false,
+                    timeout: Duration::from_secs(10),
+                }),
+                Adapter::WhatsApp(WhatsAppSettings {
+                    base_url: "https://graph.facebook.com".into(),
+                    api_version: "v23.0".into(),
+                    phone_number_id: "106540352242922".into(),
+                    token: SecretRef::File("whatsapp-token".into()),
+                    allow_text: false,
+                    timeout: Duration::from_secs(10),
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_commented_examples_in_config_are_valid() {
+        let text = include_str!("../../config/nearcast.toml");
+        let mut blocks = Vec::new();
+        let mut cur: Option<String> = None;
+        for line in text.lines() {
+            match (&mut cur, line.strip_prefix("# ")) {
+                (None, Some(l)) if l.starts_with("[channels.") => cur = Some(format!("{l}\n")),
+                (Some(b), Some(l)) if !l.starts_with('#') => {
+                    b.push_str(l);
+                    b.push('\n');
+                }
+                (Some(_), Some(_)) => {}
+                (Some(_), None) => blocks.extend(cur.take()),
+                (None, _) => {}
+            }
+        }
+        assert_eq!(blocks.len(), 5, "{blocks:?}");
+        for b in blocks {
+            let (adapters, errors) = load(&b);
+            assert_eq!((adapters.len(), errors), (1, Vec::<String>::new()), "{b}");
+        }
+    }
+
+    #[test]
+    fn a_secret_written_inline_is_refused_with_a_hint() {
+        let (_, errors) = load(
+            "[channels.whatsapp]\nadapter = \"whatsapp\"\nphone_number_id = \"1\"\ntoken = \"EAAsecret\"\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "7:9: `token` would put a secret into the config file; nearcast refuses that | \
+                 keep it in a file readable only by nearcast and name it: with systemd, \
+                 `LoadCredential=whatsapp-token:/etc/credstore/whatsapp-token` in the unit and \
+                 token_file = \"whatsapp-token\"; or in the environment: token_env = \"NEARCAST_WHATSAPP_TOKEN\"",
+                "5:11: a whatsapp channel needs `token_file` | for example token_file = \"whatsapp-token\" \
+                 (a systemd credential) or token_env = \"NEARCAST_…\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_or_missing_keys_point_at_the_line() {
+        let e = |t: &str| load(t).1;
+        assert_eq!(
+            e("[channels.sms]\nadapter = \"console\"\ntoken_env = \"X\"\n"),
+            [
+                "6:13: `token_env` does not apply to a console channel | a console channel takes only `adapter` and `variant`"
+            ]
+        );
+        assert_eq!(
+            e(
+                "[channels.whatsapp]\nadapter = \"whatsapp\"\ntoken_env = \"X\"\naccount_sid = \"AC1\"\n"
+            ),
+            [
+                "7:15: `account_sid` does not apply to a whatsapp channel | a whatsapp channel takes: \
+                 base_url, api_version, phone_number_id, allow_text, token_env or token_file, timeout",
+                "5:11: a whatsapp channel needs `phone_number_id` | for example phone_number_id = \"106540352242922\"",
+            ]
+        );
+        assert_eq!(
+            e(
+                "[channels.crm]\nadapter = \"webhook\"\nurl = \"http://crm.example.com\"\ntoken_env = \"K\"\ntoken_file = \"k\"\n"
+            ),
+            [
+                "7:13: give either `token_env` or `token_file`, not both",
+                "6:7: \"http://crm.example.com\": plain http is allowed only to this machine | \
+                 https://…, or http:// to 127.0.0.1, [::1] or localhost (tests, a local stand-in)",
+            ]
+        );
+        assert_eq!(
+            e(
+                "[channels.sms]\nadapter = \"twilio\"\naccount_sid = \"AC42\"\nfrom = \"+1 415\"\ntoken_env = \"T\"\n"
+            ),
+            [
+                "6:15: account_sid \"AC42\" is not a AC… SID | AC followed by 32 hexadecimal digits, as shown in the Twilio console",
+                "7:8: from \"+1 415\" is not a sender for this channel | an E.164 number (\"+14155552345\") or an \
+                 alphanumeric sender id of up to 11 characters",
+            ]
+        );
+        assert_eq!(
+            e(
+                "[channels.fb]\nadapter = \"vonage\"\napi_key = \"k\"\nfrom = \"1\"\nprovider_channel = \"messenger\"\ntoken_env = \"T\"\n"
+            ),
+            [
+                "8:20: Messenger addresses people by page-scoped id, which the customer registry does not hold | use sms, mms, whatsapp or viber"
+            ]
+        );
+    }
 
     #[test]
     fn urls() {

@@ -383,8 +383,9 @@ impl Client {
             .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(DEFAULT_TIMEOUT)
+            // A provider never redirects a send; following one would replay
+            // the credentials to another host.
             .redirect(reqwest::redirect::Policy::none())
-            .https_only(false)
             .build()?;
         Ok(Client { inner })
     }
@@ -424,10 +425,8 @@ impl Client {
                     let room = MAX_BODY - body.len();
                     body.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
-                Ok(None) => break,
                 // The status is what matters; a body cut short is read as is.
-                Err(e) if e.is_timeout() => break,
-                Err(_) => break,
+                Ok(None) | Err(_) => break,
             }
         }
         Ok(HttpResponse {

@@ -18,8 +18,8 @@ use nearcast::core::campaign::MemoryLedger;
 use nearcast::core::identity::{CustomerInfo, CustomerKey, Directory, Hasher, Identity};
 use nearcast::core::presence::Tracker;
 use nearcast::core::types::{
-    BdAddr, ManufacturerData, Observation, Rssi, ScannerIdx, ServiceData, Sighting, Timestamp,
-    Uuid128,
+    BdAddr, ManufacturerData, Observation, Purposes, Rssi, ScannerIdx, ServiceData, Sighting,
+    Timestamp, Uuid128,
 };
 
 const CUSTOMERS: u32 = 100_000;
@@ -105,7 +105,7 @@ fn directory(hasher: &Hasher) -> Directory {
                 key: CustomerKey(n + 1),
                 id: format!("c{n}").as_str().into(),
                 segments: Box::new([]),
-                channels: Box::new(["sms".into()]),
+                channels: Box::new([("sms".into(), Purposes::ALL)]),
             },
             [hasher.hash(&ib), hasher.hash(&ed)],
         );

@@ -135,6 +135,11 @@ enum CustomersCmd {
         /// Customer id.
         id: String,
     },
+    /// Print everything stored about a customer, as JSON (right of access).
+    Export {
+        /// Customer id.
+        id: String,
+    },
     /// Erase everything about a customer.
     Forget {
         /// Customer id.
@@ -297,7 +302,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock {
+                require_sync: config.daemon.clock.require_sync,
+            });
             rt.block_on(app::run::run(
                 config,
                 db,
@@ -310,7 +317,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Customers { action, db } => {
             let config = load(config_dir)?;
             let (mut store, hasher) = app::open_database(&config, db.as_deref())?;
-            let now = SystemClock.now();
+            let now = SystemClock::default().now();
             match action {
                 CustomersCmd::Import { file } => {
                     let f = std::fs::File::open(&file)
@@ -379,6 +386,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 CustomersCmd::OptOut { id } => {
                     store.opt_out(&id, now)?;
                     println!("{id} opted out: no further messages; device identities deleted");
+                }
+                CustomersCmd::Export { id } => {
+                    println!("{}", serde_json::to_string_pretty(&store.export(&id)?)?);
                 }
                 CustomersCmd::Forget { id } => {
                     store.forget(&id)?;

@@ -21,6 +21,9 @@ impl Clock for TokioClock {
     fn now(&self) -> Timestamp {
         self.start.saturating_add(self.t0.elapsed())
     }
+    fn monotonic(&self) -> Duration {
+        self.t0.elapsed()
+    }
 }
 
 #[derive(Clone, Default)]
@@ -211,4 +214,203 @@ async fn customers_imported_while_the_daemon_runs_are_recognised() {
         .unwrap();
     assert!(visits > 0);
     assert!(first.unwrap() >= imported_at.0, "a visit before the import");
+}
+
+/// A clock whose wall time and synchronisation the test moves by hand.
+struct ManualClock {
+    t0: tokio::time::Instant,
+    wall_at_t0: std::sync::atomic::AtomicI64,
+    synced: std::sync::atomic::AtomicBool,
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.wall_at_t0.load(std::sync::atomic::Ordering::SeqCst))
+            .saturating_add(self.t0.elapsed())
+    }
+    fn monotonic(&self) -> Duration {
+        self.t0.elapsed()
+    }
+    fn synchronized(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn run_with(config: &nearcast::config::Config, clock: Arc<ManualClock>, minutes: u64) {
+    let console: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(Buf::default()));
+    nearcast::app::run::run(
+        config.clone(),
+        None,
+        clock,
+        console,
+        tokio::time::sleep(Duration::from_secs(minutes * 60)),
+    )
+    .await
+    .unwrap();
+}
+
+fn count(config: &nearcast::config::Config, sql: &str) -> i64 {
+    rusqlite::Connection::open(&config.daemon.database)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_decided_or_sent_before_the_clock_is_synchronised() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
+    store
+        .import_customers(
+            std::fs::read(dir.path().join("customers.csv"))
+                .unwrap()
+                .as_slice(),
+            &hasher,
+            Timestamp(0),
+        )
+        .unwrap();
+    drop(store);
+    // The box boots believing it is 1970; NTP sets the clock five minutes in.
+    let clock = Arc::new(ManualClock {
+        t0: tokio::time::Instant::now(),
+        wall_at_t0: std::sync::atomic::AtomicI64::new(30_000),
+        synced: std::sync::atomic::AtomicBool::new(false),
+    });
+    let ntp = clock.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        // Friday 2026-11-20, 10:05 Berlin.
+        ntp.wall_at_t0.store(
+            1_763_629_500_000 - 300_000,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        ntp.synced.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    run_with(&config, clock, 40).await;
+    let year_2000 = 946_684_800_000i64;
+    assert_eq!(
+        count(
+            &config,
+            &format!("SELECT count(*) FROM visits WHERE arrived_at < {year_2000}")
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &config,
+            &format!("SELECT count(*) FROM decisions WHERE at < {year_2000}")
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &config,
+            &format!(
+                "SELECT count(*) FROM outbox WHERE created_at < {year_2000} OR sent_at < {year_2000}"
+            )
+        ),
+        0
+    );
+    // Decisions start once the clock has been steady for the settle time (60 s).
+    let first = count(&config, "SELECT coalesce(min(at), 0) FROM decisions");
+    assert!(
+        first >= 1_763_629_500_000 + 60_000,
+        "first decision at {first}"
+    );
+    assert!(count(&config, "SELECT count(*) FROM outbox WHERE state = 'sent'") > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_jump_of_a_day_decides_nothing_in_the_wrong_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
+    store
+        .import_customers(
+            std::fs::read(dir.path().join("customers.csv"))
+                .unwrap()
+                .as_slice(),
+            &hasher,
+            Timestamp(0),
+        )
+        .unwrap();
+    drop(store);
+    let start = 1_763_629_200_000i64; // Friday 10:00 Berlin
+    let clock = Arc::new(ManualClock {
+        t0: tokio::time::Instant::now(),
+        wall_at_t0: std::sync::atomic::AtomicI64::new(start),
+        synced: std::sync::atomic::AtomicBool::new(true),
+    });
+    let jumper = clock.clone();
+    tokio::spawn(async move {
+        // Ten minutes in, someone sets the clock a day ahead by hand (the
+        // kernel then reports it unsynchronised); five minutes later NTP
+        // steps it back and reports it synchronised again.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        jumper
+            .wall_at_t0
+            .fetch_add(86_400_000, std::sync::atomic::Ordering::SeqCst);
+        jumper
+            .synced
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        jumper
+            .wall_at_t0
+            .fetch_sub(86_400_000, std::sync::atomic::Ordering::SeqCst);
+        jumper
+            .synced
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    run_with(&config, clock, 40).await;
+    let jumped = start + 20 * 3_600_000;
+    assert_eq!(
+        count(
+            &config,
+            &format!("SELECT count(*) FROM visits WHERE arrived_at > {jumped}")
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &config,
+            &format!("SELECT count(*) FROM decisions WHERE at > {jumped}")
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &config,
+            &format!("SELECT count(*) FROM cooldowns WHERE last_at > {jumped}")
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &config,
+            &format!(
+                "SELECT count(*) FROM outbox WHERE created_at > {jumped} OR sent_at > {jumped}"
+            )
+        ),
+        0
+    );
+    // Before the jump and after the settle time, the store works normally.
+    assert!(
+        count(
+            &config,
+            &format!(
+                "SELECT count(*) FROM decisions WHERE at < {}",
+                start + 600_000
+            )
+        ) > 0
+    );
+    assert!(
+        count(
+            &config,
+            &format!(
+                "SELECT count(*) FROM decisions WHERE at > {}",
+                start + 960_000
+            )
+        ) > 0
+    );
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Error, Pipeline, database_path, open_database, output, worker};
+use super::{Error, database_path, open_database, output, worker};
 use crate::config::{self, SourceConfig};
 use crate::core::campaign::{Outcome, Reason};
 use crate::core::identity::Identity;
@@ -186,7 +186,7 @@ pub async fn demo(
             store.import_visit(id, past(42), Some(Timestamp(past(42).0 + 900_000)))?;
         }
     }
-    let directory = Arc::new(store.directory()?);
+    let registry = super::load_registry(&store, &config, start)?;
     let sim_config = SimConfig {
         seed: opts.seed.unwrap_or(seed),
         shoppers: opts
@@ -229,13 +229,7 @@ pub async fn demo(
             .count(),
     )
     .unwrap_or(u32::MAX);
-    let mut pipeline = Pipeline::new(
-        config.layout.clone(),
-        config.engine.clone(),
-        hasher,
-        directory,
-        store,
-    );
+    let mut pipeline = super::pipeline(&config, hasher, registry, store);
     let mut worker = worker(&config, &db, out.clone())?;
 
     let engine = config.engine.clone();

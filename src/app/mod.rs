@@ -4,6 +4,7 @@
 //! Owns no decisions (those are `core`'s) and no SQL (that is `store`'s);
 //! reads the clock only through the `Clock` it is given.
 
+pub mod clock;
 pub mod demo;
 pub mod output;
 pub mod pipeline;
@@ -22,6 +23,7 @@ use crate::core::identity::Hasher;
 use crate::core::types::Timestamp;
 use crate::store::{self, Store};
 
+pub use clock::{Clock, SystemClock};
 pub use pipeline::{Counters, Output, Pipeline};
 
 /// Errors a command can end with.
@@ -61,26 +63,6 @@ impl Error {
     }
 }
 
-/// Where time comes from: the system clock in production, a recording's or
-/// simulator's own time otherwise.
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> Timestamp;
-}
-
-/// The system's wall clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp(crate::core::types::millis(d))
-    }
-}
-
 /// The database path: `--db` if given, else the configured one.
 #[must_use]
 pub fn database_path(config: &Config, db: Option<&Path>) -> PathBuf {
@@ -101,6 +83,50 @@ pub fn open_database(config: &Config, db: Option<&Path>) -> Result<(Store, Hashe
     };
     let secret = store::load_or_create_secret(&secret_path)?;
     Ok((store, Hasher::new(&secret)))
+}
+
+/// The registry snapshot a pipeline works from: opted-in customers by
+/// identity hash, and the rotating ids valid around `now`.
+pub struct Registry {
+    /// Customers and their identity hashes.
+    pub directory: Arc<crate::core::identity::Directory>,
+    /// Rotating ids (Eddystone-EID, app tokens).
+    pub rotating: crate::core::rotating::RotatingIndex,
+}
+
+/// Loads the registry snapshot from `store` at `now`.
+///
+/// # Errors
+/// Database failures.
+pub fn load_registry(store: &Store, config: &Config, now: Timestamp) -> Result<Registry, Error> {
+    let directory = Arc::new(store.directory()?);
+    let rotating = crate::core::rotating::RotatingIndex::build(
+        config.daemon.privacy.app_token_slot,
+        store.rotating_keys()?,
+        now,
+    );
+    Ok(Registry {
+        directory,
+        rotating,
+    })
+}
+
+/// A pipeline for `config` over `ledger`, working from `registry`.
+pub fn pipeline<L: crate::core::campaign::Ledger>(
+    config: &Config,
+    hasher: Hasher,
+    registry: Registry,
+    ledger: L,
+) -> Pipeline<L> {
+    let mut p = Pipeline::new(
+        config.layout.clone(),
+        config.engine.clone(),
+        hasher,
+        registry.directory,
+        ledger,
+    );
+    p.set_rotating(registry.rotating, config.daemon.privacy.app);
+    p
 }
 
 /// Runs presence timers and the outbox worker in the observations' own

@@ -91,6 +91,7 @@ pub struct Pipeline<L: Ledger> {
     counters: Counters,
     events: Vec<ZoneEvent>,
     frames: SmallVec<[Frame; 2]>,
+    clock_trusted: bool,
 }
 
 impl<L: Ledger> Pipeline<L> {
@@ -112,6 +113,7 @@ impl<L: Ledger> Pipeline<L> {
             counters: Counters::default(),
             events: Vec::new(),
             frames: SmallVec::new(),
+            clock_trusted: true,
         }
     }
 
@@ -142,6 +144,23 @@ impl<L: Ledger> Pipeline<L> {
             self.tracker.forget(k);
         }
         self.resolver.set_directory(directory);
+    }
+
+    /// Sets the rotating-identity index (EIDs, app tokens) built for the
+    /// current snapshot.
+    pub fn set_rotating(
+        &mut self,
+        index: crate::core::rotating::RotatingIndex,
+        app: crate::core::identity::AppBeacons,
+    ) {
+        self.resolver.set_rotating(index, app);
+    }
+
+    /// Whether the wall clock is trustworthy. While it is not, presence is
+    /// tracked but nothing is decided or recorded: every campaign an event
+    /// would wake is suppressed as `clock_unsynced`.
+    pub fn set_clock_trusted(&mut self, trusted: bool) {
+        self.clock_trusted = trusted;
     }
 
     /// When [`Pipeline::advance`] next has timer work.
@@ -176,6 +195,7 @@ impl<L: Ledger> Pipeline<L> {
         sink: &mut impl FnMut(Output<'_>),
     ) -> Result<(), L::Error> {
         self.advance(obs.at(), sink)?;
+        self.resolver.advance(obs.at());
         match obs {
             Observation::Ble(s) => {
                 self.counters.sightings += 1;
@@ -243,6 +263,25 @@ impl<L: Ledger> Pipeline<L> {
         zone: &str,
         sink: &mut impl FnMut(Output<'_>),
     ) -> Result<(), L::Error> {
+        if !self.clock_trusted {
+            for d in self.engine.suppress_all(event, Reason::ClockUnsynced) {
+                self.counters.suppressed[Reason::ALL
+                    .iter()
+                    .position(|r| *r == Reason::ClockUnsynced)
+                    .unwrap_or(0)] += 1;
+                let committed = Committed {
+                    decision: d,
+                    outbox_id: None,
+                    balance: 0,
+                };
+                sink(Output::Decision {
+                    event,
+                    customer,
+                    committed: &committed,
+                });
+            }
+            return Ok(());
+        }
         let local = self.engine.rules.local(event.at);
         let history = self.ledger.history(customer, &local)?;
         let decisions = self.engine.decide(event, customer, &history);

@@ -77,28 +77,16 @@ pub async fn replay(
             )));
         }
         let hasher = Hasher::new(&store::load_or_create_secret(&secret_path)?);
-        let directory = Arc::new(store.directory()?);
+        let registry = super::load_registry(&store, config, first_time(&opts.file)?)?;
         drop(store);
-        let pipeline = Pipeline::new(
-            config.layout.clone(),
-            config.engine.clone(),
-            hasher,
-            directory,
-            MemoryLedger::new(),
-        );
+        let pipeline = super::pipeline(config, hasher, registry, MemoryLedger::new());
         drive(config, opts, reader, pipeline, None, out).await
     } else {
         let (store, hasher) = open_database(config, opts.db.as_deref())?;
-        let directory = Arc::new(store.directory()?);
+        let registry = super::load_registry(&store, config, first_time(&opts.file)?)?;
         let db = database_path(config, opts.db.as_deref());
         let w = worker(config, &db, out.clone())?;
-        let pipeline = Pipeline::new(
-            config.layout.clone(),
-            config.engine.clone(),
-            hasher,
-            directory,
-            store,
-        );
+        let pipeline = super::pipeline(config, hasher, registry, store);
         drive(config, opts, reader, pipeline, Some(w), out).await
     }
 }
@@ -174,6 +162,15 @@ where
         counters: pipeline.counters(),
         elapsed,
     })
+}
+
+/// The time of a recording's first observation (its rotating ids are
+/// resolved from there), or the epoch for an empty or unreadable one.
+fn first_time(file: &std::path::Path) -> Result<Timestamp, Error> {
+    let f = File::open(file).map_err(|e| Error::io(file, e))?;
+    let layout = crate::core::zones::Layout::single("", "local");
+    let mut reader = Reader::new(BufReader::new(f), &layout);
+    Ok(reader.find_map(Result::ok).map_or(Timestamp(0), |o| o.at()))
 }
 
 impl From<std::convert::Infallible> for Error {

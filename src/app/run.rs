@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Clock, Error, Output, Pipeline, database_path, open_database, worker};
+use super::{Clock, Error, Output, database_path, open_database, worker};
 use crate::config::{Config, SourceConfig};
 use crate::core::campaign::Outcome;
-use crate::core::types::{Observation, Timestamp};
+use crate::core::clock_guard::{ClockGuard, Distrust};
+use crate::core::types::Observation;
 use crate::source::sim::{SimConfig, SimCustomer, Simulator};
 
 /// How many observations may wait between the sources and the pipeline;
@@ -37,15 +38,9 @@ pub async fn run(
     let (store, hasher) = open_database(&config, db.as_deref())?;
     let db = database_path(&config, db.as_deref());
     let mut registry = store.registry_version()?;
-    let directory = Arc::new(store.directory()?);
-    tracing::info!(customers = directory.len(), db = %db.display(), "starting");
-    let mut pipeline = Pipeline::new(
-        config.layout.clone(),
-        config.engine.clone(),
-        hasher,
-        directory,
-        store,
-    );
+    let loaded = super::load_registry(&store, &config, clock.now())?;
+    tracing::info!(customers = loaded.directory.len(), rotating = loaded.rotating.len(), db = %db.display(), "starting");
+    let mut pipeline = super::pipeline(&config, hasher, loaded, store);
     let mut worker = worker(&config, &db, console)?;
     let watcher = crate::store::Store::open(&db)?;
 
@@ -57,11 +52,21 @@ pub async fn run(
     drop(tx);
 
     let mut sink = |o: Output<'_>| log_output(&o);
+    let mut guard = ClockGuard::new(config.daemon.clock.max_jump, config.daemon.clock.settle);
+    let mut trusted = check_clock(&mut guard, &*clock, None);
+    pipeline.set_clock_trusted(trusted);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut sources_done = false;
     loop {
+        // Every turn, before anything can be decided: a jump must not slip
+        // through between two ticks.
+        let t = check_clock(&mut guard, &*clock, Some(trusted));
+        if t != trusted {
+            trusted = t;
+            pipeline.set_clock_trusted(trusted);
+        }
         let now = clock.now();
         let timer = pipeline.poll_timeout().map(|t| t.since(now));
         tokio::select! {
@@ -85,16 +90,22 @@ pub async fn run(
                     tracing::error!(error = %e, "could not record decisions; the event is dropped");
                 }
                 match watcher.registry_version() {
-                    Ok(v) if v != registry => match watcher.directory() {
-                        Ok(d) => {
-                            tracing::info!(customers = d.len(), "customer registry changed; reloaded");
-                            pipeline.set_directory(Arc::new(d));
+                    Ok(v) if v != registry => match super::load_registry(&watcher, &config, now) {
+                        Ok(r) => {
+                            tracing::info!(customers = r.directory.len(), "customer registry changed; reloaded");
+                            pipeline.set_directory(r.directory);
+                            pipeline.set_rotating(r.rotating, config.daemon.privacy.app);
                             registry = v;
                         }
                         Err(e) => tracing::error!(error = %e, "could not reload customers"),
                     },
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "could not read the registry version"),
+                }
+                // Nothing goes out on an untrustworthy clock: the messages
+                // wait, and their time to live is judged once it is right.
+                if !trusted {
+                    continue;
                 }
                 if let Err(e) = worker.run_once(now).await {
                     tracing::error!(error = %e, "outbox worker failed");
@@ -106,12 +117,44 @@ pub async fn run(
         s.abort();
     }
     // Finish what is due, then leave the WAL checkpointed.
-    let _ = worker.run_once(clock.now()).await;
+    if trusted {
+        let _ = worker.run_once(clock.now()).await;
+    }
     if let Err(e) = worker.store().checkpoint() {
         tracing::warn!(error = %e, "checkpoint at shutdown failed");
     }
     tracing::info!(sent = worker.totals.sent, "stopped");
     Ok(())
+}
+
+/// Samples the clocks; logs when trust changes (once, not every second).
+fn check_clock(guard: &mut ClockGuard, clock: &dyn Clock, was: Option<bool>) -> bool {
+    match guard.observe(clock.sample()) {
+        Ok(()) => {
+            if was != Some(true) {
+                tracing::info!("wall clock trusted; deciding and sending");
+            }
+            true
+        }
+        Err(why) => {
+            if was != Some(false) {
+                match why {
+                    Distrust::Unsynchronized => {
+                        tracing::warn!(
+                            "wall clock not synchronised (NTP); holding decisions and messages"
+                        );
+                    }
+                    Distrust::Jumped { by_ms } => {
+                        tracing::warn!(
+                            jump_s = by_ms / 1000,
+                            "wall clock jumped; holding decisions and messages until it is steady"
+                        );
+                    }
+                }
+            }
+            false
+        }
+    }
 }
 
 fn log_output(o: &Output<'_>) {
@@ -168,6 +211,7 @@ fn spawn_source(
                 let mut hour = 0u64;
                 loop {
                     let start = clock.now();
+                    let mono = clock.monotonic();
                     let cfg = SimConfig {
                         seed: seed.wrapping_add(hour),
                         shoppers: shoppers_per_hour,
@@ -184,10 +228,11 @@ fn spawn_source(
                         }
                     };
                     for obs in sim {
-                        if !pace_and_send(&*clock, obs.at(), obs, &tx).await {
+                        let due = mono + obs.at().since(start);
+                        if !pace_and_send(&*clock, due, obs, &tx).await {
                             return;
                         }
-                        if clock.now().since(start) >= Duration::from_secs(3600) {
+                        if clock.monotonic().saturating_sub(mono) >= Duration::from_secs(3600) {
                             break;
                         }
                     }
@@ -200,16 +245,12 @@ fn spawn_source(
             Ok(tokio::spawn(async move {
                 let mut reader =
                     crate::source::replay::Reader::new(std::io::BufReader::new(f), &layout);
-                let mut shift = None;
-                while let Some(Ok(mut obs)) = reader.next() {
-                    // A recording is replayed as if it started now.
-                    let shift = *shift.get_or_insert_with(|| clock.now().0 - obs.at().0);
-                    let at = Timestamp(obs.at().0 + shift);
-                    match &mut obs {
-                        Observation::Ble(s) => s.at = at,
-                        Observation::Wifi(w) => w.at = at,
-                    }
-                    if !pace_and_send(&*clock, at, obs, &tx).await {
+                // A recording plays as if it started now, at its own pace.
+                let mut first = None;
+                let mono = clock.monotonic();
+                while let Some(Ok(obs)) = reader.next() {
+                    let t0 = *first.get_or_insert(obs.at());
+                    if !pace_and_send(&*clock, mono + obs.at().since(t0), obs, &tx).await {
                         return;
                     }
                 }
@@ -219,16 +260,23 @@ fn spawn_source(
     }
 }
 
-/// Sleeps until `at` on `clock`, then sends; false when the pipeline is gone.
+/// Sleeps until `due` on `clock`'s monotonic time, stamps the observation
+/// with the wall clock as a radio would, then sends; false when the
+/// pipeline is gone.
 async fn pace_and_send(
     clock: &dyn Clock,
-    at: Timestamp,
-    obs: Observation,
+    due: Duration,
+    mut obs: Observation,
     tx: &mpsc::Sender<Observation>,
 ) -> bool {
-    let wait = at.since(clock.now());
+    let wait = due.saturating_sub(clock.monotonic());
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
+    }
+    let now = clock.now();
+    match &mut obs {
+        Observation::Ble(s) => s.at = now,
+        Observation::Wifi(w) => w.at = now,
     }
     match tx.try_send(obs) {
         Ok(()) => true,

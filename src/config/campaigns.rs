@@ -14,6 +14,7 @@ use crate::core::campaign::{
     Campaign, ChannelSpec, Conditions, Days, Engine, MessageIdx, Rules, Trigger,
 };
 use crate::core::message::{Medium, Message, Rich, Vars, render, sms_size};
+use crate::core::types::Purpose;
 use crate::core::zones::ZoneIdx;
 
 #[derive(Deserialize)]
@@ -71,6 +72,7 @@ struct RawCampaign {
     #[serde(default)]
     first_visit_of_day: bool,
     min_days_since_last_visit: Option<u32>,
+    purpose: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -338,6 +340,19 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             }
             d
         });
+        let purpose = match &c.purpose {
+            Some(p) => Purpose::parse(p.get_ref()).unwrap_or_else(|| {
+                src.error(
+                    p.span(),
+                    format!("unknown purpose {:?}", p.get_ref()),
+                    Some("one of: welcome, loyalty, offers".into()),
+                );
+                Purpose::Offers
+            }),
+            // The strictest consent unless the campaign says otherwise.
+            None if c.message.is_some() => Purpose::Offers,
+            None => Purpose::Loyalty,
+        };
         campaigns.push(Campaign {
             id: id.as_str().into(),
             trigger,
@@ -356,6 +371,7 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             message,
             points: c.points,
             cooldown: c.cooldown.0,
+            purpose,
         });
     }
     if campaigns.len() > 1000 || messages.len() > 1000 {

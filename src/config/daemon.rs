@@ -8,7 +8,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Dur, Source, valid_id};
+use crate::core::identity::AppBeacons;
 use crate::core::message::Variant;
+use crate::core::types::Uuid128;
 
 /// Daemon settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +27,52 @@ pub struct Daemon {
     pub outbox: OutboxConfig,
     /// tracing filter (`RUST_LOG` syntax).
     pub log_filter: String,
+    /// Privacy settings.
+    pub privacy: Privacy,
+    /// When the wall clock is trusted.
+    pub clock: ClockConfig,
+}
+
+/// When the wall clock is trusted (the box has no real-time clock).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClockConfig {
+    /// Wait for the kernel to report NTP synchronisation.
+    pub require_sync: bool,
+    /// A step larger than this (wall against monotonic) is a jump.
+    pub max_jump: Duration,
+    /// After a jump, trust again once steady this long.
+    pub settle: Duration,
+}
+
+impl Default for ClockConfig {
+    fn default() -> ClockConfig {
+        ClockConfig {
+            require_sync: true,
+            max_jump: Duration::from_secs(120),
+            settle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Privacy settings: rotating app tokens and retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Privacy {
+    /// Which beacons carry the retailer app's rotating tokens.
+    pub app: AppBeacons,
+    /// How long one app token is valid.
+    pub app_token_slot: Duration,
+    /// Visits, decisions and finished messages older than this are deleted.
+    pub retention: Duration,
+}
+
+impl Default for Privacy {
+    fn default() -> Privacy {
+        Privacy {
+            app: AppBeacons::default(),
+            app_token_slot: Duration::from_secs(15 * 60),
+            retention: Duration::from_secs(180 * 86_400),
+        }
+    }
 }
 
 impl Daemon {
@@ -119,6 +167,27 @@ struct Raw {
     outbox: RawOutbox,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    privacy: RawPrivacy,
+    #[serde(default)]
+    clock: RawClock,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawClock {
+    require_sync: Option<bool>,
+    max_jump: Option<Dur>,
+    settle: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    app_ibeacon_uuid: Option<Spanned<String>>,
+    app_eddystone_namespace: Option<Spanned<String>>,
+    app_token_slot: Option<Spanned<Dur>>,
+    retention: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]
@@ -325,10 +394,73 @@ pub(super) fn build(dir: &Path, src: &mut Source) -> Option<Daemon> {
             Some("use RUST_LOG syntax, e.g. \"info\" or \"nearcast=debug,info\"".into()),
         );
     }
+    let defaults = Privacy::default();
+    let p = &raw.privacy;
+    let mut privacy = Privacy {
+        app: AppBeacons::default(),
+        app_token_slot: p
+            .app_token_slot
+            .as_ref()
+            .map_or(defaults.app_token_slot, |d| d.get_ref().0),
+        retention: p
+            .retention
+            .as_ref()
+            .map_or(defaults.retention, |d| d.get_ref().0),
+    };
+    if let Some(u) = &p.app_ibeacon_uuid {
+        match Uuid128::parse(u.get_ref()) {
+            Some(uuid) => privacy.app.ibeacon_uuid = Some(uuid.to_bytes()),
+            None => src.error(
+                u.span(),
+                "not a UUID",
+                Some("write it like \"E2C56DB5-DFFB-48D2-B060-D0F5A71096E0\"".into()),
+            ),
+        }
+    }
+    if let Some(n) = &p.app_eddystone_namespace {
+        let mut ns = [0u8; 10];
+        if hex::decode_to_slice(n.get_ref(), &mut ns).is_ok() {
+            privacy.app.eddystone_namespace = Some(ns);
+        } else {
+            src.error(n.span(), "an Eddystone namespace is 20 hex digits", None);
+        }
+    }
+    if let Some(d) = &p.app_token_slot
+        && !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&d.get_ref().0)
+    {
+        src.error(
+            d.span(),
+            "app_token_slot must be between 1m and 24h",
+            Some("the app and the box must agree; 15m is the default".into()),
+        );
+    }
+    if let Some(d) = &p.retention
+        && d.get_ref().0 < Duration::from_secs(86_400)
+    {
+        src.error(
+            d.span(),
+            "retention must be at least 1d",
+            Some(
+                "visit-count and win-back campaigns need the visit history; 180d is the default"
+                    .into(),
+            ),
+        );
+    }
     if src.errors.len() > before {
         return None;
     }
+    let clock_defaults = ClockConfig::default();
+    let clock = ClockConfig {
+        require_sync: raw
+            .clock
+            .require_sync
+            .unwrap_or(clock_defaults.require_sync),
+        max_jump: raw.clock.max_jump.map_or(clock_defaults.max_jump, |d| d.0),
+        settle: raw.clock.settle.map_or(clock_defaults.settle, |d| d.0),
+    };
     Some(Daemon {
+        privacy,
+        clock,
         database: rel(raw.database.path),
         secret_file: raw.database.secret_file.map(rel),
         sources,

@@ -22,7 +22,9 @@ use serde::{Deserialize, Deserializer};
 use crate::core::campaign::Engine;
 use crate::core::zones::Layout;
 
-pub use daemon::{Adapter, ChannelConfig, Daemon, OutboxConfig, SourceConfig};
+pub use daemon::{
+    Adapter, ChannelConfig, ClockConfig, Daemon, OutboxConfig, Privacy, SourceConfig,
+};
 pub use providers::{
     SecretRef, TwilioSettings, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings,
 };

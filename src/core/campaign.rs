@@ -18,7 +18,7 @@ use jiff::tz::TimeZone;
 use super::identity::{CustomerInfo, CustomerKey};
 use super::message::{Message, Variant};
 use super::presence::{EventKind, ZoneEvent};
-use super::types::{CampaignId, ChannelName, Timestamp};
+use super::types::{CampaignId, ChannelName, Purpose, Timestamp};
 use super::zones::ZoneIdx;
 
 /// A daily time range in the store's local time, minutes since midnight;
@@ -155,6 +155,8 @@ pub struct Campaign {
     pub points: u32,
     /// Not again for the same customer within this long.
     pub cooldown: Duration,
+    /// What the customer must have consented to for its message.
+    pub purpose: Purpose,
 }
 
 /// Store-wide rules.
@@ -291,8 +293,10 @@ pub enum Reason {
     NotFirstVisit,
     /// The previous visit was too recent (or there was none).
     DaysSinceVisit,
-    /// No configured channel the customer consented to.
+    /// None of the customer's channels is configured here.
     NoChannel,
+    /// No configured channel carries the customer's consent for this purpose.
+    NoConsent,
     /// The campaign acted for this customer within its cooldown.
     Cooldown,
     /// Daily message cap reached.
@@ -307,7 +311,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics and summaries.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::OptedOut,
         Reason::Closed,
         Reason::QuietHours,
@@ -317,6 +321,7 @@ impl Reason {
         Reason::NotFirstVisit,
         Reason::DaysSinceVisit,
         Reason::NoChannel,
+        Reason::NoConsent,
         Reason::Cooldown,
         Reason::CapDay,
         Reason::CapWeek,
@@ -337,6 +342,7 @@ impl Reason {
             Reason::NotFirstVisit => "not_first_visit",
             Reason::DaysSinceVisit => "days_since_visit",
             Reason::NoChannel => "no_channel",
+            Reason::NoConsent => "no_consent",
             Reason::Cooldown => "cooldown",
             Reason::CapDay => "cap_day",
             Reason::CapWeek => "cap_week",
@@ -438,6 +444,27 @@ impl Engine {
         })
     }
 
+    /// Decisions for an event that cannot be decided (the clock is not
+    /// trustworthy): every campaign its trigger alone would wake, suppressed
+    /// with `reason`. Visit-count campaigns need the history and are left out.
+    #[must_use]
+    pub fn suppress_all(&self, event: &ZoneEvent, reason: Reason) -> Vec<Decision> {
+        self.campaigns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                !matches!(c.trigger, Trigger::VisitCount { .. })
+                    && matches(&c.trigger, &event.kind, 0)
+            })
+            .map(|(i, c)| Decision {
+                at: event.at,
+                campaign: CampaignIdx(u16::try_from(i).unwrap_or(u16::MAX)),
+                campaign_id: c.id.clone(),
+                outcome: Outcome::Suppressed(reason),
+            })
+            .collect()
+    }
+
     /// Decides every campaign triggered by `event` for `customer`, in
     /// priority order; each acting campaign counts against the caps of the
     /// next ones.
@@ -527,10 +554,7 @@ impl Engine {
         }
         let channel = match c.message {
             None => None,
-            Some(m) => Some(
-                self.channel_for(customer, self.message(m))
-                    .ok_or(Reason::NoChannel)?,
-            ),
+            Some(m) => Some(self.channel_for(customer, self.message(m), c.purpose)?),
         };
         if let Some(last) = h.last_fired(&c.id)
             && now < last.saturating_add(c.cooldown)
@@ -567,19 +591,34 @@ impl Engine {
         })
     }
 
-    /// The customer's first consented channel that is configured, with the
-    /// richest variant of `message` it can carry.
-    #[must_use]
+    /// The customer's first channel, in their order of preference, that is
+    /// configured and consented for `purpose`, with the richest variant of
+    /// `message` it can carry.
+    ///
+    /// # Errors
+    /// [`Reason::NoChannel`] when none of the customer's channels is
+    /// configured, [`Reason::NoConsent`] when none of the configured ones
+    /// carries consent for `purpose`.
     pub fn channel_for(
         &self,
         customer: &CustomerInfo,
         message: &Message,
-    ) -> Option<(ChannelName, Variant)> {
-        customer.channels.iter().find_map(|name| {
-            self.channels
-                .iter()
-                .find(|c| &c.name == name)
-                .map(|c| (c.name.clone(), message.best_for(c.variant)))
+        purpose: Purpose,
+    ) -> Result<(ChannelName, Variant), Reason> {
+        let mut configured = false;
+        for (name, purposes) in &customer.channels {
+            let Some(spec) = self.channels.iter().find(|c| &c.name == name) else {
+                continue;
+            };
+            configured = true;
+            if purposes.contains(purpose) {
+                return Ok((spec.name.clone(), message.best_for(spec.variant)));
+            }
+        }
+        Err(if configured {
+            Reason::NoConsent
+        } else {
+            Reason::NoChannel
         })
     }
 }
@@ -742,6 +781,7 @@ impl Ledger for MemoryLedger {
 mod tests {
     use super::*;
     use crate::core::message::Message;
+    use crate::core::types::Purposes;
 
     fn tz() -> TimeZone {
         TimeZone::get("Europe/Berlin").unwrap()
@@ -761,7 +801,10 @@ mod tests {
             key: CustomerKey(1),
             id: "c1".into(),
             segments: segments.iter().map(|s| Arc::from(*s)).collect(),
-            channels: channels.iter().map(|c| ChannelName::from(*c)).collect(),
+            channels: channels
+                .iter()
+                .map(|c| (ChannelName::from(*c), Purposes::ALL))
+                .collect(),
         }
     }
 
@@ -786,6 +829,7 @@ mod tests {
                     message: Some(MessageIdx(0)),
                     points: 10,
                     cooldown: Duration::from_secs(24 * 3600),
+                    purpose: Purpose::Welcome,
                 },
                 Campaign {
                     id: "coffee".into(),
@@ -797,6 +841,7 @@ mod tests {
                     message: Some(MessageIdx(0)),
                     points: 0,
                     cooldown: Duration::from_secs(3600),
+                    purpose: Purpose::Offers,
                 },
                 Campaign {
                     id: "fifth".into(),
@@ -805,6 +850,7 @@ mod tests {
                     message: None,
                     points: 45,
                     cooldown: Duration::ZERO,
+                    purpose: Purpose::Loyalty,
                 },
             ],
             messages: vec![Message {
@@ -913,6 +959,37 @@ mod tests {
         // A Sunday: closed.
         let sunday = Timestamp(at("10:00").0 + 2 * 86_400_000);
         assert_eq!(outcomes(&arrive(sunday))[0].1, "closed");
+    }
+
+    #[test]
+    fn offers_need_consent_for_offers_on_that_channel() {
+        let e = engine();
+        let mut c = customer(&["gold"], &["whatsapp", "sms"]);
+        // WhatsApp consented for welcome only; SMS for everything.
+        c.channels[0].1 = Purposes::default().with(Purpose::Welcome);
+        let welcome = e.decide(
+            &ev(at("10:00"), EventKind::Arrived),
+            &c,
+            &History::default(),
+        );
+        assert_eq!(
+            outcomes(&welcome)[0],
+            ("welcome".into(), "act whatsapp".into())
+        );
+        let offer = e.decide(
+            &ev(at("10:00"), EventKind::Entered(ZoneIdx(1))),
+            &c,
+            &History::default(),
+        );
+        assert_eq!(outcomes(&offer), [("coffee".into(), "act sms".into())]);
+        // No channel with offers consent at all.
+        c.channels[1].1 = Purposes::default().with(Purpose::Welcome);
+        let offer = e.decide(
+            &ev(at("10:00"), EventKind::Entered(ZoneIdx(1))),
+            &c,
+            &History::default(),
+        );
+        assert_eq!(outcomes(&offer), [("coffee".into(), "no_consent".into())]);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::advert::Frame;
-use super::types::{BdAddr, ChannelName, CustomerId, Uuid128};
+use super::rotating::{Ephemeral, RotatingIndex};
+use super::types::{BdAddr, ChannelName, CustomerId, Purposes, Uuid128};
 
 /// A device identity a customer can be recognised by.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -233,6 +234,15 @@ impl Hasher {
     }
 }
 
+/// Which beacons carry the retailer app's rotating tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppBeacons {
+    /// iBeacons with this proximity UUID carry a token in major and minor.
+    pub ibeacon_uuid: Option<[u8; 16]>,
+    /// Eddystone-UIDs with this namespace carry a token as their instance.
+    pub eddystone_namespace: Option<[u8; 10]>,
+}
+
 /// A stable numeric key for a customer (the registry's row id), used on the
 /// hot path instead of the retailer's string id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -247,8 +257,10 @@ pub struct CustomerInfo {
     pub id: CustomerId,
     /// Segments (`gold`, `staff`, …).
     pub segments: Box<[Arc<str>]>,
-    /// Consented channels in the customer's order of preference.
-    pub channels: Box<[ChannelName]>,
+    /// The customer's channels in order of preference, each with the
+    /// purposes it may be used for (given, not withdrawn and, for offers,
+    /// confirmed).
+    pub channels: Box<[(ChannelName, Purposes)]>,
 }
 
 /// A snapshot of the consent registry: opted-in customers and the hashes of
@@ -334,6 +346,8 @@ pub struct IdentifyStats {
 pub struct Resolver {
     hasher: Hasher,
     directory: Arc<Directory>,
+    rotating: RotatingIndex,
+    app: AppBeacons,
     cache: HashMap<Identity, Option<CustomerKey>, foldhash::fast::RandomState>,
     cache_cap: usize,
     /// What this resolver has seen.
@@ -350,6 +364,8 @@ impl Resolver {
         Resolver {
             hasher,
             directory,
+            rotating: RotatingIndex::new(std::time::Duration::from_secs(900)),
+            app: AppBeacons::default(),
             cache: HashMap::default(),
             cache_cap: Self::DEFAULT_CACHE,
             stats: IdentifyStats::default(),
@@ -367,6 +383,47 @@ impl Resolver {
     #[must_use]
     pub fn directory(&self) -> &Arc<Directory> {
         &self.directory
+    }
+
+    /// Sets the rotating-identity index and which beacons carry app tokens.
+    pub fn set_rotating(&mut self, index: RotatingIndex, app: AppBeacons) {
+        self.rotating = index;
+        self.app = app;
+    }
+
+    /// The rotating-identity index.
+    #[must_use]
+    pub fn rotating(&self) -> &RotatingIndex {
+        &self.rotating
+    }
+
+    /// Moves the rotating ids to the windows around `now` when they change.
+    pub fn advance(&mut self, now: super::types::Timestamp) {
+        if self.rotating.next_change().is_some_and(|t| t <= now) {
+            self.rotating.advance(now);
+        }
+    }
+
+    /// The customer behind a frame carrying a rotating id, if any.
+    fn resolve_rotating(&self, frame: &Frame) -> Option<CustomerKey> {
+        if self.rotating.is_empty() {
+            return None;
+        }
+        let e = match *frame {
+            Frame::EddystoneEid { eid, .. } => Ephemeral::Eid(eid),
+            Frame::IBeacon {
+                uuid, major, minor, ..
+            } if self.app.ibeacon_uuid == Some(uuid) => {
+                Ephemeral::IBeaconToken((u32::from(major) << 16) | u32::from(minor))
+            }
+            Frame::EddystoneUid {
+                namespace,
+                instance,
+                ..
+            } if self.app.eddystone_namespace == Some(namespace) => Ephemeral::UidToken(instance),
+            _ => return None,
+        };
+        self.rotating.resolve(&e)
     }
 
     /// The customer `identity` belongs to, if any.
@@ -392,10 +449,14 @@ impl Resolver {
         frames: impl IntoIterator<Item = &'f Frame>,
         addr: BdAddr,
     ) -> Option<CustomerKey> {
+        // Rotating ids are looked up in the precomputed table, never cached:
+        // they change with the window.
         let found = frames
             .into_iter()
-            .filter_map(Identity::from_frame)
-            .find_map(|id| self.resolve(&id))
+            .find_map(|f| {
+                self.resolve_rotating(f)
+                    .or_else(|| Identity::from_frame(f).and_then(|id| self.resolve(&id)))
+            })
             .or_else(|| self.resolve(&Identity::Mac(addr)));
         match found {
             Some(_) => self.stats.known += 1,
@@ -414,7 +475,7 @@ mod tests {
             key: CustomerKey(key),
             id: id.into(),
             segments: Box::new([]),
-            channels: Box::new(["sms".into()]),
+            channels: Box::new([("sms".into(), Purposes::ALL)]),
         }
     }
 
@@ -517,6 +578,61 @@ mod tests {
         // A new snapshot without ben takes effect immediately.
         r.set_directory(Arc::new(Directory::default()));
         assert_eq!(r.identify([], mac), None);
+    }
+
+    #[test]
+    fn rotating_ids_resolve_through_the_index_not_the_hash_directory() {
+        use crate::core::rotating::{RotatingKey, app_token, eid};
+        use crate::core::types::Timestamp;
+        let uuid = Uuid128::parse("e2c56db5-dffb-48d2-b060-d0f5a71096e0")
+            .unwrap()
+            .to_bytes();
+        let ik = [7u8; 16];
+        let now = Timestamp::from_secs(1_800_000_000);
+        let index = RotatingIndex::build(
+            std::time::Duration::from_secs(900),
+            [
+                (CustomerKey(1), RotatingKey::App { key: [5; 32] }),
+                (
+                    CustomerKey(2),
+                    RotatingKey::Eid {
+                        identity_key: ik,
+                        exponent: 8,
+                        epoch: 1_799_000_000,
+                    },
+                ),
+            ],
+            now,
+        );
+        let mut r = Resolver::new(Hasher::new(&[3; 32]), Arc::new(Directory::default()));
+        r.set_rotating(
+            index,
+            AppBeacons {
+                ibeacon_uuid: Some(uuid),
+                eddystone_namespace: None,
+            },
+        );
+        let t = app_token(&[5; 32], now.0 / 900_000);
+        let ib = Frame::IBeacon {
+            uuid,
+            major: u16::from_be_bytes([t[0], t[1]]),
+            minor: u16::from_be_bytes([t[2], t[3]]),
+            measured_power: -59,
+        };
+        assert_eq!(r.identify([&ib], BdAddr([1; 6])), Some(CustomerKey(1)));
+        let e = Frame::EddystoneEid {
+            ranging: -20,
+            eid: eid(&ik, 8, 1_000_000),
+        };
+        assert_eq!(r.identify([&e], BdAddr([2; 6])), Some(CustomerKey(2)));
+        // The same token under another UUID is nobody's.
+        let other = Frame::IBeacon {
+            uuid: [9; 16],
+            major: 1,
+            minor: 2,
+            measured_power: -59,
+        };
+        assert_eq!(r.identify([&other], BdAddr([3; 6])), None);
     }
 
     #[test]

@@ -6,8 +6,10 @@
 
 pub mod advert;
 pub mod campaign;
+pub mod clock_guard;
 pub mod identity;
 pub mod message;
 pub mod presence;
+pub mod rotating;
 pub mod types;
 pub mod zones;

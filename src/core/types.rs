@@ -317,6 +317,65 @@ impl Observation {
     }
 }
 
+/// What a customer consented to be contacted for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Purpose {
+    /// Greetings on arrival.
+    Welcome,
+    /// Loyalty points and balance notices.
+    Loyalty,
+    /// Offers and marketing: needs a confirmed (double opt-in) consent.
+    Offers,
+}
+
+impl Purpose {
+    /// Every purpose.
+    pub const ALL: [Purpose; 3] = [Purpose::Welcome, Purpose::Loyalty, Purpose::Offers];
+
+    /// `welcome`, `loyalty` or `offers`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Welcome => "welcome",
+            Purpose::Loyalty => "loyalty",
+            Purpose::Offers => "offers",
+        }
+    }
+
+    /// Parses a purpose name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Purpose> {
+        Purpose::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of purposes (a customer's usable consents on one channel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Purposes(pub u8);
+
+impl Purposes {
+    /// All three.
+    pub const ALL: Purposes = Purposes(0b111);
+
+    /// Whether `p` is in the set.
+    #[must_use]
+    pub fn contains(self, p: Purpose) -> bool {
+        self.0 & (1 << p as u8) != 0
+    }
+
+    /// The set with `p` added.
+    #[must_use]
+    pub fn with(self, p: Purpose) -> Purposes {
+        Purposes(self.0 | (1 << p as u8))
+    }
+}
+
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

@@ -10,7 +10,8 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Error, Result, Store};
 use crate::core::identity::{CustomerInfo, CustomerKey, Directory, Hasher, IdHash, Identity};
-use crate::core::types::{ChannelName, Timestamp};
+use crate::core::rotating::RotatingKey;
+use crate::core::types::{ChannelName, Purpose, Purposes, Timestamp};
 
 /// The header a customers file must have.
 pub const HEADER: [&str; 8] = [
@@ -91,7 +92,22 @@ struct Row {
     consent_at: Timestamp,
     consent_source: String,
     identities: Vec<(IdHash, &'static str)>,
+    rotating: Vec<RotatingKey>,
+    purposes: Purposes,
+    consent_text: String,
+    confirmed_at: Option<Timestamp>,
 }
+
+/// Optional columns after the required ones, by position in the file.
+#[derive(Clone, Copy, Debug, Default)]
+struct Extras {
+    purposes: Option<usize>,
+    consent_text: Option<usize>,
+    confirmed_at: Option<usize>,
+}
+
+/// Optional columns a customers file may add after the required eight.
+pub const OPTIONAL: [&str; 3] = ["purposes", "consent_text", "confirmed_at"];
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -113,6 +129,7 @@ fn valid_phone(s: &str) -> bool {
 fn parse_row(
     line: u64,
     rec: &csv::StringRecord,
+    extras: Extras,
     hasher: &Hasher,
 ) -> std::result::Result<Row, String> {
     let field = |i: usize| rec.get(i).unwrap_or("").trim();
@@ -168,16 +185,21 @@ fn parse_row(
         return Err("`consent_source` is empty: say where consent was captured (app, captive-portal, kiosk, …)".into());
     }
     let mut identities = Vec::new();
+    let mut rotating = Vec::new();
     for (i, text) in field(6)
         .split(';')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .enumerate()
     {
+        if let Some(key) = RotatingKey::parse(text) {
+            rotating.push(key.map_err(|e| format!("identity {}: {e}", i + 1))?);
+            continue;
+        }
         let identity = Identity::parse(text).map_err(|e| format!("identity {}: {e}", i + 1))?;
         identities.push((hasher.hash(&identity), identity.kind()));
     }
-    if identities.is_empty() {
+    if identities.is_empty() && rotating.is_empty() {
         return Err(
             "`identities` is empty: give at least one, e.g. ibeacon:<uuid>:<major>:<minor>".into(),
         );
@@ -192,8 +214,49 @@ fn parse_row(
             "segment {bad:?} must be lowercase letters, digits, `-` or `_`"
         ));
     }
+    let optional = |i: Option<usize>| i.map_or("", |i| field(i));
+    let purposes = match optional(extras.purposes) {
+        "" => Purposes::ALL,
+        list => {
+            let mut set = Purposes::default();
+            for p in list
+                .split([';', '|'])
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+            {
+                set = set.with(Purpose::parse(p).ok_or_else(|| {
+                    format!("purpose {p:?} is not one of welcome, loyalty, offers")
+                })?);
+            }
+            set
+        }
+    };
+    let consent_text =
+        match optional(extras.consent_text) {
+            "" => "v1".to_owned(),
+            t if t.len() <= 64 && !t.chars().any(char::is_control) => t.to_owned(),
+            _ => return Err(
+                "`consent_text` is the version of the consent text shown, at most 64 characters"
+                    .into(),
+            ),
+        };
+    // Without the column, the retailer's system is taken to have confirmed
+    // the consent it exports; an empty value means not (yet) confirmed.
+    let confirmed_at = match (extras.confirmed_at, optional(extras.confirmed_at)) {
+        (None, _) => Some(consent_at),
+        (Some(_), "") => None,
+        (Some(_), t) => Some(
+            t.parse::<jiff::Timestamp>()
+                .map(|ts| Timestamp(ts.as_millisecond()))
+                .map_err(|_| "`confirmed_at` must be an RFC 3339 time or empty".to_owned())?,
+        ),
+    };
     Ok(Row {
         line,
+        rotating,
+        purposes,
+        consent_text,
+        confirmed_at,
         id: id.to_owned(),
         first_name: first_name.to_owned(),
         phone,
@@ -203,6 +266,21 @@ fn parse_row(
         consent_source: consent_source.to_owned(),
         identities,
     })
+}
+
+fn rotating_bytes(k: &RotatingKey) -> Vec<u8> {
+    match k {
+        RotatingKey::Eid { identity_key, .. } => identity_key.to_vec(),
+        RotatingKey::App { key } => key.to_vec(),
+    }
+}
+
+fn rotating_key_owner(
+    conn: &rusqlite::Connection,
+) -> rusqlite::Result<rusqlite::CachedStatement<'_>> {
+    conn.prepare_cached(
+        "SELECT c.id FROM rotating_keys k JOIN customers c ON c.key = k.customer WHERE k.key = ?1",
+    )
 }
 
 fn split(s: &str, sep: char) -> Vec<String> {
@@ -239,12 +317,31 @@ impl Store {
                 }]));
             }
         };
-        if header != HEADER {
+        let mut extras = Extras::default();
+        let mut extras_ok = header.len() >= HEADER.len() && header[..HEADER.len()] == HEADER;
+        for (i, name) in header.iter().enumerate().skip(HEADER.len()) {
+            let slot = match name.as_str() {
+                "purposes" => &mut extras.purposes,
+                "consent_text" => &mut extras.consent_text,
+                "confirmed_at" => &mut extras.confirmed_at,
+                _ => {
+                    extras_ok = false;
+                    continue;
+                }
+            };
+            extras_ok &= slot.replace(i).is_none();
+        }
+        if !extras_ok {
             return Err(Error::Import(vec![RowError {
                 line: 1,
-                message: format!("the header must be exactly `{}`", HEADER.join(",")),
+                message: format!(
+                    "the header must be `{}`, optionally followed by any of {}",
+                    HEADER.join(","),
+                    OPTIONAL.join(", ")
+                ),
             }]));
         }
+        let columns = header.len();
         let mut rows = Vec::new();
         let mut errors = Vec::new();
         let mut ids = HashSet::new();
@@ -262,14 +359,14 @@ impl Store {
                 }
             };
             let line = rec.position().map_or(0, csv::Position::line);
-            if rec.len() != HEADER.len() {
+            if rec.len() != columns {
                 errors.push(RowError {
                     line,
-                    message: format!("expected {} fields, found {}", HEADER.len(), rec.len()),
+                    message: format!("expected {columns} fields, found {}", rec.len()),
                 });
                 continue;
             }
-            match parse_row(line, &rec, hasher) {
+            match parse_row(line, &rec, extras, hasher) {
                 Err(message) => errors.push(RowError { line, message }),
                 Ok(row) => {
                     if !ids.insert(row.id.clone()) {
@@ -300,7 +397,28 @@ impl Store {
             let mut st = self.conn.prepare_cached(
                 "SELECT c.id FROM identities i JOIN customers c ON c.key = i.customer WHERE i.hash = ?1",
             )?;
+            let mut keys = rotating_key_owner(&self.conn)?;
+            let mut seen_keys: HashMap<Vec<u8>, String> = HashMap::new();
             for row in &rows {
+                for k in &row.rotating {
+                    let bytes = rotating_bytes(k);
+                    let other = match seen_keys.insert(bytes.clone(), row.id.clone()) {
+                        Some(o) if o != row.id => Some(o),
+                        _ => keys
+                            .query_row([&bytes], |r| r.get::<_, String>(0))
+                            .optional()?
+                            .filter(|o| *o != row.id && !ids.contains(o)),
+                    };
+                    if let Some(other) = other {
+                        errors.push(RowError {
+                            line: row.line,
+                            message: format!(
+                                "a {} key already belongs to customer {other:?}",
+                                k.kind()
+                            ),
+                        });
+                    }
+                }
                 for (h, kind) in &row.identities {
                     let other: Option<String> =
                         st.query_row([&h.0[..]], |r| r.get(0)).optional()?;
@@ -341,6 +459,17 @@ impl Store {
             let mut add_identity = tx.prepare_cached(
                 "INSERT INTO identities (hash, customer, kind) VALUES (?1, ?2, ?3)",
             )?;
+            let mut clear_keys =
+                tx.prepare_cached("DELETE FROM rotating_keys WHERE customer = ?1")?;
+            let mut add_key = tx.prepare_cached(
+                "INSERT INTO rotating_keys (customer, kind, key, exponent, epoch) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut clear_consents =
+                tx.prepare_cached("DELETE FROM consents WHERE customer = ?1")?;
+            let mut add_consent = tx.prepare_cached(
+                "INSERT INTO consents (customer, channel, purpose, given_at, source, text_version, confirmed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
             for r in &rows {
                 let existing: Option<(i64, Option<i64>)> = find
                     .query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?)))
@@ -357,6 +486,8 @@ impl Store {
                         now.0
                     ])?;
                     clear.execute([key])?;
+                    clear_keys.execute([key])?;
+                    clear_consents.execute([key])?;
                     report.updated += 1;
                     key
                 } else {
@@ -384,6 +515,35 @@ impl Store {
                     for (h, kind) in &r.identities {
                         add_identity.execute(params![&h.0[..], key, kind])?;
                         report.identities += 1;
+                    }
+                    for k in &r.rotating {
+                        let (exponent, epoch) = match k {
+                            RotatingKey::Eid {
+                                exponent, epoch, ..
+                            } => (i64::from(*exponent), *epoch),
+                            RotatingKey::App { .. } => (0, 0),
+                        };
+                        add_key.execute(params![
+                            key,
+                            k.kind(),
+                            rotating_bytes(k),
+                            exponent,
+                            epoch
+                        ])?;
+                        report.identities += 1;
+                    }
+                    for channel in r.channels.split('|').filter(|c| !c.is_empty()) {
+                        for p in Purpose::ALL.into_iter().filter(|p| r.purposes.contains(*p)) {
+                            add_consent.execute(params![
+                                key,
+                                channel,
+                                p.name(),
+                                r.consent_at.0,
+                                r.consent_source,
+                                r.consent_text,
+                                r.confirmed_at.map(|t| t.0)
+                            ])?;
+                        }
                     }
                 }
             }
@@ -422,8 +582,14 @@ impl Store {
             }
         }
         let mut names: HashMap<String, Arc<str>> = HashMap::new();
+        // One row per customer, with the usable consents folded in as
+        // `channel:purpose,…`: given, not withdrawn, and confirmed for offers.
         let mut st = self.conn.prepare_cached(
-            "SELECT key, id, segments, channels FROM customers WHERE opted_out_at IS NULL",
+            "SELECT c.key, c.id, c.segments, c.channels,
+                    (SELECT group_concat(s.channel || ':' || s.purpose, ',') FROM consents s
+                     WHERE s.customer = c.key AND s.withdrawn_at IS NULL
+                       AND (s.purpose <> 'offers' OR s.confirmed_at IS NOT NULL))
+             FROM customers c WHERE c.opted_out_at IS NULL",
         )?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
@@ -432,6 +598,18 @@ impl Store {
             let id: String = r.get(1)?;
             let segments: String = r.get(2)?;
             let channels: String = r.get(3)?;
+            let consents: Option<String> = r.get(4)?;
+            let purposes_of = |channel: &str| {
+                consents.as_deref().unwrap_or("").split(',').fold(
+                    Purposes::default(),
+                    |acc, item| match item.split_once(':') {
+                        Some((c, p)) if c == channel => {
+                            Purpose::parse(p).map_or(acc, |p| acc.with(p))
+                        }
+                        _ => acc,
+                    },
+                )
+            };
             // Channel and segment names repeat across customers: share one
             // allocation each (100,000 customers would otherwise hold
             // hundreds of thousands of copies of "sms").
@@ -454,12 +632,53 @@ impl Store {
                 channels: channels
                     .split('|')
                     .filter(|s| !s.is_empty())
-                    .map(|c| ChannelName(intern(c)))
+                    .map(|c| (ChannelName(intern(c)), purposes_of(c)))
                     .collect(),
             };
             dir.insert(info, []);
         }
         Ok(dir)
+    }
+
+    /// Rotating-identity keys of opted-in customers.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn rotating_keys(&self) -> Result<Vec<(CustomerKey, RotatingKey)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT k.customer, k.kind, k.key, k.exponent, k.epoch FROM rotating_keys k
+             JOIN customers c ON c.key = k.customer WHERE c.opted_out_at IS NULL",
+        )?;
+        let mut out = Vec::new();
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let Ok(customer) = u32::try_from(r.get::<_, i64>(0)?) else {
+                continue;
+            };
+            let kind: String = r.get(1)?;
+            let key = r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            let parsed = match kind.as_str() {
+                "eddystone-eid" => {
+                    <[u8; 16]>::try_from(key)
+                        .ok()
+                        .map(|identity_key| RotatingKey::Eid {
+                            identity_key,
+                            exponent: u8::try_from(r.get::<_, i64>(3).unwrap_or(0))
+                                .unwrap_or(0)
+                                .min(15),
+                            epoch: r.get(4).unwrap_or(0),
+                        })
+                }
+                "app" => <[u8; 32]>::try_from(key)
+                    .ok()
+                    .map(|key| RotatingKey::App { key }),
+                _ => None,
+            };
+            if let Some(k) = parsed {
+                out.push((CustomerKey(customer), k));
+            }
+        }
+        Ok(out)
     }
 
     /// All customers, by id.
@@ -508,8 +727,9 @@ impl Store {
         let Some(mut rec) = rec else {
             return Err(Error::NoSuchCustomer(id.to_owned()));
         };
-        let mut st =
-            c.prepare_cached("SELECT kind FROM identities WHERE customer = ?1 ORDER BY kind")?;
+        let mut st = c.prepare_cached(
+            "SELECT kind FROM identities WHERE customer = ?1 UNION ALL SELECT kind FROM rotating_keys WHERE customer = ?1 ORDER BY kind",
+        )?;
         rec.identity_kinds = st
             .query_map([rec.key], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
@@ -551,6 +771,11 @@ impl Store {
         };
         tx.execute("UPDATE customers SET opted_out_at = coalesce(opted_out_at, ?2), updated_at = ?2 WHERE key = ?1", params![key, now.0])?;
         tx.execute("DELETE FROM identities WHERE customer = ?1", [key])?;
+        tx.execute("DELETE FROM rotating_keys WHERE customer = ?1", [key])?;
+        tx.execute(
+            "UPDATE consents SET withdrawn_at = coalesce(withdrawn_at, ?2) WHERE customer = ?1",
+            params![key, now.0],
+        )?;
         tx.execute(
             "UPDATE outbox SET state = 'failed', error = 'opted_out', lease_until = NULL
              WHERE customer = ?1 AND state IN ('queued', 'sending')",
@@ -593,7 +818,108 @@ impl Store {
         if n == 0 {
             return Err(Error::NoSuchCustomer(id.to_owned()));
         }
+        // secure_delete zeroes the freed cells; the checkpoint moves that
+        // into the database file, VACUUM rebuilds it without the free pages,
+        // and the last checkpoint empties the WAL of the old page images.
+        self.checkpoint()?;
+        self.conn.execute_batch("VACUUM")?;
         self.checkpoint()
+    }
+
+    /// Everything stored about a customer (the right of access), as JSON.
+    /// Identifiers appear as stored: keyed hashes; rotating keys by kind and
+    /// fingerprint.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCustomer`] or SQLite errors.
+    pub fn export(&self, id: &str) -> Result<serde_json::Value> {
+        use serde_json::{Value, json};
+        let c = self.customer(id)?;
+        let key = c.key;
+        let ts =
+            |t: Option<i64>| t.map_or(Value::Null, |t| Value::String(Timestamp(t).to_string()));
+        let rows = |sql: &str,
+                    f: &dyn Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Value>|
+         -> Result<Vec<Value>> {
+            let mut st = self.conn.prepare(sql)?;
+            let v = st
+                .query_map([key], |r| f(r))?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(v)
+        };
+        let consents = rows(
+            "SELECT channel, purpose, given_at, source, text_version, confirmed_at, withdrawn_at FROM consents WHERE customer = ?1 ORDER BY channel, purpose",
+            &|r| {
+                Ok(
+                    json!({"channel": r.get::<_, String>(0)?, "purpose": r.get::<_, String>(1)?, "given_at": ts(r.get(2)?), "source": r.get::<_, String>(3)?, "text_version": r.get::<_, String>(4)?, "confirmed_at": ts(r.get(5)?), "withdrawn_at": ts(r.get(6)?)}),
+                )
+            },
+        )?;
+        let identities = rows(
+            "SELECT kind, hash FROM identities WHERE customer = ?1 ORDER BY kind",
+            &|r| {
+                Ok(
+                    json!({"kind": r.get::<_, String>(0)?, "hmac_sha256": hex::encode(r.get::<_, Vec<u8>>(1)?)}),
+                )
+            },
+        )?;
+        let keys = rows(
+            "SELECT kind, key, exponent, epoch FROM rotating_keys WHERE customer = ?1 ORDER BY kind",
+            &|r| {
+                use sha2::Digest;
+                let fp = sha2::Sha256::digest(r.get::<_, Vec<u8>>(1)?);
+                Ok(
+                    json!({"kind": r.get::<_, String>(0)?, "fingerprint": hex::encode(&fp[..8]), "exponent": r.get::<_, i64>(2)?, "epoch": r.get::<_, i64>(3)?}),
+                )
+            },
+        )?;
+        let visits = rows(
+            "SELECT arrived_at, left_at FROM visits WHERE customer = ?1 ORDER BY arrived_at",
+            &|r| Ok(json!({"arrived_at": ts(r.get(0)?), "left_at": ts(r.get(1)?)})),
+        )?;
+        let ledger = rows(
+            "SELECT at, points, campaign FROM ledger WHERE customer = ?1 ORDER BY at",
+            &|r| {
+                Ok(
+                    json!({"at": ts(r.get(0)?), "points": r.get::<_, i64>(1)?, "campaign": r.get::<_, Option<String>>(2)?}),
+                )
+            },
+        )?;
+        let decisions = rows(
+            "SELECT at, campaign, event, zone, outcome, reason, channel FROM decisions WHERE customer = ?1 ORDER BY at, id",
+            &|r| {
+                Ok(
+                    json!({"at": ts(r.get(0)?), "campaign": r.get::<_, String>(1)?, "event": r.get::<_, String>(2)?, "zone": r.get::<_, String>(3)?, "outcome": r.get::<_, String>(4)?, "reason": r.get::<_, Option<String>>(5)?, "channel": r.get::<_, Option<String>>(6)?}),
+                )
+            },
+        )?;
+        let messages = rows(
+            "SELECT created_at, campaign, message, channel, variant, state, sent_at, points, balance FROM outbox WHERE customer = ?1 ORDER BY created_at, id",
+            &|r| {
+                Ok(
+                    json!({"decided_at": ts(r.get(0)?), "campaign": r.get::<_, String>(1)?, "message": r.get::<_, String>(2)?, "channel": r.get::<_, String>(3)?, "variant": r.get::<_, String>(4)?, "state": r.get::<_, String>(5)?, "sent_at": ts(r.get(6)?), "points": r.get::<_, i64>(7)?, "balance": r.get::<_, i64>(8)?}),
+                )
+            },
+        )?;
+        let cooldowns = rows(
+            "SELECT campaign, last_at FROM cooldowns WHERE customer = ?1 ORDER BY campaign",
+            &|r| Ok(json!({"campaign": r.get::<_, String>(0)?, "last_at": ts(r.get(1)?)})),
+        )?;
+        Ok(json!({
+            "customer": {
+                "id": c.id, "first_name": c.first_name, "phone": c.phone, "channels": c.channels,
+                "segments": c.segments, "consent_at": c.consent_at.to_string(), "consent_source": c.consent_source,
+                "opted_out_at": c.opted_out_at.map(|t| t.to_string()), "points_balance": c.balance,
+            },
+            "consents": consents,
+            "identities": identities,
+            "rotating_keys": keys,
+            "visits": visits,
+            "points": ledger,
+            "cooldowns": cooldowns,
+            "decisions": decisions,
+            "messages": messages,
+        }))
     }
 }
 

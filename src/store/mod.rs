@@ -74,6 +74,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The database file itself could not be prepared.
+    #[error("database {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A customers file was refused; nothing of it was imported.
     #[error("{} bad row(s); nothing was imported", .0.len())]
     Import(Vec<RowError>),
@@ -86,13 +94,18 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("migrations/0001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("migrations/0001_init.sql")),
+        M::up(include_str!(
+            "migrations/0002_consent_and_rotating_keys.sql"
+        )),
+    ])
 }
 
 /// The number of schema versions this binary knows.
 #[must_use]
 pub fn schema_version() -> usize {
-    1
+    2
 }
 
 /// A connection to the nearcast database.
@@ -158,6 +171,14 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         let path = path.to_owned();
+        // The database holds consent records and the keys of rotating
+        // identities: owner-only, like the installation secret. SQLite
+        // gives its WAL and shared-memory files the database's mode.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| Error::File {
+                path: path.clone(),
+                reason: format!("cannot make it owner-only: {e}"),
+            })?;
         // Pragmas are set outside any transaction and read back: SQLite
         // silently ignores a misspelt or inapplicable pragma.
         check_pragma(&conn, &path, "journal_mode", "wal")?;
@@ -341,6 +362,23 @@ mod tests {
     }
 
     #[test]
+    fn the_database_and_its_wal_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.db");
+        let s = Store::open(&path).unwrap();
+        s.registry_version().unwrap();
+        for p in [path.clone(), dir.path().join("n.db-wal")] {
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{}",
+                p.display()
+            );
+        }
+    }
+
+    #[test]
     fn refuses_a_database_from_a_newer_nearcast() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.db");
@@ -351,7 +389,7 @@ mod tests {
             .unwrap();
         match Store::open(&path) {
             Err(Error::TooNew {
-                found: 7, known: 1, ..
+                found: 7, known: 2, ..
             }) => {}
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a newer database was accepted"),

@@ -81,6 +81,7 @@ trigger = "arrive"
 message = "welcome"
 points = 10
 cooldown = "12h"
+purpose = "welcome"
 
 [[campaign]]
 id = "door-offer"
@@ -89,6 +90,7 @@ zone = "entrance"
 message = "offer"
 cooldown = "1h"
 segments = ["gold"]
+purpose = "offers"
 
 [[message]]
 id = "welcome"

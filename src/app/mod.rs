@@ -179,12 +179,20 @@ pub fn adapters(
     console: &Arc<Mutex<dyn Write + Send>>,
 ) -> HashMap<String, Adapter> {
     let mut adapters = HashMap::new();
+    let mut providers = None;
     for c in &config.daemon.channels {
-        let adapter = match c.adapter {
+        let adapter = match &c.adapter {
             config::Adapter::Console => Arc::new(Console::new(
                 console.clone(),
                 config.engine.rules.tz.clone(),
             )) as Adapter,
+            provider => {
+                let p = match &providers {
+                    Some(p) => p,
+                    None => providers.insert(crate::channel::Providers::new()?),
+                };
+                p.adapter(provider)
+            }
         };
         adapters.insert(c.name.clone(), adapter);
     }

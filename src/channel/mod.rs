@@ -7,6 +7,11 @@
 //! when the row was queued.
 
 pub mod console;
+pub mod http;
+pub mod twilio;
+pub mod vonage;
+pub mod webhook;
+pub mod whatsapp;
 pub mod worker;
 
 use crate::core::message::Rendered;
@@ -47,4 +52,53 @@ pub enum Error {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// The HTTP client could not be set up.
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// Builds provider adapters that share one HTTP client and read their
+/// secrets from the process environment.
+pub struct Providers {
+    client: http::Client,
+    env: std::sync::Arc<dyn http::Env>,
+}
+
+impl Providers {
+    /// One shared client for every provider channel.
+    ///
+    /// # Errors
+    /// [`Error::Http`] when the TLS backend cannot be set up.
+    pub fn new() -> Result<Providers, Error> {
+        Ok(Providers {
+            client: http::Client::new().map_err(|e| Error::Http(e.to_string()))?,
+            env: std::sync::Arc::new(http::ProcessEnv),
+        })
+    }
+
+    /// The adapter for a configured provider (`console` is built by the
+    /// caller, which owns the terminal).
+    #[must_use]
+    pub fn adapter(&self, a: &crate::config::Adapter) -> Adapter {
+        use crate::config::Adapter as A;
+        let (client, env) = (self.client.clone(), self.env.clone());
+        match a {
+            A::WhatsApp(s) => std::sync::Arc::new(whatsapp::WhatsApp::new(s.clone(), client, env)),
+            A::Twilio(s) => std::sync::Arc::new(twilio::Twilio::new(s.clone(), client, env)),
+            A::Vonage(s) => std::sync::Arc::new(vonage::Vonage::new(s.clone(), client, env)),
+            A::Webhook(s) => std::sync::Arc::new(webhook::Webhook::new(s.clone(), client, env)),
+            A::Console => std::sync::Arc::new(Unconfigured),
+        }
+    }
+}
+
+/// Stands in where the caller should have built a console adapter.
+struct Unconfigured;
+
+impl Deliver for Unconfigured {
+    fn send<'a>(&'a self, _msg: &'a Outgoing<'a>) -> SendFuture<'a> {
+        Box::pin(std::future::ready(SendResult::Misconfigured {
+            error: "console channel built without a console".into(),
+        }))
+    }
 }

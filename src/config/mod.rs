@@ -8,6 +8,7 @@
 
 mod campaigns;
 mod daemon;
+mod providers;
 mod zones;
 
 use std::fmt;
@@ -23,6 +24,9 @@ use crate::core::zones::Layout;
 
 pub use daemon::{
     Adapter, ChannelConfig, ClockConfig, Daemon, OutboxConfig, Privacy, SourceConfig,
+};
+pub use providers::{
+    SecretRef, TwilioSettings, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings,
 };
 
 /// The file names in a config directory.

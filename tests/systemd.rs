@@ -101,7 +101,7 @@ fn the_daemon_speaks_sd_notify_and_stops_cleanly_on_sigterm() {
             "/var/lib/nearcast/nearcast.db",
             &dir.path().join("state/nearcast.db").display().to_string(),
         )
-        + "\n[clock]\nrequire_sync = false\n";
+        .replace("require_sync = true", "require_sync = false");
     std::fs::write(dir.path().join("nearcast.toml"), daemon).unwrap();
 
     let sock_path = dir.path().join("notify.sock");

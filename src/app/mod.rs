@@ -166,18 +166,20 @@ pub fn worker(
         Store::open(db)?,
         config.engine.clone(),
         config.layout.store_name.clone(),
-        adapters(config, &console),
+        adapters(config, &console)?,
         config.daemon.outbox.lease,
         config.daemon.outbox.batch,
     ))
 }
 
 /// The configured channels' adapters; console channels print to `console`.
-#[must_use]
+///
+/// # Errors
+/// The HTTP client for provider channels cannot be built.
 pub fn adapters(
     config: &Config,
     console: &Arc<Mutex<dyn Write + Send>>,
-) -> HashMap<String, Adapter> {
+) -> Result<HashMap<String, Adapter>, Error> {
     let mut adapters = HashMap::new();
     let mut providers = None;
     for c in &config.daemon.channels {
@@ -196,5 +198,5 @@ pub fn adapters(
         };
         adapters.insert(c.name.clone(), adapter);
     }
-    adapters
+    Ok(adapters)
 }

@@ -120,8 +120,11 @@ pub async fn run_with_reload(
                             if new.daemon.database != config.daemon.database || new.daemon.sources != config.daemon.sources {
                                 tracing::warn!("the database and sources take effect at the next restart");
                             }
+                            match super::adapters(&new, &console) {
+                                Ok(adapters) => worker.reconfigure(new.engine.clone(), new.layout.store_name.clone(), adapters),
+                                Err(e) => tracing::error!(error = %e, "channels could not be rebuilt; keeping the old ones"),
+                            }
                             pipeline.reconfigure(new.layout.clone(), new.engine.clone());
-                            worker.reconfigure(new.engine.clone(), new.layout.store_name.clone(), super::adapters(&new, &console));
                             tracing::info!(campaigns = new.engine.campaigns.len(), zones = new.layout.zones.len(), "configuration reloaded");
                             config = new;
                         }

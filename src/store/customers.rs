@@ -152,7 +152,9 @@ fn parse_row(
     }
     let consent_at = match field(4) {
         "" => {
-            return Err("`consent_at` is empty: only customers who opted in can be enrolled".into());
+            return Err(
+                "`consent_at` is empty: only customers who opted in can be enrolled".into(),
+            );
         }
         t => t
             .parse::<jiff::Timestamp>()

@@ -468,27 +468,35 @@ impl<R: BufRead> Iterator for Reader<'_, R> {
     }
 }
 
-/// The index of the first `\n`, a word at a time.
+/// The index of the first `\n`.
 fn find_newline(bytes: &[u8]) -> Option<usize> {
+    find_byte(bytes, b'\n')
+}
+
+/// The index of the first `needle`, a word at a time.
+fn find_byte(bytes: &[u8], needle: u8) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const NEWLINES: u64 = ONES * (b'\n' as u64);
+    let pattern = ONES * u64::from(needle);
     let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ NEWLINES;
-        // Non-zero exactly when some byte of `x` is zero (a newline).
-        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
-            return chunk.iter().position(|&b| b == b'\n').map(|i| at + i);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // The high bit of each byte of `x` that is zero (a match) is set;
+        // a borrow can only set bits above the first match, so the lowest
+        // set bit is exact.
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
         }
         at += 8;
     }
     chunks
         .remainder()
         .iter()
-        .position(|&b| b == b'\n')
+        .position(|&b| b == needle)
         .map(|i| at + i)
 }
 
@@ -720,29 +728,40 @@ fn decode_hex(s: &[u8]) -> Option<Payload> {
 /// [`Uuid128::parse`] with a fast path for the canonical 36-character form,
 /// which every service UUID in a recording has.
 fn parse_uuid(s: &str) -> Option<Uuid128> {
-    let b = s.as_bytes();
-    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
-        return Uuid128::parse(s);
+    // Malformed in the canonical shape is malformed in any.
+    canonical_uuid(s.as_bytes()).or_else(|| Uuid128::parse(s))
+}
+
+/// A UUID in the canonical 36-character form only, by table; `None` for
+/// any other form, which [`Uuid128::parse`] may still accept.
+fn canonical_uuid(b: &[u8]) -> Option<Uuid128> {
+    /// Where each byte's two digits start: 8-4-4-4-12 digits.
+    const PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let b: &[u8; 36] = b.try_into().ok()?;
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return None;
     }
-    // Two 64-bit halves: 8-4-4 and 4-12 digits.
+    let mut out = [0u8; 16];
     let mut seen = 0u8;
-    let mut half = |groups: [&[u8]; 3]| {
-        let mut v = 0u64;
-        for &c in groups.iter().copied().flatten() {
-            let d = HEX_VALUE[usize::from(c)];
-            seen |= d;
-            v = (v << 4) | u64::from(d & 0x0F);
-        }
-        v
-    };
-    let hi = half([&b[0..8], &b[9..13], &b[14..18]]);
-    let lo = half([&b[19..23], &b[24..36], &[]]);
-    (seen & NOT_HEX == 0).then_some(Uuid128((u128::from(hi) << 64) | u128::from(lo)))
+    for (byte, &at) in out.iter_mut().zip(&PAIRS) {
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(b[at])],
+            HEX_VALUE[usize::from(b[at + 1])],
+        );
+        seen |= hi | lo;
+        *byte = (hi << 4) | (lo & 0x0F);
+    }
+    (seen & NOT_HEX == 0).then_some(Uuid128(u128::from_be_bytes(out)))
 }
 
 /// [`BdAddr::parse`] by table, as every sighting has an address.
 fn parse_addr(s: &str) -> Option<BdAddr> {
-    let b = s.as_bytes();
+    addr_from_bytes(s.as_bytes())
+}
+
+/// [`parse_addr`] of the bytes; anything but hex digits and separators
+/// fails, so a string that needed unescaping never passes.
+fn addr_from_bytes(b: &[u8]) -> Option<BdAddr> {
     if b.len() != 17 {
         return None;
     }
@@ -1064,17 +1083,32 @@ const WIFI_KIND: ParseStr<WifiKind> = ParseStr {
 };
 
 fn parse_company(s: &str) -> Option<u16> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    company_from_bytes(s.as_bytes())
+}
+
+/// Decimal digits only (leading zeros allowed), within `u16`.
+fn company_from_bytes(b: &[u8]) -> Option<u16> {
+    if b.is_empty() {
         return None;
     }
-    s.parse().ok()
+    b.iter().try_fold(0u16, |v, &c| {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v.checked_mul(10)?.checked_add(u16::from(d))
+    })
 }
 
 fn parse_wifi_kind(s: &str) -> Option<WifiKind> {
-    match s {
-        "joined" => Some(WifiKind::Joined),
-        "seen" => Some(WifiKind::Seen),
-        "left" => Some(WifiKind::Left),
+    wifi_kind_from_bytes(s.as_bytes())
+}
+
+fn wifi_kind_from_bytes(b: &[u8]) -> Option<WifiKind> {
+    match b {
+        b"joined" => Some(WifiKind::Joined),
+        b"seen" => Some(WifiKind::Seen),
+        b"left" => Some(WifiKind::Left),
         _ => None,
     }
 }
@@ -1751,7 +1785,11 @@ mod tests {
         }
 
         #[test]
-        fn fast_parsers_agree_with_core(s in "[0-9a-fA-F:-]{0,40}", t in "[0-9a-fA-F:-]{17}", u in "[0-9a-fA-FxX-]{36}") {
+        fn fast_parsers_agree_with_core(s in "[0-9a-fA-F:-]{0,40}", t in "[0-9a-fA-F:-]{17}", u in "[0-9a-fA-FxX-]{36}", c in "[0-9+ -]{0,7}") {
+            for x in [&s, &c] {
+                let digits = !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+                proptest::prop_assert_eq!(parse_company(x), x.parse().ok().filter(|_| digits));
+            }
             for x in [&s, &t] {
                 proptest::prop_assert_eq!(parse_addr(x), BdAddr::parse(x));
             }
@@ -1764,6 +1802,11 @@ mod tests {
                 hex = hex::decode(&s).unwrap().into_iter().collect();
             }
             proptest::prop_assert_eq!(decode_hex(s.as_bytes()), ok.then_some(hex));
+        }
+
+        #[test]
+        fn find_byte_finds_the_first(bytes in proptest::collection::vec(0u8..4, 0..40), needle in 0u8..4) {
+            proptest::prop_assert_eq!(find_byte(&bytes, needle), bytes.iter().position(|&b| b == needle));
         }
 
         #[test]

@@ -14,6 +14,13 @@
 //! decoded straight into the inline [`Payload`]s and arrays, and only a
 //! present `name` (and a Wi-Fi line's `source`) allocates.
 //!
+//! Two parsers read a line. Lines exactly as [`format_line`] writes them
+//! (everything `nearcast record` produces) are scanned once by a
+//! hand-written fast path (`replay/fast.rs`); any other line, and any line
+//! the fast path is not certain of, goes to a serde_json visitor, which alone
+//! decides what is wrong with a line. Both give the same result for every
+//! line: what is accepted, and every skip reason.
+//!
 //! A line of invalid UTF-8 is skipped as such, as is any line that is not one
 //! JSON object; unknown keys are ignored, so that newer writers can add
 //! fields. `scanner` may be absent or null (then [`DEFAULT_SCANNER`]); `mfg`,
@@ -26,6 +33,8 @@
 //! of order, the recording's clock really did step back (a box without a
 //! real-time clock syncing late, or one bogus future line before), and the
 //! reader follows the new timeline from that line on.
+
+mod fast;
 
 use std::fmt;
 use std::io::{BufRead, Read, Write};
@@ -401,12 +410,15 @@ impl Lines<'_> {
             self.stats.blank += 1;
             return None;
         }
-        // One UTF-8 check of the whole line is cheaper than serde_json's
-        // `from_slice` checking each string on its own.
-        let parsed = std::str::from_utf8(bytes)
-            .map_err(|_| Reason::NotUtf8)
-            .and_then(|line| parse_into(line, self.layout, &mut self.fields))
-            .and_then(|()| self.fields.finish(self.layout));
+        let parsed = match fast::parse(bytes, self.layout) {
+            Some(parsed) => parsed,
+            // One UTF-8 check of the whole line is cheaper than serde_json's
+            // `from_slice` checking each string on its own.
+            None => std::str::from_utf8(bytes)
+                .map_err(|_| Reason::NotUtf8)
+                .and_then(|line| parse_into(line, self.layout, &mut self.fields))
+                .and_then(|()| self.fields.finish(self.layout)),
+        };
         let obs = match parsed {
             Ok(obs) => obs,
             Err(reason) => {
@@ -505,6 +517,11 @@ fn find_byte(bytes: &[u8], needle: u8) -> Option<usize> {
 /// # Errors
 /// The [`Reason`] the line cannot be used.
 pub fn parse_line(line: &str, layout: &Layout) -> Result<Observation, Reason> {
+    fast::parse(line.as_bytes(), layout).unwrap_or_else(|| parse_general(line, layout))
+}
+
+/// [`parse_line`] without the fast path: any line, by serde_json.
+fn parse_general(line: &str, layout: &Layout) -> Result<Observation, Reason> {
     let mut fields = Fields::default();
     parse_into(line, layout, &mut fields)?;
     fields.finish(layout)

@@ -1,0 +1,708 @@
+//! The fast path: lines exactly as [`format_line`](super::format_line)
+//! writes them, scanned once, straight into an [`Observation`].
+//!
+//! Owns only the recognition of that one shape; it never decides that a line
+//! is bad. Anything it is not certain about (another key order, whitespace,
+//! an escape or control character in a string, an exponent or more than three
+//! decimals in `t`, an integer written `-0`, an unknown key, a value the decoders refuse, bytes
+//! after the object) makes it decline with `None`, and the line goes to the
+//! serde_json parser, which alone finds the [`Reason`]. So a line reads the
+//! same either way, by construction: the only outcomes here are a line the
+//! general parser would accept identically, and [`Reason::UnknownScanner`],
+//! which the general parser also reports only once the whole line is
+//! otherwise good.
+//!
+//! It needs no UTF-8 check of the whole line: everything outside strings is
+//! ASCII by the grammar below, and the strings that are kept (`scanner`,
+//! `name`, `source`) are checked on their own; the others are hex, addresses
+//! and UUIDs, whose decoders refuse any non-ASCII byte.
+
+use super::{
+    Reason, addr_from_bytes, canonical_uuid, company_from_bytes, decode_hex, find_byte,
+    resolve_scanner, wifi_kind_from_bytes,
+};
+use crate::core::types::{
+    ManufacturerData, Observation, Rssi, ScannerIdx, ServiceData, Sighting, Timestamp, WifiPresence,
+};
+use crate::core::zones::Layout;
+
+/// Parses `line` (without its newline) if it has exactly the writer's shape.
+///
+/// `None`: not recognised with certainty; parse it the general way.
+pub(super) fn parse(line: &[u8], layout: &Layout) -> Option<Result<Observation, Reason>> {
+    let mut c = Cursor(line);
+    c.lit(b"{\"t\":")?;
+    let at = c.time()?;
+    if c.lit(b",\"scanner\":\"").is_some() {
+        ble(c, at, layout)
+    } else {
+        c.lit(b",\"wifi\":\"")?;
+        wifi(c, at).map(Ok)
+    }
+}
+
+/// `{"t":…,"scanner":"…","addr":"…","rssi":…,"tx_power":…,"name":…,"mfg":{…},"svc":{…},"uuids":[…]}`
+/// from just after the scanner's opening quote.
+fn ble(mut c: Cursor<'_>, at: Timestamp, layout: &Layout) -> Option<Result<Observation, Reason>> {
+    let scanner = scanner(layout, c.text_bytes()?)?;
+    c.lit(b",\"addr\":\"")?;
+    let addr = addr_from_bytes(c.fixed(17)?)?;
+    c.lit(b",\"rssi\":")?;
+    let rssi = c.int8()?;
+    let mut s = Sighting::new(at, ScannerIdx(0), addr, Rssi(i16::from(rssi)));
+    c.lit(b",\"tx_power\":")?;
+    if c.lit(b"null").is_none() {
+        s.tx_power = Some(c.int8()?);
+    }
+    c.lit(b",\"name\":")?;
+    let name = if c.lit(b"null").is_some() {
+        None
+    } else {
+        c.lit(b"\"")?;
+        Some(c.text()?)
+    };
+    c.lit(b",\"mfg\":{")?;
+    if !c.eat(b'}') {
+        loop {
+            c.lit(b"\"")?;
+            let company = company_from_bytes(c.until_quote()?)?;
+            c.lit(b":\"")?;
+            let data = decode_hex(c.until_quote()?)?;
+            s.manufacturer_data.push(ManufacturerData { company, data });
+            if c.eat(b'}') {
+                break;
+            }
+            c.lit(b",")?;
+        }
+    }
+    c.lit(b",\"svc\":{")?;
+    if !c.eat(b'}') {
+        loop {
+            c.lit(b"\"")?;
+            let uuid = canonical_uuid(c.fixed(36)?)?;
+            c.lit(b":\"")?;
+            let data = decode_hex(c.until_quote()?)?;
+            s.service_data.push(ServiceData { uuid, data });
+            if c.eat(b'}') {
+                break;
+            }
+            c.lit(b",")?;
+        }
+    }
+    c.lit(b",\"uuids\":[")?;
+    if !c.eat(b']') {
+        loop {
+            c.lit(b"\"")?;
+            s.service_uuids.push(canonical_uuid(c.fixed(36)?)?);
+            if c.eat(b']') {
+                break;
+            }
+            c.lit(b",")?;
+        }
+    }
+    c.end()?;
+    // Judged last, as the general parser does: any other fault wins.
+    let Some(scanner) = scanner else {
+        return Some(Err(Reason::UnknownScanner));
+    };
+    s.scanner = scanner;
+    s.name = name.map(Box::from);
+    Some(Ok(Observation::Ble(s)))
+}
+
+/// [`resolve_scanner`] of a name given as the bytes of a string that needs
+/// no unescaping; `None` if they are not UTF-8.
+fn scanner(layout: &Layout, name: &[u8]) -> Option<Option<ScannerIdx>> {
+    // A name equal to one in the layout is UTF-8 without checking.
+    let name = match layout.scanners.iter().find(|s| s.id.as_bytes() == name) {
+        Some(known) => &known.id,
+        None => std::str::from_utf8(name).ok()?,
+    };
+    Some(resolve_scanner(layout, name))
+}
+
+/// `{"t":…,"wifi":"…","mac":"…","source":"…"}` from just after the kind's
+/// opening quote.
+fn wifi(mut c: Cursor<'_>, at: Timestamp) -> Option<Observation> {
+    let kind = wifi_kind_from_bytes(c.until_quote()?)?;
+    c.lit(b",\"mac\":\"")?;
+    let mac = addr_from_bytes(c.fixed(17)?)?;
+    c.lit(b",\"source\":\"")?;
+    let source = c.text()?;
+    c.end()?;
+    Some(Observation::Wifi(WifiPresence {
+        at,
+        source: Box::from(source),
+        mac,
+        kind,
+    }))
+}
+
+/// The value of ASCII decimal digits (few enough not to overflow).
+fn decimal(digits: &[u8]) -> i64 {
+    digits.iter().fold(0, |v, &d| v * 10 + i64::from(d - b'0'))
+}
+
+/// The unread rest of the line. Every method consumes what it recognises
+/// and returns `None` on anything else (the line is then abandoned, so what
+/// a failed call consumed does not matter).
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    /// Exactly `lit`.
+    fn lit(&mut self, lit: &[u8]) -> Option<()> {
+        self.0 = self.0.strip_prefix(lit)?;
+        Some(())
+    }
+
+    /// One byte `b`, if it is next.
+    fn eat(&mut self, b: u8) -> bool {
+        match self.0 {
+            [first, rest @ ..] if *first == b => {
+                self.0 = rest;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The closing `}` of the line's object, and nothing after it.
+    fn end(&mut self) -> Option<()> {
+        (self.0 == b"}").then_some(())
+    }
+
+    /// The bytes up to the next `"`, which is consumed. Not checked: for
+    /// values whose decoder accepts only ASCII hex digits and separators, so
+    /// that an escape (and the `\"` that may end this early) fails there.
+    fn until_quote(&mut self) -> Option<&'a [u8]> {
+        let end = find_byte(self.0, b'"')?;
+        let (s, rest) = self.0.split_at(end);
+        self.0 = &rest[1..];
+        Some(s)
+    }
+
+    /// [`Cursor::until_quote`] for a value of exactly `n` bytes: a longer
+    /// or shorter one fails here or in its decoder.
+    fn fixed(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (s, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest.strip_prefix(b"\"")?;
+        Some(s)
+    }
+
+    /// A string's contents up to its closing quote, if they need no
+    /// unescaping and serde_json would accept them: no escape, no control
+    /// character (which JSON forbids raw). Not yet checked for UTF-8.
+    fn text_bytes(&mut self) -> Option<&'a [u8]> {
+        let s = self.until_quote()?;
+        if s.iter().any(|&b| b == b'\\' || b < 0x20) {
+            return None;
+        }
+        Some(s)
+    }
+
+    /// [`Cursor::text_bytes`], valid UTF-8.
+    fn text(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.text_bytes()?).ok()
+    }
+
+    /// Up to `max` decimal digits, as many as there are.
+    fn run_of_digits(&mut self, max: usize) -> &'a [u8] {
+        let n = self
+            .0
+            .iter()
+            .take(max)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let (digits, rest) = self.0.split_at(n);
+        self.0 = rest;
+        digits
+    }
+
+    /// Up to `max` decimal digits without a leading zero (JSON's integer
+    /// part); a lone `0` is zero. More digits are left for the next literal
+    /// to trip over.
+    fn digits(&mut self, max: usize) -> Option<i64> {
+        if self.eat(b'0') {
+            return Some(0);
+        }
+        match self.run_of_digits(max) {
+            [] => None,
+            digits => Some(decimal(digits)),
+        }
+    }
+
+    /// `t` as the writer puts it: `-?int(.d{1,3})?`, at most 11 integer
+    /// digits. The milliseconds are then exact, and equal to what the general
+    /// path gets by rounding `f64` seconds × 1000: below 10^14 ms (2^47) the
+    /// float error is far under half a millisecond.
+    fn time(&mut self) -> Option<Timestamp> {
+        let negative = self.eat(b'-');
+        let mut ms = self.digits(11)? * 1000;
+        if self.eat(b'.') {
+            let frac = self.run_of_digits(3);
+            if frac.is_empty() {
+                return None;
+            }
+            // To milliseconds: ".5" is 500.
+            ms += decimal(frac) * [100, 10, 1][frac.len() - 1];
+        }
+        Some(Timestamp(if negative { -ms } else { ms }))
+    }
+
+    /// An integer in `i8`'s range. Not `-0`, which serde_json reads as a
+    /// float and so refuses as an integer.
+    fn int8(&mut self) -> Option<i8> {
+        let negative = self.eat(b'-');
+        let v = self.digits(3)?;
+        if negative && v == 0 {
+            return None;
+        }
+        i8::try_from(if negative { -v } else { v }).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::zones::Scanner;
+    use crate::source::replay::DEFAULT_SCANNER;
+
+    fn two_scanners() -> Layout {
+        let mut l = Layout::single("S", "door");
+        l.scanners.push(Scanner {
+            id: "shelf".into(),
+            position: (10.0, 0.0),
+            rssi_offset: 0.0,
+            path_loss_exponent: 2.0,
+        });
+        l
+    }
+
+    #[test]
+    fn declines_what_it_is_not_sure_of() {
+        let l = two_scanners();
+        let ok = r#"{"t":1763712000.125,"scanner":"door","addr":"C4:7C:8D:6A:11:02","rssi":-67,"tx_power":null,"name":null,"mfg":{},"svc":{},"uuids":[]}"#;
+        assert!(matches!(parse(ok.as_bytes(), &l), Some(Ok(_))));
+        for (from, to) in [
+            ("1763712000.125", "1763712000.1250"),
+            ("1763712000.125", "1.763712000125e9"),
+            ("1763712000.125", "123456789012.125"),
+            ("1763712000.125", "01763712000.125"),
+            ("1763712000.125", "1763712000."),
+            ("-67", "-0"),
+            ("-67", "-067"),
+            ("-67", "-67.0"),
+            ("\"door\"", "\"do\\u006fr\""),
+            ("\"door\"", "\"do\tor\""),
+            ("\"name\":null", "\"name\":\"a\\\"b\""),
+            ("\"name\":null", "\"name\": null"),
+            (r#""mfg":{}"#, r#""mfg":null"#),
+            (
+                r#""uuids":[]"#,
+                r#""uuids":["0000feaa00001000800000805f9b34fb"]"#,
+            ),
+            ("[]}", "[]} "),
+            ("[]}", "[],\"x\":1}"),
+        ] {
+            let line = ok.replacen(from, to, 1);
+            assert_ne!(line, ok);
+            assert_eq!(parse(line.as_bytes(), &l), None, "{line}");
+        }
+        let unknown = ok.replace("door", "aisle9");
+        assert_eq!(
+            parse(unknown.as_bytes(), &l),
+            Some(Err(Reason::UnknownScanner))
+        );
+        // One scanner: any name is that one, and absent means "local".
+        let one = Layout::single("S", DEFAULT_SCANNER);
+        assert!(matches!(parse(unknown.as_bytes(), &one), Some(Ok(_))));
+    }
+
+    #[test]
+    fn times_are_exact_milliseconds() {
+        let l = two_scanners();
+        for (t, ms) in [
+            ("0", 0),
+            ("-0", 0),
+            ("-0.001", -1),
+            ("1.5", 1500),
+            ("1.05", 1050),
+            ("99999999999.999", 99_999_999_999_999),
+            ("-1.500", -1500),
+        ] {
+            let line =
+                format!(r#"{{"t":{t},"wifi":"seen","mac":"00:00:00:00:00:01","source":"x"}}"#);
+            let Some(Ok(obs)) = parse(line.as_bytes(), &l) else {
+                panic!("{line}");
+            };
+            assert_eq!(obs.at(), Timestamp(ms), "{line}");
+        }
+    }
+
+    // ---- Property tests: the fast path against the general parser. ----
+
+    use proptest::prelude::*;
+    use proptest::sample::SizeRange;
+
+    use crate::core::types::{BdAddr, Payload, Uuid128, WifiKind};
+    use crate::source::replay::{format_line, parse_general};
+
+    /// Scanners the lines are written with; the reader's layouts below know
+    /// all of them, some of them, one (so any name is it) or none.
+    const WRITTEN: [&str; 3] = ["door", "shelf", "caf\u{e9} \"2\""];
+
+    fn layout(names: &[&str]) -> Layout {
+        let mut l = Layout::single("S", "x");
+        l.scanners.clear();
+        for name in names {
+            l.scanners.push(Scanner {
+                id: (*name).into(),
+                position: (0.0, 0.0),
+                rssi_offset: 0.0,
+                path_loss_exponent: 2.0,
+            });
+        }
+        l
+    }
+
+    fn readers() -> [Layout; 4] {
+        [
+            layout(&WRITTEN),
+            layout(&WRITTEN[..2]),
+            layout(&["anything"]),
+            layout(&[]),
+        ]
+    }
+
+    /// What [`Lines::line`](super::super::Lines) does without the fast path.
+    fn general(line: &[u8], layout: &Layout) -> Result<Observation, Reason> {
+        std::str::from_utf8(line)
+            .map_err(|_| Reason::NotUtf8)
+            .and_then(|line| parse_general(line, layout))
+    }
+
+    /// The fast path may decline, but never disagree.
+    fn agree(line: &[u8]) -> Result<(), TestCaseError> {
+        for l in &readers() {
+            if let Some(fast) = parse(line, l) {
+                prop_assert_eq!(fast, general(line, l), "{}", String::from_utf8_lossy(line));
+            }
+        }
+        Ok(())
+    }
+
+    fn payload(max: usize) -> impl Strategy<Value = Payload> {
+        proptest::collection::vec(any::<u8>(), 0..max).prop_map(Payload::from_vec)
+    }
+
+    fn some<T: std::fmt::Debug>(
+        s: impl Strategy<Value = T>,
+        n: impl Into<SizeRange>,
+    ) -> impl Strategy<Value = Vec<T>> {
+        proptest::collection::vec(s, n)
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![3 => "[ -~]{0,24}", 1 => "\\PC{0,12}", 1 => any::<String>()]
+    }
+
+    /// Times the fast path takes (at most 11 integer digits), and any.
+    fn time() -> impl Strategy<Value = Timestamp> {
+        prop_oneof![
+            4 => -99_999_999_999_999i64..=99_999_999_999_999,
+            1 => any::<i64>(),
+        ]
+        .prop_map(Timestamp)
+    }
+
+    fn observation() -> impl Strategy<Value = Observation> {
+        let ble = (
+            (time(), 0u16..3, any::<[u8; 6]>()),
+            (
+                prop_oneof![4 => -128i16..=127, 1 => any::<i16>()],
+                any::<Option<i8>>(),
+            ),
+            proptest::option::of(text()),
+            some((any::<u16>(), payload(40)), 0..3),
+            some((any::<u128>(), payload(40)), 0..3),
+            some(any::<u128>(), 0..3),
+        )
+            .prop_map(
+                |((at, scanner, addr), (rssi, tx_power), name, mfg, svc, uuids)| {
+                    let mut s = Sighting::new(at, ScannerIdx(scanner), BdAddr(addr), Rssi(rssi));
+                    s.tx_power = tx_power;
+                    s.name = name.map(Box::from);
+                    for (company, data) in mfg {
+                        s.manufacturer_data.push(ManufacturerData { company, data });
+                    }
+                    for (uuid, data) in svc {
+                        s.service_data.push(ServiceData {
+                            uuid: Uuid128(uuid),
+                            data,
+                        });
+                    }
+                    s.service_uuids.extend(uuids.into_iter().map(Uuid128));
+                    Observation::Ble(s)
+                },
+            );
+        let wifi = (
+            time(),
+            prop_oneof![
+                Just(WifiKind::Joined),
+                Just(WifiKind::Seen),
+                Just(WifiKind::Left)
+            ],
+            any::<[u8; 6]>(),
+            text(),
+        )
+            .prop_map(|(at, kind, mac, source)| {
+                Observation::Wifi(WifiPresence {
+                    at,
+                    source: source.into(),
+                    mac: BdAddr(mac),
+                    kind,
+                })
+            });
+        prop_oneof![4 => ble, 1 => wifi]
+    }
+
+    fn written(obs: &Observation) -> Vec<u8> {
+        let mut line = Vec::new();
+        format_line(obs, &layout(&WRITTEN), &mut line).unwrap();
+        assert_eq!(line.pop(), Some(b'\n'));
+        line
+    }
+
+    /// Whether the fast path must take a written line: nothing escaped, and
+    /// every number in the shape it reads.
+    fn plain(obs: &Observation, line: &[u8]) -> bool {
+        let in_range = |at: Timestamp| at.0.unsigned_abs() < 100_000_000_000_000;
+        !line.contains(&b'\\')
+            && match obs {
+                Observation::Ble(s) => in_range(s.at) && i8::try_from(s.rssi.0).is_ok(),
+                Observation::Wifi(w) => in_range(w.at),
+            }
+    }
+
+    /// Damage to a line.
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        Set(usize, u8),
+        Truncate(usize),
+        Insert(usize, &'static str),
+        /// Swap two top-level members.
+        Swap(usize, usize),
+        /// Drop a top-level member.
+        Drop(usize),
+        /// Replace a top-level member's value.
+        Value(usize, &'static str),
+    }
+
+    /// Values put in place of a member's: the edges of what either parser takes.
+    const VALUES: &[&str] = &[
+        "-0",
+        "0",
+        "-0.0",
+        "0.0",
+        "1",
+        "-1",
+        "127",
+        "128",
+        "-128",
+        "-129",
+        "1e2",
+        "1E2",
+        "01",
+        "-01",
+        "1.",
+        ".5",
+        "1.5",
+        "1.25",
+        "-1.05",
+        "1.2345",
+        "1763712000.1239",
+        "99999999999.999",
+        "100000000000",
+        "-99999999999.999",
+        "null",
+        "true",
+        "\"x\"",
+        "\"door\"",
+        "\"shelf\"",
+        "\"00:00:00:00:00:01\"",
+        "\"00-00-00-00-00-01\"",
+        "{}",
+        "[]",
+        "{\"76\":\"02\"}",
+        "{\"076\":\"02\"}",
+        "{\"65536\":\"\"}",
+        "{\"76\":\"0\"}",
+        "[\"0000feaa-0000-1000-8000-00805f9b34fb\"]",
+        "[\"0000FEAA00001000800000805F9B34FB\"]",
+        "\"seen\"",
+        "\"gone\"",
+        "\"tab\there\"",
+        "\"\u{1}\"",
+        "\"\u{7f}\u{e9}\"",
+    ];
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        const INSERTS: &[&str] = &[
+            " ",
+            "\t",
+            "\r",
+            "\n",
+            "\\",
+            "\\\"",
+            "\\u0041",
+            "\\n",
+            "\\/",
+            "\"",
+            ",",
+            ":",
+            "{",
+            "}",
+            "[",
+            "]",
+            "0",
+            "-",
+            ".",
+            "e3",
+            "E-2",
+            ".5",
+            "null",
+            "\u{e9}",
+            "\u{1}",
+            "\u{7f}",
+            ",\"future\":[1,{\"x\":2}]",
+            ",\"t\":1",
+            "\"t\":2,",
+        ];
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Set(at, b)),
+            any::<usize>().prop_map(Mutation::Truncate),
+            (any::<usize>(), proptest::sample::select(INSERTS))
+                .prop_map(|(at, s)| Mutation::Insert(at, s)),
+            (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::Swap(a, b)),
+            any::<usize>().prop_map(Mutation::Drop),
+            (any::<usize>(), proptest::sample::select(VALUES))
+                .prop_map(|(at, v)| Mutation::Value(at, v)),
+        ]
+    }
+
+    /// The top-level members of a line that is one compact JSON object,
+    /// by tracking nesting and strings.
+    fn members(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let inner = line.strip_prefix(b"{")?.strip_suffix(b"}")?;
+        let (mut out, mut start, mut depth, mut in_str, mut escaped) =
+            (Vec::new(), 0, 0i32, false, false);
+        for (i, &b) in inner.iter().enumerate() {
+            match (in_str, escaped, b) {
+                (true, true, _) => escaped = false,
+                (true, false, b'\\') => escaped = true,
+                (true, false, b'"') | (false, _, b'"') => in_str = !in_str,
+                (false, _, b'{' | b'[') => depth += 1,
+                (false, _, b'}' | b']') => depth -= 1,
+                (false, _, b',') if depth == 0 => {
+                    out.push(inner[start..i].to_vec());
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        out.push(inner[start..].to_vec());
+        Some(out)
+    }
+
+    fn join(members: &[Vec<u8>]) -> Vec<u8> {
+        let mut line = b"{".to_vec();
+        line.extend(members.join(&b","[..]));
+        line.push(b'}');
+        line
+    }
+
+    fn mutate(line: &mut Vec<u8>, m: &Mutation) {
+        let len = line.len();
+        match *m {
+            Mutation::Set(at, b) if len > 0 => line[at % len] = b,
+            Mutation::Truncate(at) => line.truncate(at % (len + 1)),
+            Mutation::Insert(at, s) => {
+                let at = at % (len + 1);
+                line.splice(at..at, s.bytes());
+            }
+            Mutation::Swap(a, b) => {
+                if let Some(mut ms) = members(line) {
+                    let n = ms.len();
+                    ms.swap(a % n, b % n);
+                    *line = join(&ms);
+                }
+            }
+            Mutation::Value(a, v) => {
+                if let Some(mut ms) = members(line) {
+                    let n = ms.len();
+                    let member = &mut ms[a % n];
+                    if let Some(colon) = member.iter().position(|&b| b == b':') {
+                        member.truncate(colon + 1);
+                        member.extend(v.bytes());
+                    }
+                    *line = join(&ms);
+                }
+            }
+            Mutation::Drop(a) => {
+                if let Some(mut ms) = members(line) {
+                    let n = ms.len();
+                    ms.remove(a % n);
+                    *line = join(&ms);
+                }
+            }
+            Mutation::Set(..) => {}
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn written_lines_read_the_same_both_ways(obs in observation()) {
+            let line = written(&obs);
+            if plain(&obs, &line) {
+                let reader = layout(&WRITTEN);
+                let fast = parse(&line, &reader);
+                prop_assert!(fast.is_some(), "declined {}", String::from_utf8_lossy(&line));
+                prop_assert_eq!(fast, Some(Ok(obs.clone())));
+            }
+            agree(&line)?;
+        }
+
+        #[test]
+        fn damaged_lines_read_the_same_both_ways(obs in observation(), ms in some(mutation(), 1..4)) {
+            let mut line = written(&obs);
+            for m in &ms {
+                mutate(&mut line, m);
+            }
+            agree(&line)?;
+        }
+
+        #[test]
+        fn odd_values_read_the_same_both_ways(obs in observation()) {
+            let line = written(&obs);
+            let n = members(&line).map_or(0, |ms| ms.len());
+            for at in 0..n {
+                for v in VALUES {
+                    let mut odd = line.clone();
+                    mutate(&mut odd, &Mutation::Value(at, v));
+                    agree(&odd)?;
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(obs in observation(), cut in any::<usize>(), tail in some(any::<u8>(), 0..80)) {
+            let mut line = written(&obs);
+            line.truncate(cut % (line.len() + 1));
+            line.extend(&tail);
+            for l in &readers() {
+                let _ = parse(&line, l);
+                let _ = parse(&tail, l);
+            }
+        }
+    }
+}

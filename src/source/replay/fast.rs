@@ -30,20 +30,39 @@ use crate::core::zones::Layout;
 ///
 /// `None`: not recognised with certainty; parse it the general way.
 pub(super) fn parse(line: &[u8], layout: &Layout) -> Option<Result<Observation, Reason>> {
-    let mut c = Cursor(line);
+    match parse_prefix(line, layout)? {
+        (parsed, len) if len == line.len() => Some(parsed),
+        _ => None,
+    }
+}
+
+/// Parses the line that `bytes` start with, up to and including the
+/// object's closing `}`, if it has exactly the writer's shape; also returns
+/// that length. What follows is for the caller to judge (a line's end, or
+/// anything else, which makes this parse void).
+///
+/// Never reads past a newline, except while failing: no token it accepts
+/// contains one. So a reader can run this on its buffer and learn where the
+/// line ends from it, without searching for the newline first.
+pub(super) fn parse_prefix(
+    bytes: &[u8],
+    layout: &Layout,
+) -> Option<(Result<Observation, Reason>, usize)> {
+    let mut c = Cursor(bytes);
     c.lit(b"{\"t\":")?;
     let at = c.time()?;
-    if c.lit(b",\"scanner\":\"").is_some() {
-        ble(c, at, layout)
+    let parsed = if c.lit(b",\"scanner\":\"").is_some() {
+        ble(&mut c, at, layout)?
     } else {
         c.lit(b",\"wifi\":\"")?;
-        wifi(c, at).map(Ok)
-    }
+        Ok(wifi(&mut c, at)?)
+    };
+    Some((parsed, bytes.len() - c.0.len()))
 }
 
 /// `{"t":…,"scanner":"…","addr":"…","rssi":…,"tx_power":…,"name":…,"mfg":{…},"svc":{…},"uuids":[…]}`
 /// from just after the scanner's opening quote.
-fn ble(mut c: Cursor<'_>, at: Timestamp, layout: &Layout) -> Option<Result<Observation, Reason>> {
+fn ble(c: &mut Cursor<'_>, at: Timestamp, layout: &Layout) -> Option<Result<Observation, Reason>> {
     let scanner = scanner(layout, c.text_bytes()?)?;
     c.lit(b",\"addr\":\"")?;
     let addr = addr_from_bytes(c.fixed(17)?)?;
@@ -123,7 +142,7 @@ fn scanner(layout: &Layout, name: &[u8]) -> Option<Option<ScannerIdx>> {
 
 /// `{"t":…,"wifi":"…","mac":"…","source":"…"}` from just after the kind's
 /// opening quote.
-fn wifi(mut c: Cursor<'_>, at: Timestamp) -> Option<Observation> {
+fn wifi(c: &mut Cursor<'_>, at: Timestamp) -> Option<Observation> {
     let kind = wifi_kind_from_bytes(c.until_quote()?)?;
     c.lit(b",\"mac\":\"")?;
     let mac = addr_from_bytes(c.fixed(17)?)?;
@@ -166,9 +185,9 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// The closing `}` of the line's object, and nothing after it.
+    /// The closing `}` of the line's object.
     fn end(&mut self) -> Option<()> {
-        (self.0 == b"}").then_some(())
+        self.lit(b"}")
     }
 
     /// The bytes up to the next `"`, which is consumed. Not checked: for
@@ -345,7 +364,9 @@ mod tests {
     use proptest::sample::SizeRange;
 
     use crate::core::types::{BdAddr, Payload, Uuid128, WifiKind};
-    use crate::source::replay::{format_line, parse_general};
+    use crate::source::replay::{
+        Lines, MAX_LINE, Reader, ReplayStats, find_newline, format_line, parse_general,
+    };
 
     /// Scanners the lines are written with; the reader's layouts below know
     /// all of them, some of them, one (so any name is it) or none.
@@ -659,7 +680,130 @@ mod tests {
         }
     }
 
+    /// What a [`Reader`] must yield, from first principles and the general
+    /// parser alone: split at each `\n`, one `\r` before it dropped, a BOM
+    /// dropped from the first line, blank lines counted apart.
+    fn read_by_lines(input: &[u8], layout: &Layout) -> (Vec<Observation>, ReplayStats) {
+        let mut lines = Lines::new(layout);
+        let mut obs = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let (mut line, next) = match find_newline(rest) {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
+            if line.len() > MAX_LINE {
+                lines.too_long();
+                continue;
+            }
+            line = line.strip_suffix(b"\r").unwrap_or(line);
+            if lines.stats.lines == 0 {
+                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            }
+            if line.trim_ascii_start().is_empty() {
+                lines.stats.lines += 1;
+                lines.stats.blank += 1;
+                continue;
+            }
+            obs.extend(lines.parsed(general(line, layout)));
+        }
+        (obs, lines.stats)
+    }
+
+    /// Reads `input` through buffers of several sizes (lines straddling
+    /// them or not) and checks each against [`read_by_lines`].
+    fn reads_as_by_lines(input: &[u8], capacities: &[usize]) -> Result<(), TestCaseError> {
+        for l in &readers() {
+            let expected = read_by_lines(input, l);
+            for &capacity in capacities {
+                let mut r = Reader::new(std::io::BufReader::with_capacity(capacity, input), l);
+                let obs: Vec<_> = r.by_ref().map(Result::unwrap).collect();
+                prop_assert_eq!(&obs, &expected.0, "capacity {}", capacity);
+                prop_assert_eq!(r.stats(), &expected.1, "capacity {}", capacity);
+            }
+        }
+        Ok(())
+    }
+
+    /// One line of a recording, before its line ending.
+    fn recording_line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            6 => observation().prop_map(|o| written(&o)),
+            2 => (observation(), some(mutation(), 1..3)).prop_map(|(o, ms)| {
+                let mut line = written(&o);
+                for m in &ms {
+                    mutate(&mut line, m);
+                }
+                line
+            }),
+            // Whitespace where a line ends or begins, which JSON allows.
+            1 => (observation(), "[ \t\r]{1,2}", any::<bool>()).prop_map(|(o, space, before)| {
+                let mut line = written(&o);
+                if before {
+                    line.splice(0..0, space.bytes());
+                } else {
+                    line.extend(space.bytes());
+                }
+                line
+            }),
+            1 => "[ \t]{0,3}".prop_map(String::into_bytes),
+            1 => some(any::<u8>(), 0..20),
+        ]
+    }
+
+    #[test]
+    fn lines_at_the_length_limit_read_as_by_lines() {
+        let ok = |t: u32, len: usize| {
+            let head = format!(
+                r#"{{"t":{t},"scanner":"door","addr":"00:00:00:00:00:01","rssi":-60,"tx_power":null,"name":""#
+            );
+            let tail = r#"","mfg":{},"svc":{},"uuids":[]}"#;
+            let pad = len - head.len() - tail.len();
+            format!("{head}{}{tail}", "x".repeat(pad))
+        };
+        for ending in ["\n", "\r\n"] {
+            let mut input = String::new();
+            for (t, len) in [
+                (1, 200),
+                (2, MAX_LINE - 2),
+                (3, MAX_LINE - 1),
+                (4, MAX_LINE),
+            ] {
+                input.push_str(&ok(t, len));
+                input.push_str(ending);
+            }
+            input.push_str(&ok(5, MAX_LINE + 1));
+            input.push_str(ending);
+            input.push_str(&ok(6, 300));
+            input.push_str(ending);
+            let (obs, stats) = read_by_lines(input.as_bytes(), &readers()[0]);
+            assert_eq!(stats.too_long, if ending == "\n" { 1 } else { 2 });
+            assert_eq!(obs.len(), if ending == "\n" { 5 } else { 4 });
+            reads_as_by_lines(input.as_bytes(), &[64, 300, 1 << 16, 1 << 18]).unwrap();
+        }
+    }
+
     proptest! {
+        #[test]
+        fn recordings_read_as_by_lines(
+            bom in any::<bool>(),
+            lines in some((recording_line(), any::<bool>()), 0..12),
+            last_newline in any::<bool>(),
+        ) {
+            let mut input = Vec::new();
+            if bom {
+                input.extend_from_slice(b"\xEF\xBB\xBF");
+            }
+            for (i, (line, crlf)) in lines.iter().enumerate() {
+                input.extend_from_slice(line);
+                if i + 1 < lines.len() || last_newline {
+                    input.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+                }
+            }
+            reads_as_by_lines(&input, &[1, 7, 64, 300, 4096])?;
+        }
+
         #[test]
         fn written_lines_read_the_same_both_ways(obs in observation()) {
             let line = written(&obs);

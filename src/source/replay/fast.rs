@@ -48,21 +48,26 @@ pub(super) fn parse_prefix(
     bytes: &[u8],
     layout: &Layout,
 ) -> Option<(Result<Observation, Reason>, usize)> {
-    let mut c = Cursor(bytes);
+    let mut c = Cursor::new(bytes);
     c.lit(b"{\"t\":")?;
     let at = c.time()?;
-    let parsed = if c.lit(b",\"scanner\":\"").is_some() {
-        ble(&mut c, at, layout)?
+    // Each returns the whole answer, so that a 256-byte observation is not
+    // copied once more on its way out.
+    if c.lit(b",\"scanner\":\"").is_some() {
+        ble(c, at, layout)
     } else {
         c.lit(b",\"wifi\":\"")?;
-        Ok(wifi(&mut c, at)?)
-    };
-    Some((parsed, bytes.len() - c.0.len()))
+        wifi(c, at)
+    }
 }
 
 /// `{"t":…,"scanner":"…","addr":"…","rssi":…,"tx_power":…,"name":…,"mfg":{…},"svc":{…},"uuids":[…]}`
 /// from just after the scanner's opening quote.
-fn ble(c: &mut Cursor<'_>, at: Timestamp, layout: &Layout) -> Option<Result<Observation, Reason>> {
+fn ble(
+    mut c: Cursor<'_>,
+    at: Timestamp,
+    layout: &Layout,
+) -> Option<(Result<Observation, Reason>, usize)> {
     let scanner = scanner(layout, c.text_bytes()?)?;
     c.lit(b",\"addr\":\"")?;
     let addr = addr_from_bytes(c.fixed(17)?)?;
@@ -122,11 +127,11 @@ fn ble(c: &mut Cursor<'_>, at: Timestamp, layout: &Layout) -> Option<Result<Obse
     c.end()?;
     // Judged last, as the general parser does: any other fault wins.
     let Some(scanner) = scanner else {
-        return Some(Err(Reason::UnknownScanner));
+        return Some((Err(Reason::UnknownScanner), c.consumed()));
     };
     s.scanner = scanner;
     s.name = name.map(Box::from);
-    Some(Ok(Observation::Ble(s)))
+    Some((Ok(Observation::Ble(s)), c.consumed()))
 }
 
 /// [`resolve_scanner`] of a name given as the bytes of a string that needs
@@ -142,19 +147,20 @@ fn scanner(layout: &Layout, name: &[u8]) -> Option<Option<ScannerIdx>> {
 
 /// `{"t":…,"wifi":"…","mac":"…","source":"…"}` from just after the kind's
 /// opening quote.
-fn wifi(c: &mut Cursor<'_>, at: Timestamp) -> Option<Observation> {
+fn wifi(mut c: Cursor<'_>, at: Timestamp) -> Option<(Result<Observation, Reason>, usize)> {
     let kind = wifi_kind_from_bytes(c.until_quote()?)?;
     c.lit(b",\"mac\":\"")?;
     let mac = addr_from_bytes(c.fixed(17)?)?;
     c.lit(b",\"source\":\"")?;
     let source = c.text()?;
     c.end()?;
-    Some(Observation::Wifi(WifiPresence {
+    let wifi = WifiPresence {
         at,
         source: Box::from(source),
         mac,
         kind,
-    }))
+    };
+    Some((Ok(Observation::Wifi(wifi)), c.consumed()))
 }
 
 /// The value of ASCII decimal digits (few enough not to overflow).
@@ -162,23 +168,40 @@ fn decimal(digits: &[u8]) -> i64 {
     digits.iter().fold(0, |v, &d| v * 10 + i64::from(d - b'0'))
 }
 
-/// The unread rest of the line. Every method consumes what it recognises
-/// and returns `None` on anything else (the line is then abandoned, so what
-/// a failed call consumed does not matter).
-struct Cursor<'a>(&'a [u8]);
+/// A position in the bytes being parsed. Every method consumes what it
+/// recognises and returns `None` on anything else (the line is then
+/// abandoned, so what a failed call consumed does not matter).
+struct Cursor<'a> {
+    /// What is left to read.
+    rest: &'a [u8],
+    /// The length of all of it.
+    len: usize,
+}
 
 impl<'a> Cursor<'a> {
+    fn new(bytes: &'a [u8]) -> Cursor<'a> {
+        Cursor {
+            rest: bytes,
+            len: bytes.len(),
+        }
+    }
+
+    /// How many bytes have been read.
+    fn consumed(&self) -> usize {
+        self.len - self.rest.len()
+    }
+
     /// Exactly `lit`.
     fn lit(&mut self, lit: &[u8]) -> Option<()> {
-        self.0 = self.0.strip_prefix(lit)?;
+        self.rest = self.rest.strip_prefix(lit)?;
         Some(())
     }
 
     /// One byte `b`, if it is next.
     fn eat(&mut self, b: u8) -> bool {
-        match self.0 {
+        match self.rest {
             [first, rest @ ..] if *first == b => {
-                self.0 = rest;
+                self.rest = rest;
                 true
             }
             _ => false,
@@ -194,17 +217,17 @@ impl<'a> Cursor<'a> {
     /// values whose decoder accepts only ASCII hex digits and separators, so
     /// that an escape (and the `\"` that may end this early) fails there.
     fn until_quote(&mut self) -> Option<&'a [u8]> {
-        let end = find_byte(self.0, b'"')?;
-        let (s, rest) = self.0.split_at(end);
-        self.0 = &rest[1..];
+        let end = find_byte(self.rest, b'"')?;
+        let (s, rest) = self.rest.split_at(end);
+        self.rest = &rest[1..];
         Some(s)
     }
 
     /// [`Cursor::until_quote`] for a value of exactly `n` bytes: a longer
     /// or shorter one fails here or in its decoder.
     fn fixed(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (s, rest) = self.0.split_at_checked(n)?;
-        self.0 = rest.strip_prefix(b"\"")?;
+        let (s, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest.strip_prefix(b"\"")?;
         Some(s)
     }
 
@@ -227,13 +250,13 @@ impl<'a> Cursor<'a> {
     /// Up to `max` decimal digits, as many as there are.
     fn run_of_digits(&mut self, max: usize) -> &'a [u8] {
         let n = self
-            .0
+            .rest
             .iter()
             .take(max)
             .take_while(|b| b.is_ascii_digit())
             .count();
-        let (digits, rest) = self.0.split_at(n);
-        self.0 = rest;
+        let (digits, rest) = self.rest.split_at(n);
+        self.rest = rest;
         digits
     }
 

@@ -14,6 +14,16 @@
 //! decoded straight into the inline [`Payload`]s and arrays, and only a
 //! present `name` (and a Wi-Fi line's `source`) allocates.
 //!
+//! Two parsers read a line. Lines exactly as [`format_line`] writes them
+//! (everything `nearcast record` produces) are scanned once by a
+//! hand-written fast path (`replay/fast.rs`); any other line, and any line
+//! the fast path is not certain of, goes to a serde_json visitor, which alone
+//! decides what is wrong with a line. Both give the same result for every
+//! line: what is accepted, and every skip reason. A [`Reader`] runs the fast
+//! path on its buffer as it stands and learns from it where the line ends,
+//! so such a line is scanned exactly once: no separate newline search, no
+//! UTF-8 check of the whole line.
+//!
 //! A line of invalid UTF-8 is skipped as such, as is any line that is not one
 //! JSON object; unknown keys are ignored, so that newer writers can add
 //! fields. `scanner` may be absent or null (then [`DEFAULT_SCANNER`]); `mfg`,
@@ -26,6 +36,8 @@
 //! of order, the recording's clock really did step back (a box without a
 //! real-time clock syncing late, or one bogus future line before), and the
 //! reader follows the new timeline from that line on.
+
+mod fast;
 
 use std::fmt;
 use std::io::{BufRead, Read, Write};
@@ -298,13 +310,7 @@ impl<'l, R: BufRead> Reader<'l, R> {
     pub fn new(inner: R, layout: &'l Layout) -> Reader<'l, R> {
         Reader {
             inner,
-            lines: Lines {
-                layout,
-                fields: Fields::default(),
-                newest: None,
-                behind: 0,
-                stats: ReplayStats::default(),
-            },
+            lines: Lines::new(layout),
             buf: Vec::new(),
             failed: false,
         }
@@ -334,8 +340,25 @@ impl<'l, R: BufRead> Reader<'l, R> {
                 return Ok(None);
             }
             let window = &chunk[..chunk.len().min(MAX_LINE + 1)];
+            // The common case: a line as `nearcast record` writes it, read
+            // where it lies; the parse itself finds where it ends.
+            if let Some((parsed, len)) = fast::parse_prefix(window, self.lines.layout) {
+                let newline = match &window[len..] {
+                    [b'\n', ..] => Some(1),
+                    [b'\r', b'\n', ..] => Some(2),
+                    _ => None,
+                };
+                if let Some(newline) = newline {
+                    let obs = self.lines.parsed(parsed);
+                    self.inner.consume(len + newline);
+                    if obs.is_some() {
+                        return Ok(obs);
+                    }
+                    continue;
+                }
+            }
             if let Some(end) = find_newline(window) {
-                // The common case: parse the line where it lies.
+                // Any other line that fits: parse it where it lies.
                 let obs = self.lines.line(&chunk[..end]);
                 self.inner.consume(end + 1);
                 if obs.is_some() {
@@ -385,28 +408,48 @@ impl<'l, R: BufRead> Reader<'l, R> {
     }
 }
 
-impl Lines<'_> {
+impl<'l> Lines<'l> {
+    fn new(layout: &'l Layout) -> Lines<'l> {
+        Lines {
+            layout,
+            fields: Fields::default(),
+            newest: None,
+            behind: 0,
+            stats: ReplayStats::default(),
+        }
+    }
+
     /// Counts one line (without its newline) and turns it into an
     /// observation, or counts why not.
     fn line(&mut self, mut bytes: &[u8]) -> Option<Observation> {
-        self.stats.lines += 1;
-        let line_no = self.stats.lines;
         if let [rest @ .., b'\r'] = bytes {
             bytes = rest;
         }
-        if line_no == 1 {
+        if self.stats.lines == 0 {
             bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         }
         if bytes.trim_ascii_start().is_empty() {
+            self.stats.lines += 1;
             self.stats.blank += 1;
             return None;
         }
-        // One UTF-8 check of the whole line is cheaper than serde_json's
-        // `from_slice` checking each string on its own.
-        let parsed = std::str::from_utf8(bytes)
-            .map_err(|_| Reason::NotUtf8)
-            .and_then(|line| parse_into(line, self.layout, &mut self.fields))
-            .and_then(|()| self.fields.finish(self.layout));
+        let parsed = match fast::parse(bytes, self.layout) {
+            Some(parsed) => parsed,
+            // One UTF-8 check of the whole line is cheaper than serde_json's
+            // `from_slice` checking each string on its own.
+            None => std::str::from_utf8(bytes)
+                .map_err(|_| Reason::NotUtf8)
+                .and_then(|line| parse_into(line, self.layout, &mut self.fields))
+                .and_then(|()| self.fields.finish(self.layout)),
+        };
+        self.parsed(parsed)
+    }
+
+    /// Counts one parsed line: skipped for its reason or for its time, or
+    /// passed on.
+    fn parsed(&mut self, parsed: Result<Observation, Reason>) -> Option<Observation> {
+        self.stats.lines += 1;
+        let line_no = self.stats.lines;
         let obs = match parsed {
             Ok(obs) => obs,
             Err(reason) => {
@@ -468,27 +511,35 @@ impl<R: BufRead> Iterator for Reader<'_, R> {
     }
 }
 
-/// The index of the first `\n`, a word at a time.
+/// The index of the first `\n`.
 fn find_newline(bytes: &[u8]) -> Option<usize> {
+    find_byte(bytes, b'\n')
+}
+
+/// The index of the first `needle`, a word at a time.
+fn find_byte(bytes: &[u8], needle: u8) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const NEWLINES: u64 = ONES * (b'\n' as u64);
+    let pattern = ONES * u64::from(needle);
     let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ NEWLINES;
-        // Non-zero exactly when some byte of `x` is zero (a newline).
-        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
-            return chunk.iter().position(|&b| b == b'\n').map(|i| at + i);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // The high bit of each byte of `x` that is zero (a match) is set;
+        // a borrow can only set bits above the first match, so the lowest
+        // set bit is exact.
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
         }
         at += 8;
     }
     chunks
         .remainder()
         .iter()
-        .position(|&b| b == b'\n')
+        .position(|&b| b == needle)
         .map(|i| at + i)
 }
 
@@ -497,6 +548,11 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
 /// # Errors
 /// The [`Reason`] the line cannot be used.
 pub fn parse_line(line: &str, layout: &Layout) -> Result<Observation, Reason> {
+    fast::parse(line.as_bytes(), layout).unwrap_or_else(|| parse_general(line, layout))
+}
+
+/// [`parse_line`] without the fast path: any line, by serde_json.
+fn parse_general(line: &str, layout: &Layout) -> Result<Observation, Reason> {
     let mut fields = Fields::default();
     parse_into(line, layout, &mut fields)?;
     fields.finish(layout)
@@ -720,29 +776,40 @@ fn decode_hex(s: &[u8]) -> Option<Payload> {
 /// [`Uuid128::parse`] with a fast path for the canonical 36-character form,
 /// which every service UUID in a recording has.
 fn parse_uuid(s: &str) -> Option<Uuid128> {
-    let b = s.as_bytes();
-    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
-        return Uuid128::parse(s);
+    // Malformed in the canonical shape is malformed in any.
+    canonical_uuid(s.as_bytes()).or_else(|| Uuid128::parse(s))
+}
+
+/// A UUID in the canonical 36-character form only, by table; `None` for
+/// any other form, which [`Uuid128::parse`] may still accept.
+fn canonical_uuid(b: &[u8]) -> Option<Uuid128> {
+    /// Where each byte's two digits start: 8-4-4-4-12 digits.
+    const PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let b: &[u8; 36] = b.try_into().ok()?;
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return None;
     }
-    // Two 64-bit halves: 8-4-4 and 4-12 digits.
+    let mut out = [0u8; 16];
     let mut seen = 0u8;
-    let mut half = |groups: [&[u8]; 3]| {
-        let mut v = 0u64;
-        for &c in groups.iter().copied().flatten() {
-            let d = HEX_VALUE[usize::from(c)];
-            seen |= d;
-            v = (v << 4) | u64::from(d & 0x0F);
-        }
-        v
-    };
-    let hi = half([&b[0..8], &b[9..13], &b[14..18]]);
-    let lo = half([&b[19..23], &b[24..36], &[]]);
-    (seen & NOT_HEX == 0).then_some(Uuid128((u128::from(hi) << 64) | u128::from(lo)))
+    for (byte, &at) in out.iter_mut().zip(&PAIRS) {
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(b[at])],
+            HEX_VALUE[usize::from(b[at + 1])],
+        );
+        seen |= hi | lo;
+        *byte = (hi << 4) | (lo & 0x0F);
+    }
+    (seen & NOT_HEX == 0).then_some(Uuid128(u128::from_be_bytes(out)))
 }
 
 /// [`BdAddr::parse`] by table, as every sighting has an address.
 fn parse_addr(s: &str) -> Option<BdAddr> {
-    let b = s.as_bytes();
+    addr_from_bytes(s.as_bytes())
+}
+
+/// [`parse_addr`] of the bytes; anything but hex digits and separators
+/// fails, so a string that needed unescaping never passes.
+fn addr_from_bytes(b: &[u8]) -> Option<BdAddr> {
     if b.len() != 17 {
         return None;
     }
@@ -1064,17 +1131,32 @@ const WIFI_KIND: ParseStr<WifiKind> = ParseStr {
 };
 
 fn parse_company(s: &str) -> Option<u16> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    company_from_bytes(s.as_bytes())
+}
+
+/// Decimal digits only (leading zeros allowed), within `u16`.
+fn company_from_bytes(b: &[u8]) -> Option<u16> {
+    if b.is_empty() {
         return None;
     }
-    s.parse().ok()
+    b.iter().try_fold(0u16, |v, &c| {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v.checked_mul(10)?.checked_add(u16::from(d))
+    })
 }
 
 fn parse_wifi_kind(s: &str) -> Option<WifiKind> {
-    match s {
-        "joined" => Some(WifiKind::Joined),
-        "seen" => Some(WifiKind::Seen),
-        "left" => Some(WifiKind::Left),
+    wifi_kind_from_bytes(s.as_bytes())
+}
+
+fn wifi_kind_from_bytes(b: &[u8]) -> Option<WifiKind> {
+    match b {
+        b"joined" => Some(WifiKind::Joined),
+        b"seen" => Some(WifiKind::Seen),
+        b"left" => Some(WifiKind::Left),
         _ => None,
     }
 }
@@ -1751,7 +1833,11 @@ mod tests {
         }
 
         #[test]
-        fn fast_parsers_agree_with_core(s in "[0-9a-fA-F:-]{0,40}", t in "[0-9a-fA-F:-]{17}", u in "[0-9a-fA-FxX-]{36}") {
+        fn fast_parsers_agree_with_core(s in "[0-9a-fA-F:-]{0,40}", t in "[0-9a-fA-F:-]{17}", u in "[0-9a-fA-FxX-]{36}", c in "[0-9+ -]{0,7}") {
+            for x in [&s, &c] {
+                let digits = !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+                proptest::prop_assert_eq!(parse_company(x), x.parse().ok().filter(|_| digits));
+            }
             for x in [&s, &t] {
                 proptest::prop_assert_eq!(parse_addr(x), BdAddr::parse(x));
             }
@@ -1764,6 +1850,11 @@ mod tests {
                 hex = hex::decode(&s).unwrap().into_iter().collect();
             }
             proptest::prop_assert_eq!(decode_hex(s.as_bytes()), ok.then_some(hex));
+        }
+
+        #[test]
+        fn find_byte_finds_the_first(bytes in proptest::collection::vec(0u8..4, 0..40), needle in 0u8..4) {
+            proptest::prop_assert_eq!(find_byte(&bytes, needle), bytes.iter().position(|&b| b == needle));
         }
 
         #[test]

@@ -190,6 +190,7 @@ pub struct RotatingIndex {
     eids: HashMap<[u8; 8], u32, foldhash::fast::RandomState>,
     eid_keys: HashMap<CustomerKey, Vec<EidState>, foldhash::fast::RandomState>,
     eid_timers: BinaryHeap<Reverse<(i64, u32)>>,
+    eid_count: usize,
     current_slot: Option<i64>,
     /// Maintenance counts.
     pub stats: RotatingStats,
@@ -216,6 +217,7 @@ impl RotatingIndex {
             eids: HashMap::default(),
             eid_keys: HashMap::default(),
             eid_timers: BinaryHeap::new(),
+            eid_count: 0,
             current_slot: None,
             stats: RotatingStats::default(),
         }
@@ -248,13 +250,13 @@ impl RotatingIndex {
     /// Customers with keys.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.app_keys.len() + self.eid_keys.values().map(Vec::len).sum::<usize>()
+        self.app_keys.len() + self.eid_count
     }
 
-    /// True when no customer has a rotating key.
+    /// True when no customer has a rotating key (asked per sighting: O(1)).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.app_keys.is_empty() && self.eid_count == 0
     }
 
     /// When [`RotatingIndex::advance`] next has work.
@@ -362,6 +364,7 @@ impl RotatingIndex {
             eid_window_start(epoch, exponent, window + 1),
             customer.0,
         )));
+        self.eid_count += 1;
         self.eid_keys.entry(customer).or_default().push(EidState {
             identity_key,
             exponent,

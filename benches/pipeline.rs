@@ -196,15 +196,34 @@ fn benches(c: &mut Criterion) {
         .map(|n| {
             let mut key = [0u8; 32];
             key[..4].copy_from_slice(&n.to_be_bytes());
-            (CustomerKey(n + 1), nearcast::core::rotating::RotatingKey::App { key })
+            (
+                CustomerKey(n + 1),
+                nearcast::core::rotating::RotatingKey::App { key },
+            )
         })
         .collect();
     let t0 = Timestamp(1_763_712_000_000);
     g.bench_function("the same with 100k app-token keys", |b| {
         b.iter(|| {
-            let mut p = Pipeline::new(config.layout.clone(), config.engine.clone(), hasher.clone(), dir.clone(), MemoryLedger::new());
-            let index = nearcast::core::rotating::RotatingIndex::build(std::time::Duration::from_secs(900), app.iter().copied(), t0);
-            p.set_rotating(index, nearcast::core::identity::AppBeacons { ibeacon_uuid: Some([0x5a; 16]), eddystone_namespace: None });
+            let mut p = Pipeline::new(
+                config.layout.clone(),
+                config.engine.clone(),
+                hasher.clone(),
+                dir.clone(),
+                MemoryLedger::new(),
+            );
+            let index = nearcast::core::rotating::RotatingIndex::build(
+                std::time::Duration::from_secs(900),
+                app.iter().copied(),
+                t0,
+            );
+            p.set_rotating(
+                index,
+                nearcast::core::identity::AppBeacons {
+                    ibeacon_uuid: Some([0x5a; 16]),
+                    eddystone_namespace: None,
+                },
+            );
             let mut events = 0u64;
             for o in &obs {
                 p.handle(o, &mut |_| events += 1).unwrap();
@@ -229,7 +248,14 @@ fn rotating(c: &mut Criterion) {
         .map(|n| {
             let mut identity_key = [7u8; 16];
             identity_key[..4].copy_from_slice(&n.to_be_bytes());
-            (CustomerKey(n + 1), RotatingKey::Eid { identity_key, exponent: 10, epoch: 1_763_000_000 })
+            (
+                CustomerKey(n + 1),
+                RotatingKey::Eid {
+                    identity_key,
+                    exponent: 10,
+                    epoch: 1_763_000_000,
+                },
+            )
         })
         .collect();
     let slot = std::time::Duration::from_secs(900);
@@ -239,9 +265,12 @@ fn rotating(c: &mut Criterion) {
     g.bench_function("precompute app tokens, 100k customers (3 slots)", |b| {
         b.iter(|| black_box(RotatingIndex::build(slot, app.iter().copied(), now).len()));
     });
-    g.bench_function("precompute Eddystone-EIDs, 100k customers (3 windows)", |b| {
-        b.iter(|| black_box(RotatingIndex::build(slot, eid.iter().copied(), now).len()));
-    });
+    g.bench_function(
+        "precompute Eddystone-EIDs, 100k customers (3 windows)",
+        |b| {
+            b.iter(|| black_box(RotatingIndex::build(slot, eid.iter().copied(), now).len()));
+        },
+    );
     g.finish();
 }
 

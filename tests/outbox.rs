@@ -297,3 +297,53 @@ fn a_permanent_failure_does_not_fall_over() {
         ("failed", Some("recipient unsubscribed"))
     );
 }
+
+#[test]
+fn consent_withdrawn_after_the_decision_is_respected_at_send_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0)); // queued for whatsapp
+    let (mut admin, _) = nearcast::app::open_database(&config, None).unwrap();
+    // Anna replies STOP on WhatsApp before the message goes out.
+    assert_eq!(
+        admin
+            .withdraw_consent("anna", "whatsapp", at(10, 0, 1))
+            .unwrap(),
+        3
+    );
+    let buf = Buf::default();
+    let (mut w, calls) = worker_with(
+        &config,
+        &buf,
+        nearcast::store::SendResult::Sent { provider_id: None },
+    );
+    let r = rt().block_on(w.run_once(at(10, 0, 3))).unwrap();
+    assert_eq!((r.sent, r.fell_over), (1, 1));
+    assert_eq!(*calls.lock().unwrap(), 0, "nothing went to WhatsApp");
+    assert!(
+        buf.take()
+            .starts_with("10:00:03  ✉ sms/plain → Anna (anna) [welcome]")
+    );
+}
+
+#[test]
+fn failover_never_picks_a_channel_without_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0));
+    let (mut admin, _) = nearcast::app::open_database(&config, None).unwrap();
+    admin.withdraw_consent("anna", "sms", at(10, 0, 1)).unwrap();
+    let buf = Buf::default();
+    let (mut w, _) = worker_with(
+        &config,
+        &buf,
+        nearcast::store::SendResult::Fallback {
+            error: "131026".into(),
+        },
+    );
+    let r = rt().block_on(w.run_once(at(10, 0, 3))).unwrap();
+    assert_eq!((r.sent, r.fell_over, r.failed), (0, 0, 1));
+    assert!(buf.take().is_empty(), "nothing went out by SMS");
+}

@@ -318,6 +318,8 @@ pub(crate) mod tests {
             first_name: "Anna".into(),
             phone: Some("+4915112345678".into()),
             channels: vec!["whatsapp".into(), "sms".into()],
+            purpose: "welcome".into(),
+            consented: vec!["whatsapp".into(), "sms".into()],
             campaign: "welcome".into(),
             message: "welcome".into(),
             channel: "whatsapp".into(),

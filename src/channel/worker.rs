@@ -160,7 +160,10 @@ impl Worker {
             .iter()
             .find(|m| m.id.as_str() == item.message)?;
         let after = item.channels.iter().position(|c| *c == item.channel)?;
-        item.channels[after + 1..].iter().find_map(|name| {
+        let consented = item.channels[after + 1..]
+            .iter()
+            .filter(|c| item.consented.contains(c));
+        consented.into_iter().find_map(|name| {
             let spec = self
                 .engine
                 .channels
@@ -173,6 +176,13 @@ impl Worker {
     }
 
     async fn send(&self, item: &OutboxItem, now: Timestamp) -> SendResult {
+        // Consent is checked again at send time: it may have been withdrawn
+        // for this channel since the decision.
+        if !item.consented.contains(&item.channel) {
+            return SendResult::Fallback {
+                error: format!("no {} consent on this channel", item.purpose),
+            };
+        }
         let Some(message) = self
             .engine
             .messages

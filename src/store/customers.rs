@@ -785,6 +785,28 @@ impl Store {
         Ok(())
     }
 
+    /// Withdraws a customer's consent on one channel (every purpose), e.g.
+    /// after a STOP on that channel. Messages already queued for it fall
+    /// over to another consented channel or fail.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCustomer`] or SQLite errors.
+    pub fn withdraw_consent(&mut self, id: &str, channel: &str, now: Timestamp) -> Result<usize> {
+        let key: Option<i64> = self
+            .conn
+            .query_row("SELECT key FROM customers WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(key) = key else {
+            return Err(Error::NoSuchCustomer(id.to_owned()));
+        };
+        Ok(self.conn.execute(
+            "UPDATE consents SET withdrawn_at = ?3 WHERE customer = ?1 AND channel = ?2 AND withdrawn_at IS NULL",
+            params![key, channel, now.0],
+        )?)
+    }
+
     /// Records a past visit from the retailer's own history, so visit-count
     /// and win-back campaigns see customers' earlier visits.
     ///

@@ -174,8 +174,8 @@ impl Ledger for Store {
                         let idem = format!("{}-{}-{}", customer.key.0, d.campaign_id, d.at.0);
                         tx.prepare_cached(
                             "INSERT INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
-                                                 created_at, due_at, expires_at, state)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 'queued')",
+                                                 created_at, due_at, expires_at, state, purpose)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 'queued', ?11)",
                         )?
                         .execute(params![
                             idem,
@@ -187,7 +187,8 @@ impl Ledger for Store {
                             a.points,
                             balance,
                             d.at.0,
-                            a.expires_at.0
+                            a.expires_at.0,
+                            campaign.purpose.name()
                         ])?;
                         outbox_id = Some(tx.last_insert_rowid());
                     }

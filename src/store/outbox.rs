@@ -89,6 +89,10 @@ pub struct OutboxItem {
     pub phone: Option<String>,
     /// Customer's channels in preference order.
     pub channels: Vec<String>,
+    /// The purpose the message serves (`welcome`, `loyalty`, `offers`).
+    pub purpose: String,
+    /// Channels with a usable consent for that purpose, now.
+    pub consented: Vec<String>,
     /// Campaign id.
     pub campaign: String,
     /// Message id.
@@ -208,7 +212,10 @@ impl Store {
         {
             let mut st = tx.prepare_cached(
                 "SELECT o.id, o.key, c.id, c.first_name, c.phone, o.campaign, o.message, o.channel, o.variant,
-                        o.points, o.balance, o.created_at, o.expires_at, o.attempts, c.channels
+                        o.points, o.balance, o.created_at, o.expires_at, o.attempts, c.channels, o.purpose,
+                        (SELECT group_concat(s.channel, '|') FROM consents s
+                         WHERE s.customer = o.customer AND s.purpose = o.purpose AND s.withdrawn_at IS NULL
+                           AND (s.purpose <> 'offers' OR s.confirmed_at IS NOT NULL))
                  FROM outbox o JOIN customers c ON c.key = o.customer WHERE o.id = ?1",
             )?;
             for id in ids {
@@ -222,6 +229,14 @@ impl Store {
                             phone: r.get(4)?,
                             channels: r
                                 .get::<_, String>(14)?
+                                .split('|')
+                                .filter(|c| !c.is_empty())
+                                .map(str::to_owned)
+                                .collect(),
+                            purpose: r.get(15)?,
+                            consented: r
+                                .get::<_, Option<String>>(16)?
+                                .unwrap_or_default()
                                 .split('|')
                                 .filter(|c| !c.is_empty())
                                 .map(str::to_owned)

@@ -35,6 +35,8 @@ pub fn item(code: u32) -> OutboxItem {
         first_name: "Anna".into(),
         phone: Some(phone(code)),
         channels: vec!["whatsapp".into(), "sms".into()],
+        purpose: "welcome".into(),
+        consented: vec!["whatsapp".into(), "sms".into()],
         campaign: "welcome".into(),
         message: "welcome".into(),
         channel: "whatsapp".into(),

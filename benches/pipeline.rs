@@ -204,32 +204,37 @@ fn benches(c: &mut Criterion) {
         .collect();
     let t0 = Timestamp(1_763_712_000_000);
     g.bench_function("the same with 100k app-token keys", |b| {
-        b.iter(|| {
-            let mut p = Pipeline::new(
-                config.layout.clone(),
-                config.engine.clone(),
-                hasher.clone(),
-                dir.clone(),
-                MemoryLedger::new(),
-            );
-            let index = nearcast::core::rotating::RotatingIndex::build(
-                std::time::Duration::from_secs(900),
-                app.iter().copied(),
-                t0,
-            );
-            p.set_rotating(
-                index,
-                nearcast::core::identity::AppBeacons {
-                    ibeacon_uuid: Some([0x5a; 16]),
-                    eddystone_namespace: None,
-                },
-            );
-            let mut events = 0u64;
-            for o in &obs {
-                p.handle(o, &mut |_| events += 1).unwrap();
-            }
-            black_box((events, p.counters()))
-        });
+        b.iter_batched(
+            || {
+                nearcast::core::rotating::RotatingIndex::build(
+                    std::time::Duration::from_secs(900),
+                    app.iter().copied(),
+                    t0,
+                )
+            },
+            |index| {
+                let mut p = Pipeline::new(
+                    config.layout.clone(),
+                    config.engine.clone(),
+                    hasher.clone(),
+                    dir.clone(),
+                    MemoryLedger::new(),
+                );
+                p.set_rotating(
+                    index,
+                    nearcast::core::identity::AppBeacons {
+                        ibeacon_uuid: Some([0x5a; 16]),
+                        eddystone_namespace: None,
+                    },
+                );
+                let mut events = 0u64;
+                for o in &obs {
+                    p.handle(o, &mut |_| events += 1).unwrap();
+                }
+                black_box((events, p.counters()))
+            },
+            criterion::BatchSize::LargeInput,
+        );
     });
     g.finish();
 }

@@ -5,11 +5,13 @@
 //! reads the clock only through the `Clock` it is given.
 
 pub mod demo;
+pub mod live;
 pub mod output;
 pub mod pipeline;
 pub mod record;
 pub mod replay;
 pub mod run;
+pub mod scan;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,6 +1,12 @@
-//! `nearcast record FILE --sim`: writes the simulator's observations as a
-//! recording (`formats/replay.md`), for benchmarks, tests and trying a
-//! config change on a known day.
+//! `nearcast record FILE`: writes observations as a recording
+//! (`formats/replay.md`): from the configured live sources (BLE adapters,
+//! Wi-Fi presence), so a store can capture a day and replay it against a
+//! new config; or, with `--sim`, from the simulator, for benchmarks, tests
+//! and trying a config change on a known day.
+//!
+//! A live recording holds only enrolled customers' sightings unless `--all`
+//! is given: devices of people who did not opt in are identified in memory
+//! and dropped, never written.
 
 use std::io::BufWriter;
 use std::path::Path;
@@ -37,7 +43,7 @@ pub fn record_sim(
                 *opted_in_share,
                 customers.clone(),
             )),
-            SourceConfig::Replay { .. } => None,
+            _ => None,
         })
     else {
         return Err(Error::Usage(
@@ -73,4 +79,164 @@ pub fn record_sim(
     w.flush()
         .map_err(|e| Error::io(file, std::io::Error::other(e.to_string())))?;
     Ok(n)
+}
+
+/// Settings of a live recording.
+#[derive(Clone, Debug, Default)]
+pub struct LiveOptions {
+    /// Stop after this long (until the shutdown signal otherwise).
+    pub seconds: Option<u64>,
+    /// Write every device, not only enrolled customers' (personal data).
+    pub all: bool,
+    /// Database override (for the customers).
+    pub db: Option<std::path::PathBuf>,
+}
+
+/// What a live recording wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveReport {
+    /// Observations written.
+    pub written: u64,
+    /// Observations of devices not linked to an enrolled customer, dropped.
+    pub skipped: u64,
+}
+
+/// Keeps enrolled customers' observations only.
+struct Filter {
+    resolver: crate::core::identity::Resolver,
+    store: crate::store::Store,
+    version: i64,
+    decode: crate::core::advert::DecodeStats,
+}
+
+impl Filter {
+    fn open(config: &Config, db: Option<&Path>) -> Result<Filter, Error> {
+        let path = super::database_path(config, db);
+        let secret = config.daemon.secret_path(&path);
+        if !secret.exists() {
+            return Err(Error::Usage(format!(
+                "no installation secret at {}: recording enrolled customers needs the database's customers (import them first, or pass --all)",
+                secret.display()
+            )));
+        }
+        let store = crate::store::Store::open_read_only(&path)?;
+        let hasher =
+            crate::core::identity::Hasher::new(&crate::store::load_or_create_secret(&secret)?);
+        let version = store.registry_version()?;
+        let directory = std::sync::Arc::new(store.directory()?);
+        Ok(Filter {
+            resolver: crate::core::identity::Resolver::new(hasher, directory),
+            store,
+            version,
+            decode: crate::core::advert::DecodeStats::default(),
+        })
+    }
+
+    /// Picks up imports and opt-outs made while recording.
+    fn reload(&mut self) {
+        if let Ok(v) = self.store.registry_version()
+            && v != self.version
+            && let Ok(d) = self.store.directory()
+        {
+            self.resolver.set_directory(std::sync::Arc::new(d));
+            self.version = v;
+        }
+    }
+
+    fn enrolled(&mut self, obs: &crate::core::types::Observation) -> bool {
+        use crate::core::types::Observation;
+        match obs {
+            Observation::Ble(s) => {
+                let mut frames: smallvec::SmallVec<[crate::core::advert::Frame; 2]> =
+                    smallvec::SmallVec::new();
+                crate::core::advert::decode(s, &mut self.decode, |f| frames.push(f));
+                self.resolver.identify(frames.iter(), s.addr).is_some()
+            }
+            Observation::Wifi(w) => self
+                .resolver
+                .resolve(&crate::core::identity::Identity::Mac(w.mac))
+                .is_some(),
+        }
+    }
+}
+
+/// Records the configured live sources into `file` until `opts.seconds`
+/// pass or `shutdown` completes.
+///
+/// # Errors
+/// A config without live sources, a missing customer database (without
+/// `--all`), or IO failures.
+pub async fn record_live(
+    config: &Config,
+    file: &Path,
+    opts: &LiveOptions,
+    clock: std::sync::Arc<dyn super::Clock>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<LiveReport, Error> {
+    use crate::core::types::Observation;
+    let mut filter = if opts.all {
+        None
+    } else {
+        Some(Filter::open(config, opts.db.as_deref())?)
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Observation>(8192);
+    let mut tasks = Vec::new();
+    for s in &config.daemon.sources {
+        if let Some((task, _)) = super::live::spawn(s, clock.clone(), tx.clone()) {
+            tasks.push(task);
+        }
+    }
+    drop(tx);
+    if tasks.is_empty() {
+        return Err(Error::Usage(
+            "the configuration has no live source to record: add a [[source]] with kind = \"ble\" or \"wifi\" (or pass --sim)".into(),
+        ));
+    }
+    let f = std::fs::File::create(file).map_err(|e| Error::io(file, e))?;
+    let mut w = Writer::new(BufWriter::with_capacity(1 << 16, f), &config.layout);
+    let werr = |e: crate::source::Error| Error::io(file, std::io::Error::other(e.to_string()));
+    let deadline = opts
+        .seconds
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut flush = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(shutdown);
+    let mut report = LiveReport::default();
+    let result = loop {
+        let until_end = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            () = until_end => break Ok(()),
+            obs = rx.recv() => {
+                let Some(obs) = obs else { break Ok(()) };
+                if filter.as_mut().is_some_and(|f| !f.enrolled(&obs)) {
+                    report.skipped += 1;
+                    continue;
+                }
+                if let Err(e) = w.write(&obs) {
+                    break Err(werr(e));
+                }
+                report.written += 1;
+            }
+            _ = flush.tick() => {
+                // A capture cut short (power loss) keeps all but the last second.
+                if let Err(e) = w.flush() {
+                    break Err(werr(e));
+                }
+                if let Some(f) = filter.as_mut() {
+                    f.reload();
+                }
+            }
+        }
+    };
+    for t in tasks {
+        t.abort();
+    }
+    result?;
+    w.flush().map_err(werr)?;
+    Ok(report)
 }

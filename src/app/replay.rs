@@ -85,7 +85,8 @@ pub async fn replay(
             hasher,
             directory,
             MemoryLedger::new(),
-        );
+        )
+        .with_guard(config.daemon.guard.clone());
         drive(config, opts, reader, pipeline, None, out).await
     } else {
         let (store, hasher) = open_database(config, opts.db.as_deref())?;
@@ -98,7 +99,8 @@ pub async fn replay(
             hasher,
             directory,
             store,
-        );
+        )
+        .with_guard(config.daemon.guard.clone());
         drive(config, opts, reader, pipeline, Some(w), out).await
     }
 }

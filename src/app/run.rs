@@ -45,16 +45,26 @@ pub async fn run(
         hasher,
         directory,
         store,
-    );
+    )
+    .with_guard(config.daemon.guard.clone());
     let mut worker = worker(&config, &db, console)?;
     let watcher = crate::store::Store::open(&db)?;
 
     let (tx, mut rx) = mpsc::channel::<Observation>(QUEUE);
     let mut sources = Vec::new();
+    // Live sources (BLE, Wi-Fi) report their health through the status file.
+    let mut healths = Vec::new();
     for s in &config.daemon.sources {
+        if let Some((task, health)) = super::live::spawn(s, clock.clone(), tx.clone()) {
+            sources.push(task);
+            healths.push(health);
+            continue;
+        }
         sources.push(spawn_source(s.clone(), &config, clock.clone(), tx.clone())?);
     }
     drop(tx);
+    let status_path = super::live::status_path(&db);
+    let mut ticks = 0u64;
 
     let mut sink = |o: Output<'_>| log_output(&o);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -98,6 +108,13 @@ pub async fn run(
                 }
                 if let Err(e) = worker.run_once(now).await {
                     tracing::error!(error = %e, "outbox worker failed");
+                }
+                ticks += 1;
+                if !healths.is_empty() && ticks % 5 == 0 {
+                    let status = super::live::Status::new(now, &pipeline.counters(), &healths);
+                    if let Err(e) = status.write(&status_path) {
+                        tracing::debug!(error = %e, "could not write the status file");
+                    }
                 }
             }
         }
@@ -215,6 +232,9 @@ fn spawn_source(
                 }
                 tracing::info!(file = %file.display(), stats = ?reader.stats(), "replay source finished");
             }))
+        }
+        SourceConfig::Ble(_) | SourceConfig::Wifi(_) => {
+            Err(Error::Usage("live sources are started by app::live".into()))
         }
     }
 }

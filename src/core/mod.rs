@@ -6,6 +6,7 @@
 
 pub mod advert;
 pub mod campaign;
+pub mod guard;
 pub mod identity;
 pub mod message;
 pub mod presence;

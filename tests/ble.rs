@@ -1,0 +1,457 @@
+//! The BLE path end to end, with the real btleplug against a stand-in
+//! BlueZ (python-dbusmock's `bluez5` template on a private `dbus-daemon`):
+//! the daemon as a child process hears devices appear and move, decodes
+//! iBeacon and Eddystone frames, and emits the expected zone events and
+//! decisions; `record` captures the same run and `replay` of the capture
+//! gives the same events; BlueZ restarting, the adapter being removed and
+//! re-added and powered off are all recovered from without the daemon
+//! exiting. Wi-Fi presence (a dnsmasq leases file) joins in, and a customer
+//! seen by both is greeted once.
+//!
+//! Real D-Bus round trips need real time: each wait is bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod bluez;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bluez::{Nearcast, StandIn, presence};
+use nearcast::core::types::Timestamp;
+
+const ANNA_PHONE: &str = "C4:00:00:00:00:01";
+const ANNA_WIFI: &str = "02:AA:00:00:00:01";
+const DORA_TAG: &str = "C4:00:00:00:00:02";
+const STRANGER: &str = "C4:00:00:00:00:09";
+const DORA_NS: &str = "0102030405060708090a";
+const DORA_INSTANCE: &str = "a0a1a2a3a4a5";
+
+fn zones(store_exit_after: &str) -> String {
+    format!(
+        r#"
+store = "Teststore"
+store_id = "test-ble"
+time_zone = "Europe/Berlin"
+
+[hours]
+mon = "00:00-24:00"
+tue = "00:00-24:00"
+wed = "00:00-24:00"
+thu = "00:00-24:00"
+fri = "00:00-24:00"
+sat = "00:00-24:00"
+sun = "00:00-24:00"
+
+[radio]
+measured_power = -59
+path_loss_exponent = 2.0
+window = 3
+signal_timeout = "2s"
+
+[[scanner]]
+id = "door"
+position = [0.0, 0.0]
+
+[[zone]]
+id = "store"
+kind = "store"
+min_dwell = "1s"
+exit_after = "{store_exit_after}"
+
+[[zone]]
+id = "entrance"
+kind = "near"
+scanner = "door"
+enter = 2.0
+exit = 4.0
+min_dwell = "1s"
+exit_after = "2s"
+"#
+    )
+}
+
+const CAMPAIGNS: &str = r#"
+[limits]
+max_messages_per_day = 10
+
+[[campaign]]
+id = "welcome"
+trigger = "arrive"
+message = "welcome"
+cooldown = "12h"
+
+[[campaign]]
+id = "door-offer"
+trigger = "enter"
+zone = "entrance"
+message = "offer"
+cooldown = "1h"
+
+[[message]]
+id = "welcome"
+ttl = "5m"
+plain = "Hi {first_name}, welcome!"
+
+[[message]]
+id = "offer"
+ttl = "5m"
+plain = "{first_name}: 2 for 1 today."
+"#;
+
+fn customers() -> String {
+    format!(
+        "id,first_name,phone,channels,consent_at,consent_source,identities,segments
+anna,Anna,+4915112345678,sms,2026-01-01T10:00:00Z,app,ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:1:1;mac:{ANNA_WIFI},
+dora,Dora,+4915112345679,sms,2026-01-01T10:00:00Z,app,eddystone-uid:{DORA_NS}:{DORA_INSTANCE},
+eve,Eve,+4915112345670,sms,2026-01-01T10:00:00Z,app,ibeacon:E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:1:3,
+"
+    )
+}
+
+/// Writes the config into `dir` and imports the customers.
+fn setup(dir: &Path, sources: &str, store_exit_after: &str) {
+    std::fs::write(
+        dir.join("nearcast.toml"),
+        format!(
+            r#"
+[database]
+path = "nearcast.db"
+
+{sources}
+
+[channels.sms]
+adapter = "console"
+
+[guard]
+min_interval = "100ms"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("zones.toml"), zones(store_exit_after)).unwrap();
+    std::fs::write(dir.join("campaigns.toml"), CAMPAIGNS).unwrap();
+    let config = nearcast::config::load(dir).unwrap_or_else(|e| panic!("{e}"));
+    let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
+    store
+        .import_customers(customers().as_bytes(), &hasher, Timestamp(0))
+        .unwrap();
+}
+
+const BLE_SOURCE: &str = r#"
+[[source]]
+kind = "ble"
+adapter = "hci0"
+scanner = "door"
+silence = "30s"
+retry_min = "200ms"
+retry_max = "1s"
+"#;
+
+/// Advertises for `secs`: every 300 ms each `(device, rssi)` reports an
+/// RSSI (alternating ±1 dBm, as a real signal wobbles).
+fn advertise(bus: &mut StandIn, devices: &[(&str, i16)], secs: f64) {
+    let start = Instant::now();
+    let mut wobble = 1;
+    while start.elapsed().as_secs_f64() < secs {
+        for (dev, rssi) in devices {
+            bus.rssi(dev, rssi + wobble);
+        }
+        wobble = -wobble;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn count(log: &str, needles: &[&str]) -> usize {
+    log.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+fn of(events: &[String], customer: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.starts_with(&format!("{customer} ")))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn devices_appear_move_and_leave_and_a_recording_replays_to_the_same_events() {
+    let mut bus = StandIn::start();
+    let dir = bus.dir().to_owned();
+    let leases = dir.join("dnsmasq.leases");
+    std::fs::write(
+        &leases,
+        format!("0 {ANNA_WIFI} 192.168.1.23 anna-phone *\n"),
+    )
+    .unwrap();
+    setup(
+        &dir,
+        &format!(
+            "{BLE_SOURCE}
+[[source]]
+kind = \"wifi\"
+backend = \"leases\"
+file = \"dnsmasq.leases\"
+poll = \"100ms\"
+"
+        ),
+        "3s",
+    );
+    bus.add_adapter("hci0");
+    // Anna's phone is known to BlueZ before nearcast starts scanning.
+    let anna = bus.add_device("hci0", ANNA_PHONE);
+    bus.ibeacon(&anna, 1, 1);
+    bus.rssi(&anna, -59);
+
+    let config = dir.join("").display().to_string();
+    let mut run = Nearcast::spawn(&bus, &["run", "--config", &config], "run.log");
+    let mut record = Nearcast::spawn(
+        &bus,
+        &[
+            "record",
+            "--config",
+            &config,
+            dir.join("capture.jsonl").to_str().unwrap(),
+        ],
+        "record.log",
+    );
+    run.wait_for(&["scanning", "adapter=hci0"], Duration::from_secs(20));
+    record.wait_for(&["scanning", "adapter=hci0"], Duration::from_secs(20));
+
+    // Dora's Eddystone tag and a stranger's iBeacon appear; Anna stands at
+    // the door (about 1 m), Dora further in (about 6 m).
+    let dora = bus.add_device("hci0", DORA_TAG);
+    bus.eddystone_uid(&dora, DORA_NS, DORA_INSTANCE);
+    let stranger = bus.add_device("hci0", STRANGER);
+    bus.ibeacon(&stranger, 1, 99);
+    advertise(
+        &mut bus,
+        &[(&anna, -59), (&dora, -75), (&stranger, -60)],
+        4.0,
+    );
+    run.wait_for(
+        &["customer=anna", "event=entered", "zone=entrance"],
+        Duration::from_secs(5),
+    );
+    // Anna walks into the store (about 11 m).
+    advertise(
+        &mut bus,
+        &[(&anna, -80), (&dora, -75), (&stranger, -60)],
+        3.5,
+    );
+    run.wait_for(
+        &["customer=anna", "event=exited", "zone=entrance"],
+        Duration::from_secs(5),
+    );
+    // Everyone stops advertising; Anna's lease goes (rewritten in place).
+    std::fs::write(&leases, "").unwrap();
+    run.wait_for(&["customer=anna", "event=left"], Duration::from_secs(20));
+    run.wait_for(&["customer=dora", "event=left"], Duration::from_secs(20));
+
+    assert!(record.stop().success());
+    assert!(run.stop().success());
+    let log = run.log();
+    let live = presence(&log);
+    assert_eq!(
+        of(&live, "anna"),
+        [
+            "anna arrived store",
+            "anna entered entrance",
+            "anna exited entrance",
+            "anna left store"
+        ],
+        "{log}"
+    );
+    assert_eq!(
+        of(&live, "dora"),
+        ["dora arrived store", "dora left store"],
+        "{log}"
+    );
+    assert_eq!(live.len(), 6, "nobody else: {live:?}");
+    // Seen by BLE and Wi-Fi, greeted once.
+    assert_eq!(
+        count(&log, &["customer=anna", "campaign=welcome", " decision"]),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        count(&log, &["customer=anna", "campaign=door-offer", " decision"]),
+        1
+    );
+    assert_eq!(
+        count(&log, &["customer=dora", "campaign=welcome", " decision"]),
+        1
+    );
+    assert_eq!(count(&log, &["customer=dora", "campaign=door-offer"]), 0);
+    for addr in [ANNA_PHONE, DORA_TAG, STRANGER, ANNA_WIFI] {
+        assert!(!log.contains(addr), "an address in the log: {addr}");
+    }
+
+    // The capture holds the customers' sightings and Anna's Wi-Fi, never
+    // the stranger.
+    let capture = std::fs::read_to_string(dir.join("capture.jsonl")).unwrap();
+    assert!(
+        capture.contains(ANNA_PHONE) && capture.contains(DORA_TAG),
+        "{capture}"
+    );
+    assert!(
+        capture.contains(&format!("\"wifi\":\"joined\",\"mac\":\"{ANNA_WIFI}\"")),
+        "{capture}"
+    );
+    assert!(
+        !capture.contains(STRANGER),
+        "a non-consented device was recorded"
+    );
+    assert!(
+        capture.contains("0215e2c56db5dffb48d2b060d0f5a71096e000010001c5"),
+        "iBeacon frame"
+    );
+    assert!(
+        capture.contains(&format!(
+            "\"0000feaa-0000-1000-8000-00805f9b34fb\":\"00ee{DORA_NS}{DORA_INSTANCE}0000\""
+        )),
+        "Eddystone frame: {capture}"
+    );
+    let record_log = record.log();
+    assert!(record_log.contains("of enrolled customers"), "{record_log}");
+
+    // Replaying the capture gives the live run's events.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .args([
+            "replay",
+            "--config",
+            &config,
+            "--dry-run",
+            "--fast",
+            "--json",
+        ])
+        .arg(dir.join("capture.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let kind = v["type"].as_str()?;
+            (kind != "decision" && kind != "suppressed").then(|| {
+                format!(
+                    "{} {kind} {}",
+                    v["customer"].as_str().unwrap_or(""),
+                    v["zone"].as_str().unwrap_or("")
+                )
+            })
+        })
+        .collect();
+    assert_eq!(of(&replayed, "anna"), of(&live, "anna"));
+    assert_eq!(of(&replayed, "dora"), of(&live, "dora"));
+}
+
+#[test]
+fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
+    let mut bus = StandIn::start();
+    let dir = bus.dir().to_owned();
+    // A long store exit: Anna stays in the store through every outage.
+    setup(&dir, BLE_SOURCE, "120s");
+    bus.add_adapter("hci0");
+    let anna = bus.add_device("hci0", ANNA_PHONE);
+    bus.ibeacon(&anna, 1, 1);
+    let config = dir.display().to_string();
+    let mut run = Nearcast::spawn(&bus, &["run", "--config", &config], "run.log");
+    run.wait_for(&["scanning"], Duration::from_secs(20));
+    advertise(&mut bus, &[(&anna, -70)], 2.0);
+    run.wait_for(&["customer=anna", "event=arrived"], Duration::from_secs(5));
+
+    // BlueZ crashes and comes back (a new owner of org.bluez).
+    bus.kill_bluez();
+    run.wait_for(
+        &["bluetooth lost", "reason=bluez gone"],
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(2)); // a few failed retries
+    bus.start_bluez();
+    bus.add_adapter("hci0");
+    run.wait_for(&["bluetooth back"], Duration::from_secs(10));
+    // Sightings flow again: Dora's tag arrives.
+    let dora = bus.add_device("hci0", DORA_TAG);
+    bus.eddystone_uid(&dora, DORA_NS, DORA_INSTANCE);
+    advertise(&mut bus, &[(&dora, -70)], 2.0);
+    run.wait_for(&["customer=dora", "event=arrived"], Duration::from_secs(5));
+
+    // The adapter is unplugged, then plugged in again.
+    bus.remove_adapter("hci0");
+    run.wait_for(
+        &["bluetooth lost", "reason=adapter removed"],
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    bus.add_adapter("hci0");
+    let back = |log: &str| count(log, &["bluetooth back"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while back(&run.log()) < 2 {
+        assert!(Instant::now() < deadline, "no recovery: {}", run.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let eve = bus.add_device("hci0", "C4:00:00:00:00:03");
+    bus.ibeacon(&eve, 1, 3);
+    advertise(&mut bus, &[(&eve, -70)], 2.0);
+    run.wait_for(&["customer=eve", "event=arrived"], Duration::from_secs(5));
+
+    // Someone powers the adapter off: scanning powers it on again.
+    bus.set("/org/bluez/hci0", "org.bluez.Adapter1", "Powered", false);
+    run.wait_for(
+        &["bluetooth lost", "reason=adapter powered off"],
+        Duration::from_secs(10),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while back(&run.log()) < 3 {
+        assert!(Instant::now() < deadline, "no recovery: {}", run.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        bus.get_bool("/org/bluez/hci0", "org.bluez.Adapter1", "Powered"),
+        Some(true)
+    );
+    assert_eq!(
+        bus.get_bool("/org/bluez/hci0", "org.bluez.Adapter1", "Discovering"),
+        Some(true)
+    );
+
+    // The status file (written every 5 s) shows it to `nearcast stats`.
+    std::thread::sleep(Duration::from_secs(6));
+    let stats = std::process::Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .args(["stats", "--json", "--config", &config])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let src = &v["live"]["sources"][0];
+    assert_eq!(src["name"], "ble:hci0");
+    assert_eq!(src["state"], "running");
+    assert_eq!(
+        (src["outages"].as_u64(), src["recoveries"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(src["last_outage"], "adapter powered off");
+    assert!(v["live"]["guard"]["admitted"].as_u64().unwrap() > 0, "{v}");
+
+    assert!(run.stop().success(), "the daemon stopped cleanly");
+    let log = run.log();
+    // Each outage logged once, however many retries it took.
+    assert_eq!(count(&log, &["bluetooth lost"]), 3, "{log}");
+    let events = presence(&log);
+    assert_eq!(
+        events,
+        [
+            "anna arrived store",
+            "dora arrived store",
+            "eve arrived store"
+        ],
+        "nobody left or arrived twice across the outages: {log}"
+    );
+}

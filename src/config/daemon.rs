@@ -175,6 +175,7 @@ struct RawSource {
     interface: Option<String>,
     stale_after: Option<Dur>,
     poll: Option<Dur>,
+    seen_every: Option<Dur>,
 }
 
 impl RawSource {
@@ -197,6 +198,7 @@ impl RawSource {
             ("interface", self.interface.is_some()),
             ("stale_after", self.stale_after.is_some()),
             ("poll", self.poll.is_some()),
+            ("seen_every", self.seen_every.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -208,7 +210,7 @@ impl RawSource {
 const SIM_KEYS: &[&str] = &["shoppers_per_hour", "seed", "opted_in_share", "customers"];
 /// Keys each live source kind (and wifi backend) accepts.
 const BLE_KEYS: &[&str] = &["adapter", "scanner", "silence", "retry_min", "retry_max"];
-const WIFI_KEYS: &[&str] = &["backend", "retry_min", "retry_max"];
+const WIFI_KEYS: &[&str] = &["backend", "retry_min", "retry_max", "seen_every"];
 const HOSTAPD_KEYS: &[&str] = &["control", "ping"];
 const NEIGHBOURS_KEYS: &[&str] = &["interface", "stale_after"];
 const LEASES_KEYS: &[&str] = &["file", "poll"];
@@ -542,6 +544,9 @@ fn wifi_source(
     }
     if let Some(d) = s.retry_max {
         w.retry_max = d.0;
+    }
+    if let Some(d) = s.seen_every {
+        w.seen_every = d.0.max(std::time::Duration::from_secs(1));
     }
     Some(w)
 }

@@ -260,10 +260,15 @@ pub struct Nearcast {
 
 impl Nearcast {
     pub fn spawn(bus: &StandIn, args: &[&str], log_name: &str) -> Nearcast {
-        let log = bus.dir().join(log_name);
-        let child = Command::new(env!("CARGO_BIN_EXE_nearcast"))
-            .args(args)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nearcast"));
+        cmd.args(args).env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
+        Nearcast::start(cmd, bus.dir().join(log_name))
+    }
+
+    /// Runs `cmd` (nearcast, or a wrapper such as `ip netns exec`) logging
+    /// to `log`.
+    pub fn start(mut cmd: Command, log: PathBuf) -> Nearcast {
+        let child = cmd
             .env("RUST_LOG", "warn,nearcast=info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
-use super::{Ended, Roster, report, up};
+use super::{Ended, Roster, report, seen_all, up};
 use crate::core::types::{BdAddr, WifiKind};
 use crate::source::health::Backoff;
 use crate::source::{Feed, Now};
@@ -110,6 +110,7 @@ async fn attach(sock: &UnixDatagram) -> io::Result<()> {
 pub(crate) async fn session(
     control: &Path,
     ping_every: Duration,
+    seen_every: Duration,
     now: &Now,
     feed: &Feed,
     roster: &mut Roster,
@@ -136,6 +137,8 @@ pub(crate) async fn session(
     up(feed, backoff, SOURCE);
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
+    let mut seen = tokio::time::interval(seen_every.max(Duration::from_millis(100)));
+    seen.tick().await;
     let mut buf = vec![0u8; 4096];
     let ended = loop {
         tokio::select! {
@@ -146,6 +149,11 @@ pub(crate) async fn session(
                 if roster.set(mac, kind == WifiKind::Joined).is_some()
                     && !report(feed, SOURCE, now(), kind, mac)
                 {
+                    break Ended::Closed;
+                }
+            }
+            _ = seen.tick() => {
+                if !seen_all(feed, SOURCE, now(), roster) {
                     break Ended::Closed;
                 }
             }

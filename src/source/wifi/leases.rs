@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{Ended, Roster, report, up};
+use super::{Ended, Roster, report, seen_all, up};
 use crate::core::types::{BdAddr, Timestamp};
 use crate::source::health::{Backoff, Health};
 use crate::source::{Feed, Now};
@@ -64,6 +64,7 @@ fn stamp(path: &Path) -> std::io::Result<(u64, u128, u64)> {
 pub(crate) async fn session(
     file: &Path,
     poll: Duration,
+    seen_every: Duration,
     now: &Now,
     feed: &Feed,
     roster: &mut Roster,
@@ -73,6 +74,7 @@ pub(crate) async fn session(
     let mut leases: Vec<(BdAddr, Option<Timestamp>)> = Vec::new();
     let mut doubt_empty = false;
     let mut started = false;
+    let mut last_seen = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(poll.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -108,6 +110,12 @@ pub(crate) async fn session(
         let at = now();
         for (kind, mac) in roster.replace(present(&leases, at)) {
             if !report(feed, SOURCE, at, kind, mac) {
+                return Ended::Closed;
+            }
+        }
+        if last_seen.elapsed() >= seen_every {
+            last_seen = tokio::time::Instant::now();
+            if !seen_all(feed, SOURCE, at, roster) {
                 return Ended::Closed;
             }
         }

@@ -75,6 +75,10 @@ pub struct WifiSettings {
     pub retry_min: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// How often every present station is reported `seen`: presence
+    /// confirms an arrival on a later observation (minimum dwell), and a
+    /// backend only reports changes.
+    pub seen_every: Duration,
 }
 
 impl WifiSettings {
@@ -85,6 +89,7 @@ impl WifiSettings {
             backend,
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
+            seen_every: Duration::from_secs(5),
         }
     }
 }
@@ -121,6 +126,14 @@ impl Roster {
             .collect()
     }
 
+    /// The stations present, in address order.
+    #[must_use]
+    pub fn stations(&self) -> Vec<BdAddr> {
+        let mut v: Vec<BdAddr> = self.present.iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Number of stations present.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -151,6 +164,14 @@ pub(crate) fn report(
     }))
 }
 
+/// Reports every present station `seen`; false when the pipeline is gone.
+pub(crate) fn seen_all(feed: &Feed, source: &'static str, at: Timestamp, roster: &Roster) -> bool {
+    roster
+        .stations()
+        .into_iter()
+        .all(|mac| report(feed, source, at, WifiKind::Seen, mac))
+}
+
 /// Why a backend session ended.
 pub(crate) enum Ended {
     /// The pipeline is gone: stop.
@@ -171,7 +192,16 @@ pub async fn run(settings: WifiSettings, now: Now, feed: Feed) {
                 control,
                 ping_every,
             } => {
-                hostapd::session(control, *ping_every, &now, &feed, &mut roster, &mut backoff).await
+                hostapd::session(
+                    control,
+                    *ping_every,
+                    settings.seen_every,
+                    &now,
+                    &feed,
+                    &mut roster,
+                    &mut backoff,
+                )
+                .await
             }
             Backend::Neighbours {
                 interface,
@@ -180,6 +210,7 @@ pub async fn run(settings: WifiSettings, now: Now, feed: Feed) {
                 neighbours::session(
                     interface.as_deref(),
                     *stale_after,
+                    settings.seen_every,
                     &now,
                     &feed,
                     &mut roster,
@@ -188,7 +219,16 @@ pub async fn run(settings: WifiSettings, now: Now, feed: Feed) {
                 .await
             }
             Backend::Leases { file, poll } => {
-                leases::session(file, *poll, &now, &feed, &mut roster, &mut backoff).await
+                leases::session(
+                    file,
+                    *poll,
+                    settings.seen_every,
+                    &now,
+                    &feed,
+                    &mut roster,
+                    &mut backoff,
+                )
+                .await
             }
         };
         match ended {

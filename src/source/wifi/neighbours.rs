@@ -23,7 +23,7 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 
-use super::{Ended, Roster, report, up};
+use super::{Ended, Roster, report, seen_all, up};
 use crate::core::types::{BdAddr, Timestamp};
 use crate::source::health::{Backoff, Health};
 use crate::source::{Feed, Now};
@@ -172,6 +172,7 @@ fn sync(table: &NeighbourTable, roster: &mut Roster, at: Timestamp, feed: &Feed)
 pub(crate) async fn session(
     interface: Option<&str>,
     stale_after: Duration,
+    seen_every: Duration,
     now: &Now,
     feed: &Feed,
     roster: &mut Roster,
@@ -218,6 +219,8 @@ pub(crate) async fn session(
             return Ended::Closed;
         }
         up(feed, backoff, SOURCE);
+        let mut seen = tokio::time::interval(seen_every.max(Duration::from_millis(100)));
+        seen.tick().await;
         loop {
             let t = now();
             let wait = table
@@ -242,6 +245,12 @@ pub(crate) async fn session(
                         _ => continue,
                     }
                     if !sync(&table, roster, t, feed) {
+                        return Ended::Closed;
+                    }
+                }
+                _ = seen.tick() => {
+                    let t = now();
+                    if !sync(&table, roster, t, feed) || !seen_all(feed, SOURCE, t, roster) {
                         return Ended::Closed;
                     }
                 }

@@ -455,3 +455,82 @@ fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
         "nobody left or arrived twice across the outages: {log}"
     );
 }
+
+#[test]
+fn scan_shows_decoded_beacons_distances_and_who_they_are() {
+    let mut bus = StandIn::start();
+    let dir = bus.dir().to_owned();
+    setup(&dir, BLE_SOURCE, "3s");
+    bus.add_adapter("hci0");
+    let anna = bus.add_device("hci0", ANNA_PHONE);
+    bus.ibeacon(&anna, 1, 1);
+    bus.set(&anna, "org.bluez.Device1", "TxPower", -8i16);
+    let dora = bus.add_device("hci0", DORA_TAG);
+    bus.eddystone_uid(&dora, DORA_NS, DORA_INSTANCE);
+    let stranger = bus.add_device("hci0", STRANGER);
+    bus.ibeacon(&stranger, 1, 99);
+
+    let address = bus.address.clone();
+    let scan = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nearcast"));
+        cmd.args(["scan", "--adapter", "hci0", "--seconds", "4", "--config"])
+            .arg(&dir)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.spawn().unwrap()
+    };
+    let child = scan(true);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Anna at 1 m (-59), Dora at 10 m (-79), the stranger at 2 m (-65).
+    advertise(&mut bus, &[(&anna, -59), (&dora, -79), (&stranger, -65)], 2.0);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The last refresh: one line per device, strongest first.
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last_t = rows.last().unwrap()["t"].clone();
+    let last: Vec<&serde_json::Value> = rows.iter().filter(|r| r["t"] == last_t).collect();
+    let addrs: Vec<&str> = last.iter().map(|r| r["addr"].as_str().unwrap()).collect();
+    assert_eq!(addrs, [ANNA_PHONE, STRANGER, DORA_TAG], "{text}");
+    let anna_row = last[0];
+    assert_eq!(
+        anna_row["identity"],
+        "ibeacon E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:1:1"
+    );
+    assert_eq!(anna_row["customer"], "anna");
+    assert_eq!(anna_row["tx_power"], -8);
+    assert_eq!(anna_row["measured_power"], -59);
+    let d = anna_row["distance_m"].as_f64().unwrap();
+    assert!((0.8..1.3).contains(&d), "about 1 m: {d}");
+    assert_eq!(last[1]["customer"], serde_json::Value::Null, "the stranger is nobody");
+    assert_eq!(
+        last[2]["identity"],
+        format!("eddystone-uid {DORA_NS}:{DORA_INSTANCE}")
+    );
+    assert_eq!(last[2]["customer"], "dora");
+    let d = last[2]["distance_m"].as_f64().unwrap();
+    assert!((8.0..12.5).contains(&d), "about 10 m: {d}");
+
+    // In a plain (non-terminal) output, a table per refresh.
+    let child = scan(false);
+    std::thread::sleep(Duration::from_millis(1500));
+    advertise(&mut bus, &[(&anna, -59)], 1.0);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains('\x1b'), "no terminal escapes when not a terminal");
+    let table = text.split("\n\n").filter(|t| !t.trim().is_empty()).last().unwrap();
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("address "), "{table}");
+    let first = lines.next().unwrap();
+    assert!(
+        first.starts_with(ANNA_PHONE) && first.contains("ibeacon E2C56DB5") && first.ends_with("anna"),
+        "{table}"
+    );
+}

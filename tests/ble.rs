@@ -486,9 +486,17 @@ fn scan_shows_decoded_beacons_distances_and_who_they_are() {
     let child = scan(true);
     std::thread::sleep(Duration::from_millis(1500));
     // Anna at 1 m (-59), Dora at 10 m (-79), the stranger at 2 m (-65).
-    advertise(&mut bus, &[(&anna, -59), (&dora, -79), (&stranger, -65)], 2.0);
+    advertise(
+        &mut bus,
+        &[(&anna, -59), (&dora, -79), (&stranger, -65)],
+        2.0,
+    );
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     // The last refresh: one line per device, strongest first.
     let rows: Vec<serde_json::Value> = text
@@ -509,7 +517,11 @@ fn scan_shows_decoded_beacons_distances_and_who_they_are() {
     assert_eq!(anna_row["measured_power"], -59);
     let d = anna_row["distance_m"].as_f64().unwrap();
     assert!((0.8..1.3).contains(&d), "about 1 m: {d}");
-    assert_eq!(last[1]["customer"], serde_json::Value::Null, "the stranger is nobody");
+    assert_eq!(
+        last[1]["customer"],
+        serde_json::Value::Null,
+        "the stranger is nobody"
+    );
     assert_eq!(
         last[2]["identity"],
         format!("eddystone-uid {DORA_NS}:{DORA_INSTANCE}")
@@ -524,13 +536,22 @@ fn scan_shows_decoded_beacons_distances_and_who_they_are() {
     advertise(&mut bus, &[(&anna, -59)], 1.0);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(!text.contains('\x1b'), "no terminal escapes when not a terminal");
-    let table = text.split("\n\n").filter(|t| !t.trim().is_empty()).last().unwrap();
+    assert!(
+        !text.contains('\x1b'),
+        "no terminal escapes when not a terminal"
+    );
+    let table = text
+        .split("\n\n")
+        .filter(|t| !t.trim().is_empty())
+        .last()
+        .unwrap();
     let mut lines = table.lines();
     assert!(lines.next().unwrap().starts_with("address "), "{table}");
     let first = lines.next().unwrap();
     assert!(
-        first.starts_with(ANNA_PHONE) && first.contains("ibeacon E2C56DB5") && first.ends_with("anna"),
+        first.starts_with(ANNA_PHONE)
+            && first.contains("ibeacon E2C56DB5")
+            && first.ends_with("anna"),
         "{table}"
     );
 }

@@ -157,7 +157,7 @@ fn hostapd_stations_arrive_and_leave_and_a_hostapd_restart_is_recovered() {
     let socket = d.join("wlan0");
     setup(
         d,
-        &format!("backend = \"hostapd\"\ncontrol = \"wlan0\"\nping = \"300ms\""),
+        "backend = \"hostapd\"\ncontrol = \"wlan0\"\nping = \"300ms\"",
     );
     // Cleo is associated before nearcast starts: listed on start.
     let mut ap = FakeHostapd::start(&socket, &[CLEO, STRANGER]);

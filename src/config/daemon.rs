@@ -570,3 +570,132 @@ fn guard_config(src: &mut Source, raw: &RawGuard) -> GuardConfig {
         quarantine: raw.quarantine.map_or(d.quarantine, |v| v.0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{CAMPAIGNS_FILE, DAEMON_FILE, Errors, ZONES_FILE, load};
+
+    /// The example config with `sources` appended to nearcast.toml.
+    fn with_sources(sources: &str) -> (tempfile::TempDir, Result<crate::config::Config, Errors>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in [DAEMON_FILE, ZONES_FILE, CAMPAIGNS_FILE] {
+            let mut text = std::fs::read_to_string(example.join(name)).unwrap_or_default();
+            if name == DAEMON_FILE {
+                text = text.replacen(
+                    "[channels.whatsapp]",
+                    &format!("{sources}\n[channels.whatsapp]"),
+                    1,
+                );
+            }
+            std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let r = load(dir.path());
+        (dir, r)
+    }
+
+    fn errors(sources: &str) -> Vec<String> {
+        let (_d, r) = with_sources(sources);
+        let Err(Errors(errs)) = r else {
+            panic!("accepted: {sources}")
+        };
+        errs.iter()
+            .map(|e| {
+                format!(
+                    "{}:{} {} | {}",
+                    e.line,
+                    e.column,
+                    e.message,
+                    e.hint.as_deref().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(DAEMON_FILE),
+        )
+        .unwrap_or_default();
+        let at = example.find("[channels.whatsapp]").unwrap_or(0);
+        let before = example[..at].lines().count();
+        before + text.lines().position(|l| l.contains(needle)).unwrap_or(0) + 1
+    }
+
+    #[test]
+    fn live_sources_are_read_with_their_settings() {
+        let (dir, r) = with_sources(
+            "[[source]]\nkind = \"ble\"\nadapter = \"hci1\"\nscanner = \"coffee\"\nsilence = \"2m\"\n\n\
+             [[source]]\nkind = \"wifi\"\nbackend = \"hostapd\"\ncontrol = \"run/wlan0\"\n\n\
+             [[source]]\nkind = \"wifi\"\nbackend = \"leases\"\nfile = \"/var/lib/misc/dnsmasq.leases\"\nseen_every = \"10s\"\n\n\
+             [guard]\nmax_identities = 2\n",
+        );
+        let c = r.unwrap_or_else(|e| panic!("{e}"));
+        let live: Vec<&SourceConfig> = c.daemon.sources.iter().filter(|s| s.is_live()).collect();
+        let SourceConfig::Ble(b) = live[0] else {
+            panic!("{live:?}")
+        };
+        assert_eq!((b.adapter.as_str(), b.scanner.0), ("hci1", 1));
+        assert_eq!(b.silence, std::time::Duration::from_secs(120));
+        let SourceConfig::Wifi(w) = live[1] else {
+            panic!("{live:?}")
+        };
+        assert_eq!(
+            w.backend,
+            Backend::Hostapd {
+                control: dir.path().join("run/wlan0"),
+                ping_every: std::time::Duration::from_secs(10)
+            }
+        );
+        let SourceConfig::Wifi(w) = live[2] else {
+            panic!("{live:?}")
+        };
+        assert_eq!(w.seen_every, std::time::Duration::from_secs(10));
+        assert_eq!(c.daemon.guard.max_identities, 2);
+        assert_eq!(
+            c.daemon.guard.min_interval,
+            GuardConfig::default().min_interval
+        );
+    }
+
+    #[test]
+    fn mistakes_in_live_sources_are_pointed_at() {
+        let src = "[[source]]\nkind = \"ble\"\nscanner = \"cofee\"\n";
+        assert_eq!(
+            errors(src),
+            [format!(
+                "{}:11 unknown scanner `cofee` | did you mean `coffee`? known: door, coffee, till",
+                line_of(src, "scanner =")
+            )]
+        );
+        let src = "[[source]]\nkind = \"ble\"\ncontrol = \"/x\"\n";
+        assert_eq!(
+            errors(src),
+            [format!(
+                "{}:8 `control` does not apply to a ble source | a ble source takes: adapter, scanner, silence, retry_min, retry_max",
+                line_of(src, "kind =")
+            )]
+        );
+        let src = "[[source]]\nkind = \"wifi\"\nbackend = \"hostpad\"\n";
+        assert_eq!(
+            errors(src),
+            [format!(
+                "{}:11 unknown wifi backend `hostpad` | did you mean `hostapd`? known: hostapd, neighbours, leases",
+                line_of(src, "backend =")
+            )]
+        );
+        let src = "[[source]]\nkind = \"wifi\"\nbackend = \"leases\"\n";
+        assert!(errors(src)[0].contains("the leases backend needs `file`"));
+        let src = "[[source]]\nkind = \"wifi\"\n";
+        assert!(errors(src)[0].contains("a wifi source needs `backend`"));
+        let src = "[[source]]\nkind = \"ble\"\nadapter = \"hci 0\"\n";
+        assert!(errors(src)[0].contains("invalid adapter name \"hci 0\""));
+        let src = "[guard]\nmax_addresses = 3\n";
+        assert!(errors(src)[0].contains("max_addresses must be at least 16"));
+    }
+}

@@ -555,3 +555,188 @@ fn scan_shows_decoded_beacons_distances_and_who_they_are() {
         "{table}"
     );
 }
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let hz: f64 = String::from_utf8(
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap_or(100.0);
+    ticks / hz
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The figures in BENCHMARKS.md ("BLE source"). Run with
+/// `cargo test --release --test ble -- --ignored --nocapture ble_source_benchmark`.
+#[test]
+#[ignore = "a benchmark: run by hand, figures go to BENCHMARKS.md"]
+fn ble_source_benchmark() {
+    const DEVICES: usize = 50;
+    const CHANGES: usize = 20_000;
+    let mut bus = StandIn::start();
+    let dir = bus.dir().to_owned();
+    setup(&dir, BLE_SOURCE, "1s");
+    bus.add_adapter("hci0");
+    let devices: Vec<String> = (0..DEVICES)
+        .map(|i| {
+            let d = bus.add_device("hci0", &format!("C4:00:00:00:01:{i:02X}"));
+            bus.ibeacon(&d, 1, u16::try_from(100 + i).unwrap());
+            d
+        })
+        .collect();
+    let config = dir.display().to_string();
+
+    // 1. Throughput and CPU: `record --all` (the source and a JSON writer)
+    //    and the daemon (source, guards, pipeline), each under a burst of
+    //    RSSI changes sent as fast as the driver can.
+    for what in ["record", "run"] {
+        let capture = dir.join("bench.jsonl");
+        let args: Vec<&str> = if what == "record" {
+            vec![
+                "record",
+                "--all",
+                "--config",
+                &config,
+                capture.to_str().unwrap(),
+            ]
+        } else {
+            vec!["run", "--config", &config]
+        };
+        let mut nc = Nearcast::spawn(&bus, &args, &format!("{what}.log"));
+        nc.wait_for(&["scanning"], Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = nc.pid();
+        let cpu0 = cpu_seconds(pid);
+        let t0 = Instant::now();
+        for i in 0..CHANGES {
+            let rssi = -50 - i16::try_from(i % 40).unwrap();
+            bus.rssi(&devices[i % DEVICES], rssi);
+        }
+        let sent = t0.elapsed().as_secs_f64();
+        // Until the process is idle again: everything queued is delivered.
+        let mut last = cpu_seconds(pid);
+        loop {
+            std::thread::sleep(Duration::from_millis(1000));
+            let now = cpu_seconds(pid);
+            if now - last < 0.02 {
+                break;
+            }
+            last = now;
+        }
+        std::thread::sleep(Duration::from_millis(1100)); // the recording's last flush
+        let cpu = cpu_seconds(pid) - cpu0;
+        assert!(nc.stop().success());
+        if what == "record" {
+            let text = std::fs::read_to_string(&capture).unwrap();
+            let times: Vec<f64> = text
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["t"]
+                        .as_f64()
+                        .unwrap()
+                })
+                .collect();
+            let n = times.len();
+            let span = times[n - 1] - times[0];
+            #[allow(clippy::cast_precision_loss)]
+            let rate = n as f64 / span;
+            #[allow(clippy::cast_precision_loss)]
+            let per_k = cpu / n as f64 * 1000.0;
+            println!(
+                "record --all: {CHANGES} RSSI changes sent in {sent:.2} s; {n} sightings recorded over {span:.2} s = {rate:.0} sightings/s; CPU {cpu:.2} s = {:.1} ms per 1,000 sightings",
+                per_k * 1000.0
+            );
+        } else {
+            let status: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("nearcast.status.json")).unwrap())
+                    .unwrap();
+            let n = status["sightings"].as_f64().unwrap();
+            println!(
+                "run: {n} sightings through source, guards and pipeline ({} admitted, {} rate-limited); CPU {cpu:.2} s = {:.1} ms per 1,000 sightings",
+                status["guard"]["admitted"],
+                status["guard"]["address_rate"],
+                cpu / n * 1e6
+            );
+        }
+    }
+
+    // 2. Latency from a property change on the bus to the zone event: a
+    //    device is heard (store: no minimum dwell), arrives, goes quiet,
+    //    leaves; 30 times, timing each arrival against the change.
+    std::fs::write(
+        dir.join("zones.toml"),
+        zones("1s")
+            .replace(
+                "min_dwell = \"1s\"\nexit_after = \"1s\"",
+                "min_dwell = \"0s\"\nexit_after = \"1s\"",
+            )
+            .replace("signal_timeout = \"2s\"", "signal_timeout = \"1s\""),
+    )
+    .unwrap();
+    let mut nc = Nearcast::spawn(&bus, &["run", "--config", &config], "latency.log");
+    nc.wait_for(&["scanning"], Duration::from_secs(20));
+    let dev = &devices[1]; // minor 101: nobody's; use a customer's beacon
+    bus.ibeacon(dev, 1, 1);
+    let mut lat = Vec::new();
+    for round in 0..30 {
+        std::thread::sleep(Duration::from_millis(300));
+        let before = jiff::Timestamp::now();
+        bus.rssi(dev, -60 - i16::try_from(round % 2).unwrap());
+        let arrived = round + 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let log = nc.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("customer=anna") && l.contains("event=arrived"))
+                .collect();
+            if lines.len() >= arrived {
+                break lines[arrived - 1].to_owned();
+            }
+            assert!(Instant::now() < deadline, "{log}");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let at: jiff::Timestamp = line.split_whitespace().next().unwrap().parse().unwrap();
+        lat.push((at - before).total(jiff::Unit::Millisecond).unwrap());
+        let left = round + 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while nc
+            .log()
+            .lines()
+            .filter(|l| l.contains("customer=anna") && l.contains("event=left"))
+            .count()
+            < left
+        {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(nc.stop().success());
+    println!(
+        "latency RSSI change -> arrived: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms over {} rounds",
+        percentile(&mut lat, 0.5),
+        percentile(&mut lat, 0.9),
+        percentile(&mut lat, 1.0),
+        lat.len()
+    );
+}

@@ -122,6 +122,12 @@ pub async fn run(
     for s in sources {
         s.abort();
     }
+    if !healths.is_empty() {
+        let status = super::live::Status::new(clock.now(), &pipeline.counters(), &healths);
+        if let Err(e) = status.write(&status_path) {
+            tracing::debug!(error = %e, "could not write the status file");
+        }
+    }
     // Finish what is due, then leave the WAL checkpointed.
     let _ = worker.run_once(clock.now()).await;
     if let Err(e) = worker.store().checkpoint() {

@@ -281,6 +281,10 @@ impl Nearcast {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// The log so far, without colours or quotes (`reason="bluez gone"`
     /// reads `reason=bluez gone`).
     pub fn log(&self) -> String {

@@ -32,7 +32,7 @@ use futures_util::stream::BoxStream;
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
-use super::health::{Backoff, Health};
+use super::health::{Backoff, Health, State};
 use super::{Feed, Now};
 use crate::core::types::{
     BdAddr, ManufacturerData, Observation, Rssi, ScannerIdx, ServiceData, Sighting, Timestamp,
@@ -315,13 +315,23 @@ pub async fn run(settings: BleSettings, now: Now, feed: Feed) {
         let attempt = tokio::time::timeout(CALL_TIMEOUT, connect(&mut manager, adapter_name)).await;
         let why = match attempt {
             Ok(Ok((adapter, events))) => {
-                backoff.reset();
-                if health.running() {
-                    tracing::info!(adapter = adapter_name, "bluetooth back; scanning again");
-                } else {
+                // "Back" is when advertisements flow again (see `scan`): a
+                // scan restarted into silence is still the same outage.
+                if health.state() == State::Starting {
                     tracing::info!(adapter = adapter_name, "scanning");
+                } else {
+                    tracing::debug!(adapter = adapter_name, "scan restarted");
                 }
-                let why = scan(&settings, &adapter, events, &mut bus, &now, &feed).await;
+                let why = scan(
+                    &settings,
+                    &adapter,
+                    events,
+                    &mut bus,
+                    &now,
+                    &feed,
+                    &mut backoff,
+                )
+                .await;
                 // Best effort: BlueZ refuses a second StartDiscovery from a
                 // client that is still discovering.
                 let _ = tokio::time::timeout(Duration::from_secs(2), adapter.stop_scan()).await;
@@ -412,8 +422,10 @@ async fn scan(
     bus: &mut mpsc::Receiver<BusState>,
     now: &Now,
     feed: &Feed,
+    backoff: &mut Backoff,
 ) -> Option<&'static str> {
     let started = Instant::now();
+    let mut heard = false;
     let mut owner: Option<String> = None;
     let mut devices: HashMap<PeripheralId, Cached> = HashMap::new();
     let mut last_advert = tokio::time::Instant::now();
@@ -457,7 +469,21 @@ async fn scan(
                 }
                 cached.heard = t;
                 if let Some(s) = cached.device.sighting((now)(), settings.scanner) {
-                    last_advert = tokio::time::Instant::now();
+                    // A device BlueZ already knew (announced when the scan
+                    // starts) is picked up, but only a property change is an
+                    // advertisement heard now: that alone feeds the silence
+                    // watchdog and ends an outage.
+                    let fresh = change.is_some();
+                    if fresh {
+                        last_advert = tokio::time::Instant::now();
+                    }
+                    if fresh && !heard {
+                        heard = true;
+                        backoff.reset();
+                        if feed.health.running() {
+                            tracing::info!(adapter = settings.adapter.as_str(), "bluetooth back; hearing advertisements again");
+                        }
+                    }
                     if !feed.send(Observation::Ble(s)) {
                         return None;
                     }

@@ -110,6 +110,10 @@ eve,Eve,+4915112345670,sms,2026-01-01T10:00:00Z,app,ibeacon:E2C56DB5-DFFB-48D2-B
 
 /// Writes the config into `dir` and imports the customers.
 fn setup(dir: &Path, sources: &str, store_exit_after: &str) {
+    setup_with(dir, sources, &zones(store_exit_after));
+}
+
+fn setup_with(dir: &Path, sources: &str, zones: &str) {
     std::fs::write(
         dir.join("nearcast.toml"),
         format!(
@@ -128,7 +132,7 @@ min_interval = "100ms"
         ),
     )
     .unwrap();
-    std::fs::write(dir.join("zones.toml"), zones(store_exit_after)).unwrap();
+    std::fs::write(dir.join("zones.toml"), zones).unwrap();
     std::fs::write(dir.join("campaigns.toml"), CAMPAIGNS).unwrap();
     let config = nearcast::config::load(dir).unwrap_or_else(|e| panic!("{e}"));
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
@@ -580,6 +584,76 @@ fn silence_restarts_the_scan_and_counts_as_one_outage() {
     assert_eq!(count(&log, &["bluetooth lost"]), 1, "{log}");
     assert_eq!(count(&log, &["bluetooth back"]), 1, "{log}");
     assert_eq!(presence(&log), ["anna arrived store"], "{log}");
+}
+
+#[test]
+fn two_adapters_are_two_scanners_feeding_an_area_zone() {
+    let mut bus = StandIn::start();
+    let dir = bus.dir().to_owned();
+    let two = format!(
+        "{BLE_SOURCE}\n{}",
+        BLE_SOURCE
+            .replace("hci0", "hci1")
+            .replace("scanner = \"door\"", "scanner = \"till\"")
+    );
+    // The floor plan: the door at x = 0, the till 10 m away, a checkout
+    // area around the till.
+    let zones = zones("2s").replace(
+        "[[zone]]\nid = \"entrance\"",
+        "[[scanner]]\nid = \"till\"\nposition = [10.0, 0.0]\n\n\
+         [[zone]]\nid = \"checkout\"\nkind = \"area\"\n\
+         polygon = [[7.0, -3.0], [13.0, -3.0], [13.0, 3.0], [7.0, 3.0]]\n\
+         exit_margin = 0.5\nmin_dwell = \"1s\"\nexit_after = \"2s\"\n\n\
+         [[zone]]\nid = \"entrance\"",
+    );
+    setup_with(&dir, &two, &zones);
+    let config = dir.display().to_string();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .args(["check-config", "--config", &config])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    bus.add_adapter("hci0");
+    bus.add_adapter("hci1");
+    // Each adapter hears Anna's phone: BlueZ has a device per adapter.
+    let at_door = bus.add_device("hci0", ANNA_PHONE);
+    let at_till = bus.add_device("hci1", ANNA_PHONE);
+    bus.ibeacon(&at_door, 1, 1);
+    bus.ibeacon(&at_till, 1, 1);
+    let mut run = Nearcast::spawn(&bus, &["run", "--config", &config], "run.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&run.log(), &["scanning"]) < 2 {
+        assert!(Instant::now() < deadline, "{}", run.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // At the door (1 m from it, 10 m from the till), then at the till.
+    advertise(&mut bus, &[(&at_door, -59), (&at_till, -79)], 2.5);
+    advertise(&mut bus, &[(&at_door, -79), (&at_till, -59)], 3.0);
+    run.wait_for(
+        &["customer=anna", "event=entered", "zone=checkout"],
+        Duration::from_secs(5),
+    );
+    run.wait_for(&["customer=anna", "event=left"], Duration::from_secs(15));
+    assert!(run.stop().success());
+    let log = run.log();
+    assert_eq!(
+        presence(&log),
+        [
+            "anna arrived store",
+            "anna entered entrance",
+            // The checkout's minimum dwell (1 s) is shorter than the
+            // entrance's exit delay (2 s).
+            "anna entered checkout",
+            "anna exited entrance",
+            "anna exited checkout",
+            "anna left store"
+        ],
+        "{log}"
+    );
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.

@@ -435,3 +435,49 @@ fn a_phone_on_the_lan_becomes_reachable_then_goes_away() {
     );
     drop(ns);
 }
+
+#[test]
+fn record_writes_enrolled_customers_only_unless_all_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("dnsmasq.leases"),
+        format!("0 {STRANGER} 192.168.1.9 * *\n0 {CLEO} 192.168.1.10 cleo *\n"),
+    )
+    .unwrap();
+    setup(
+        d,
+        "backend = \"leases\"\nfile = \"dnsmasq.leases\"\npoll = \"100ms\"",
+    );
+    let record = |all: bool| {
+        let file = d.join(if all { "all.jsonl" } else { "enrolled.jsonl" });
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nearcast"));
+        cmd.args(["record", "--seconds", "2", "--config"])
+            .arg(d)
+            .arg(&file);
+        if all {
+            cmd.arg("--all");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            std::fs::read_to_string(file).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (text, stderr) = record(false);
+    assert!(
+        text.contains(&format!("\"wifi\":\"joined\",\"mac\":\"{CLEO}\"")),
+        "{text}"
+    );
+    assert!(!text.contains(STRANGER), "{text}");
+    assert!(stderr.contains("of other devices not written"), "{stderr}");
+    assert!(!stderr.contains("PERSONAL DATA"));
+    let (text, stderr) = record(true);
+    assert!(text.contains(CLEO) && text.contains(STRANGER), "{text}");
+    assert!(stderr.contains("PERSONAL DATA"), "{stderr}");
+}

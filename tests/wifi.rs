@@ -481,3 +481,59 @@ fn record_writes_enrolled_customers_only_unless_all_is_asked_for() {
     assert!(text.contains(CLEO) && text.contains(STRANGER), "{text}");
     assert!(stderr.contains("PERSONAL DATA"), "{stderr}");
 }
+
+/// The Wi-Fi figure in BENCHMARKS.md. Run with
+/// `cargo test --release --test wifi -- --ignored --nocapture hostapd_latency_benchmark`.
+#[test]
+#[ignore = "a benchmark: run by hand, figures go to BENCHMARKS.md"]
+fn hostapd_latency_benchmark() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, "backend = \"hostapd\"\ncontrol = \"wlan0\"");
+    std::fs::write(
+        d.join("zones.toml"),
+        ZONES
+            .replace("min_dwell = \"1s\"", "min_dwell = \"0s\"")
+            .replace("exit_after = \"2s\"", "exit_after = \"0s\""),
+    )
+    .unwrap();
+    let mut ap = FakeHostapd::start(&d.join("wlan0"), &[]);
+    let mut nc = run(d);
+    nc.wait_for(&["wifi presence started"], Duration::from_secs(10));
+    let mut lat = Vec::new();
+    for round in 1..=30 {
+        let before = jiff::Timestamp::now();
+        ap.say(&format!("connect {CLEO}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let log = nc.log();
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("customer=cleo") && l.contains("event=arrived"))
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= round {
+                break lines[round - 1].clone();
+            }
+            assert!(Instant::now() < deadline, "{log}");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let at: jiff::Timestamp = line.split_whitespace().next().unwrap().parse().unwrap();
+        lat.push((at - before).total(jiff::Unit::Millisecond).unwrap());
+        ap.say(&format!("disconnect {CLEO}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count(&nc.log(), &["customer=cleo", "event=left"]) < round {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert!(nc.stop().success());
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "hostapd AP-STA-CONNECTED -> arrived: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms over {} rounds",
+        lat[lat.len() / 2],
+        lat[lat.len() * 9 / 10],
+        lat[lat.len() - 1],
+        lat.len()
+    );
+}

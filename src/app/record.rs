@@ -8,15 +8,23 @@
 //! is given: devices of people who did not opt in are identified in memory
 //! and dropped, never written.
 
+use std::future::Future;
 use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::Error;
+use smallvec::SmallVec;
+use tokio::sync::mpsc;
+
+use super::{Clock, Error, database_path};
 use crate::config::{Config, SourceConfig};
-use crate::core::types::Timestamp;
+use crate::core::advert::{self, DecodeStats, Frame};
+use crate::core::identity::{Hasher, Identity, Resolver};
+use crate::core::types::{Observation, Timestamp};
 use crate::source::replay::Writer;
 use crate::source::sim::{SimConfig, Simulator};
+use crate::store::{self, Store};
 
 /// Records `minutes` of the configured simulator into `file`; returns the
 /// number of observations written.
@@ -89,7 +97,7 @@ pub struct LiveOptions {
     /// Write every device, not only enrolled customers' (personal data).
     pub all: bool,
     /// Database override (for the customers).
-    pub db: Option<std::path::PathBuf>,
+    pub db: Option<PathBuf>,
 }
 
 /// What a live recording wrote.
@@ -103,15 +111,15 @@ pub struct LiveReport {
 
 /// Keeps enrolled customers' observations only.
 struct Filter {
-    resolver: crate::core::identity::Resolver,
-    store: crate::store::Store,
+    resolver: Resolver,
+    store: Store,
     version: i64,
-    decode: crate::core::advert::DecodeStats,
+    decode: DecodeStats,
 }
 
 impl Filter {
     fn open(config: &Config, db: Option<&Path>) -> Result<Filter, Error> {
-        let path = super::database_path(config, db);
+        let path = database_path(config, db);
         let secret = config.daemon.secret_path(&path);
         if !secret.exists() {
             return Err(Error::Usage(format!(
@@ -119,16 +127,15 @@ impl Filter {
                 secret.display()
             )));
         }
-        let store = crate::store::Store::open_read_only(&path)?;
-        let hasher =
-            crate::core::identity::Hasher::new(&crate::store::load_or_create_secret(&secret)?);
+        let store = Store::open_read_only(&path)?;
+        let hasher = Hasher::new(&store::load_or_create_secret(&secret)?);
         let version = store.registry_version()?;
-        let directory = std::sync::Arc::new(store.directory()?);
+        let directory = Arc::new(store.directory()?);
         Ok(Filter {
-            resolver: crate::core::identity::Resolver::new(hasher, directory),
+            resolver: Resolver::new(hasher, directory),
             store,
             version,
-            decode: crate::core::advert::DecodeStats::default(),
+            decode: DecodeStats::default(),
         })
     }
 
@@ -138,24 +145,19 @@ impl Filter {
             && v != self.version
             && let Ok(d) = self.store.directory()
         {
-            self.resolver.set_directory(std::sync::Arc::new(d));
+            self.resolver.set_directory(Arc::new(d));
             self.version = v;
         }
     }
 
-    fn enrolled(&mut self, obs: &crate::core::types::Observation) -> bool {
-        use crate::core::types::Observation;
+    fn enrolled(&mut self, obs: &Observation) -> bool {
         match obs {
             Observation::Ble(s) => {
-                let mut frames: smallvec::SmallVec<[crate::core::advert::Frame; 2]> =
-                    smallvec::SmallVec::new();
-                crate::core::advert::decode(s, &mut self.decode, |f| frames.push(f));
+                let mut frames: SmallVec<[Frame; 2]> = SmallVec::new();
+                advert::decode(s, &mut self.decode, |f| frames.push(f));
                 self.resolver.identify(frames.iter(), s.addr).is_some()
             }
-            Observation::Wifi(w) => self
-                .resolver
-                .resolve(&crate::core::identity::Identity::Mac(w.mac))
-                .is_some(),
+            Observation::Wifi(w) => self.resolver.resolve(&Identity::Mac(w.mac)).is_some(),
         }
     }
 }
@@ -170,16 +172,15 @@ pub async fn record_live(
     config: &Config,
     file: &Path,
     opts: &LiveOptions,
-    clock: std::sync::Arc<dyn super::Clock>,
-    shutdown: impl std::future::Future<Output = ()>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<LiveReport, Error> {
-    use crate::core::types::Observation;
     let mut filter = if opts.all {
         None
     } else {
         Some(Filter::open(config, opts.db.as_deref())?)
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Observation>(8192);
+    let (tx, mut rx) = mpsc::channel::<Observation>(8192);
     let mut tasks = Vec::new();
     for s in &config.daemon.sources {
         if let Some((task, _)) = super::live::spawn(s, clock.clone(), tx.clone()) {

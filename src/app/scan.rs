@@ -23,9 +23,9 @@ use crate::core::advert::{self, DecodeStats, Frame};
 use crate::core::identity::{Hasher, Resolver};
 use crate::core::types::{BdAddr, Observation, ScannerIdx, Sighting, Timestamp};
 use crate::core::zones::Layout;
+use crate::source::Feed;
 use crate::source::ble::{self, BleSettings};
 use crate::source::health::Health;
-use crate::source::{Feed, replay::Reader};
 use crate::store::{self, Store};
 
 /// `scan` settings.
@@ -376,26 +376,6 @@ pub async fn scan(
     summary.devices = table.rows(now).len();
     show(&mut table, out, now).map_err(io)?;
     Ok(summary)
-}
-
-/// Fills a table from a recording's BLE sightings (for tests and for
-/// looking at a capture the way `scan` would have shown it).
-///
-/// # Errors
-/// IO failures reading the file.
-pub fn table_from_recording(
-    config: &Config,
-    file: &std::path::Path,
-    resolver: Option<Resolver>,
-) -> Result<Table, Error> {
-    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
-    let mut table = Table::new(config.layout.clone(), resolver);
-    for obs in Reader::new(std::io::BufReader::new(f), &config.layout).flatten() {
-        if let Observation::Ble(s) = obs {
-            table.observe(&s);
-        }
-    }
-    Ok(table)
 }
 
 #[cfg(test)]

@@ -339,6 +339,9 @@ pub async fn scan(
     refresh.tick().await;
     tokio::pin!(shutdown);
     let mut summary = ScanSummary::default();
+    // Heard anything since the table was last shown (the final table is
+    // not shown twice when the end and a refresh coincide).
+    let mut fresh = true;
     let show = |table: &mut Table, out: &mut (dyn Write + Send), now| -> std::io::Result<()> {
         let text = if opts.json {
             table.json(now)
@@ -364,17 +367,23 @@ pub async fn scan(
                 Some(Observation::Ble(s)) => {
                     summary.sightings += 1;
                     table.observe(&s);
+                    fresh = true;
                 }
                 Some(Observation::Wifi(_)) => {}
                 None => break,
             },
-            _ = refresh.tick() => show(&mut table, out, clock.now()).map_err(io)?,
+            _ = refresh.tick() => {
+                show(&mut table, out, clock.now()).map_err(io)?;
+                fresh = false;
+            }
         }
     }
     task.abort();
     let now = clock.now();
     summary.devices = table.rows(now).len();
-    show(&mut table, out, now).map_err(io)?;
+    if fresh {
+        show(&mut table, out, now).map_err(io)?;
+    }
     Ok(summary)
 }
 

@@ -72,11 +72,35 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
     },
-    /// Write sightings to a recording (JSON Lines).
+    /// Live table of what a BLE adapter hears, for calibrating zones.
+    Scan {
+        /// BlueZ adapter.
+        #[arg(long, default_value = "hci0")]
+        adapter: String,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// One JSON object per device and refresh, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Database file (for enrolled customers' names), instead of the configured one.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+    /// Write sightings to a recording (JSON Lines) from the configured live sources.
     Record {
         /// The file to write.
         file: PathBuf,
-        /// Record the built-in simulator (the only source this build records).
+        /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Write every device heard, not only enrolled customers' (personal data!).
+        #[arg(long)]
+        all: bool,
+        /// Database file (for the enrolled customers), instead of the configured one.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Record the built-in simulator instead of live sources.
         #[arg(long)]
         sim: bool,
         /// Simulated minutes.
@@ -314,17 +338,90 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
         }
         Command::Record {
             file,
+            seconds,
+            all,
+            db,
             sim,
             minutes,
             shoppers,
             seed,
         } => {
-            if !sim {
-                anyhow::bail!("this build records the simulator only: pass --sim");
-            }
             let config = load(config_dir)?;
-            let n = app::record::record_sim(&config, &file, minutes, shoppers, seed)?;
-            eprintln!("wrote {n} observations to {}", file.display());
+            if sim {
+                let n = app::record::record_sim(&config, &file, minutes, shoppers, seed)?;
+                eprintln!("wrote {n} observations to {}", file.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            if all {
+                eprintln!(
+                    "nearcast: --all: {} will hold PERSONAL DATA: the addresses of every device heard, \
+                     including people who did not opt in. Keep it like customer data and delete it after use.",
+                    file.display()
+                );
+            }
+            let opts = app::record::LiveOptions { seconds, all, db };
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock {
+                require_sync: false,
+            });
+            let report = runtime()?.block_on(app::record::record_live(
+                &config,
+                &file,
+                &opts,
+                clock,
+                shutdown_signal(),
+            ))?;
+            if all {
+                eprintln!(
+                    "wrote {} observations to {}",
+                    report.written,
+                    file.display()
+                );
+            } else {
+                eprintln!(
+                    "wrote {} observations of enrolled customers to {} ({} of other devices not written)",
+                    report.written,
+                    file.display(),
+                    report.skipped
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scan {
+            adapter,
+            seconds,
+            json,
+            db,
+        } => {
+            // The configuration is optional: without it, default radio model
+            // and no customer names.
+            let config = match load(config_dir) {
+                Ok(c) => Some(c),
+                Err(e) if config_dir.is_some() => return Err(e),
+                Err(_) => None,
+            };
+            let opts = app::scan::ScanOptions {
+                adapter,
+                seconds,
+                json,
+                redraw: !json && std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                refresh: std::time::Duration::from_secs(1),
+                db,
+            };
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock {
+                require_sync: false,
+            });
+            let mut out = std::io::stdout();
+            let summary = runtime()?.block_on(app::scan::scan(
+                config.as_ref(),
+                &opts,
+                clock,
+                &mut out,
+                shutdown_signal(),
+            ))?;
+            eprintln!(
+                "heard {} advertisements from {} devices",
+                summary.sightings, summary.devices
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { db } => {
@@ -465,6 +562,10 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
             let config = load(config_dir)?;
             let (store, _) = app::open_database(&config, db.as_deref())?;
             let s = store.stats()?;
+            let live = app::live::Status::read(&app::live::status_path(&app::database_path(
+                &config,
+                db.as_deref(),
+            )));
             if json {
                 let pairs = |v: &[(String, i64)]| {
                     v.iter()
@@ -477,6 +578,7 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
                         "customers": s.customers, "opted_out": s.opted_out, "identities": s.identities,
                         "visits": s.visits, "points_awarded": s.points_awarded, "decisions_act": s.decisions_act,
                         "suppressed": pairs(&s.suppressed), "outbox": pairs(&s.outbox), "messages_by_campaign": pairs(&s.by_campaign),
+                        "live": live,
                     })
                 );
             } else {
@@ -496,10 +598,38 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
                 println!("outbox           {}", list(&s.outbox));
                 println!("by campaign      {}", list(&s.by_campaign));
                 println!("points awarded   {}", s.points_awarded);
+                if let Some(l) = &live {
+                    print_live(l);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The running daemon's live sources and guards (from its status file).
+fn print_live(l: &app::live::Status) {
+    for s in &l.sources {
+        println!(
+            "source {:<10} {}{}: {} events, {} delivered, {} dropped (queue full), {} outages, {} recoveries",
+            s.name,
+            s.state,
+            s.last_outage
+                .as_deref()
+                .map(|w| format!(" (last outage: {w})"))
+                .unwrap_or_default(),
+            s.events,
+            s.delivered,
+            s.queue_full,
+            s.outages,
+            s.recoveries
+        );
+    }
+    let g = &l.guard;
+    println!(
+        "guard            {} admitted; dropped: {} junk, {} address rate, {} identity rate, {} spoofing ({} addresses quarantined); {} evicted",
+        g.admitted, g.junk, g.address_rate, g.identity_rate, g.spoofing, g.quarantined, g.evicted
+    );
 }
 
 /// SIGTERM (systemd) or Ctrl-C.

@@ -151,7 +151,7 @@ pub async fn demo(
                 *opted_in_share,
                 customers.clone(),
             )),
-            SourceConfig::Replay { .. } => None,
+            _ => None,
         })
         .unwrap_or((120, 7, 0.35, config_dir.join("customers.csv")));
     let db = opts

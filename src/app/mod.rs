@@ -6,11 +6,13 @@
 
 pub mod clock;
 pub mod demo;
+pub mod live;
 pub mod output;
 pub mod pipeline;
 pub mod record;
 pub mod replay;
 pub mod run;
+pub mod scan;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -124,7 +126,8 @@ pub fn pipeline<L: crate::core::campaign::Ledger>(
         hasher,
         registry.directory,
         ledger,
-    );
+    )
+    .with_guard(config.daemon.guard.clone());
     p.set_rotating(registry.rotating, config.daemon.privacy.app);
     p
 }

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use crate::core::advert::{self, DecodeStats, Frame};
 use crate::core::campaign::{Committed, Engine, Ledger, Outcome, Reason};
+use crate::core::guard::{Guard, GuardConfig, GuardStats, Verdict};
 use crate::core::identity::{CustomerInfo, Directory, Hasher, Identity, Resolver};
 use crate::core::presence::{EventKind, Tracker, ZoneEvent};
 use crate::core::types::{Observation, Timestamp};
@@ -58,6 +59,8 @@ pub struct Counters {
     pub suppressed: [u64; Reason::ALL.len()],
     /// Frame decoding counts.
     pub decode: DecodeStats,
+    /// What the flood and junk guards let through or dropped.
+    pub guard: GuardStats,
 }
 
 impl Counters {
@@ -92,6 +95,7 @@ pub struct Pipeline<L: Ledger> {
     events: Vec<ZoneEvent>,
     frames: SmallVec<[Frame; 2]>,
     clock_trusted: bool,
+    guard: Guard,
 }
 
 impl<L: Ledger> Pipeline<L> {
@@ -114,7 +118,15 @@ impl<L: Ledger> Pipeline<L> {
             events: Vec::new(),
             frames: SmallVec::new(),
             clock_trusted: true,
+            guard: Guard::new(GuardConfig::default()),
         }
+    }
+
+    /// Replaces the flood and junk guards' thresholds (and their memory).
+    #[must_use]
+    pub fn with_guard(mut self, config: GuardConfig) -> Self {
+        self.guard = Guard::new(config);
+        self
     }
 
     /// Totals so far.
@@ -122,6 +134,7 @@ impl<L: Ledger> Pipeline<L> {
     pub fn counters(&self) -> Counters {
         Counters {
             decode: self.counters.decode,
+            guard: self.guard.stats(),
             ..self.counters.clone()
         }
     }
@@ -214,6 +227,10 @@ impl<L: Ledger> Pipeline<L> {
                 self.frames.clear();
                 let frames = &mut self.frames;
                 advert::decode(s, &mut self.counters.decode, |f| frames.push(f));
+                // Floods and junk stop before the (hashing) identity lookup.
+                if self.guard.check(s, &self.frames) != Verdict::Admit {
+                    return Ok(());
+                }
                 let Some(key) = self.resolver.identify(self.frames.iter(), s.addr) else {
                     return Ok(());
                 };

@@ -1,16 +1,30 @@
-//! `nearcast record FILE --sim`: writes the simulator's observations as a
-//! recording (`formats/replay.md`), for benchmarks, tests and trying a
-//! config change on a known day.
+//! `nearcast record FILE`: writes observations as a recording
+//! (`formats/replay.md`): from the configured live sources (BLE adapters,
+//! Wi-Fi presence), so a store can capture a day and replay it against a
+//! new config; or, with `--sim`, from the simulator, for benchmarks, tests
+//! and trying a config change on a known day.
+//!
+//! A live recording holds only enrolled customers' sightings unless `--all`
+//! is given: devices of people who did not opt in are identified in memory
+//! and dropped, never written.
 
+use std::future::Future;
 use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::Error;
+use smallvec::SmallVec;
+use tokio::sync::mpsc;
+
+use super::{Clock, Error, database_path};
 use crate::config::{Config, SourceConfig};
-use crate::core::types::Timestamp;
+use crate::core::advert::{self, DecodeStats, Frame};
+use crate::core::identity::{Hasher, Identity, Resolver};
+use crate::core::types::{Observation, Timestamp};
 use crate::source::replay::Writer;
 use crate::source::sim::{SimConfig, Simulator};
+use crate::store::{self, Store};
 
 /// Records `minutes` of the configured simulator into `file`; returns the
 /// number of observations written.
@@ -37,7 +51,7 @@ pub fn record_sim(
                 *opted_in_share,
                 customers.clone(),
             )),
-            SourceConfig::Replay { .. } => None,
+            _ => None,
         })
     else {
         return Err(Error::Usage(
@@ -73,4 +87,157 @@ pub fn record_sim(
     w.flush()
         .map_err(|e| Error::io(file, std::io::Error::other(e.to_string())))?;
     Ok(n)
+}
+
+/// Settings of a live recording.
+#[derive(Clone, Debug, Default)]
+pub struct LiveOptions {
+    /// Stop after this long (until the shutdown signal otherwise).
+    pub seconds: Option<u64>,
+    /// Write every device, not only enrolled customers' (personal data).
+    pub all: bool,
+    /// Database override (for the customers).
+    pub db: Option<PathBuf>,
+}
+
+/// What a live recording wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveReport {
+    /// Observations written.
+    pub written: u64,
+    /// Observations of devices not linked to an enrolled customer, dropped.
+    pub skipped: u64,
+}
+
+/// Keeps enrolled customers' observations only.
+struct Filter {
+    resolver: Resolver,
+    store: Store,
+    version: i64,
+    decode: DecodeStats,
+}
+
+impl Filter {
+    fn open(config: &Config, db: Option<&Path>) -> Result<Filter, Error> {
+        let path = database_path(config, db);
+        let secret = config.daemon.secret_path(&path);
+        if !secret.exists() {
+            return Err(Error::Usage(format!(
+                "no installation secret at {}: recording enrolled customers needs the database's customers (import them first, or pass --all)",
+                secret.display()
+            )));
+        }
+        let store = Store::open_read_only(&path)?;
+        let hasher = Hasher::new(&store::load_or_create_secret(&secret)?);
+        let version = store.registry_version()?;
+        let directory = Arc::new(store.directory()?);
+        Ok(Filter {
+            resolver: Resolver::new(hasher, directory),
+            store,
+            version,
+            decode: DecodeStats::default(),
+        })
+    }
+
+    /// Picks up imports and opt-outs made while recording.
+    fn reload(&mut self) {
+        if let Ok(v) = self.store.registry_version()
+            && v != self.version
+            && let Ok(d) = self.store.directory()
+        {
+            self.resolver.set_directory(Arc::new(d));
+            self.version = v;
+        }
+    }
+
+    fn enrolled(&mut self, obs: &Observation) -> bool {
+        match obs {
+            Observation::Ble(s) => {
+                let mut frames: SmallVec<[Frame; 2]> = SmallVec::new();
+                advert::decode(s, &mut self.decode, |f| frames.push(f));
+                self.resolver.identify(frames.iter(), s.addr).is_some()
+            }
+            Observation::Wifi(w) => self.resolver.resolve(&Identity::Mac(w.mac)).is_some(),
+        }
+    }
+}
+
+/// Records the configured live sources into `file` until `opts.seconds`
+/// pass or `shutdown` completes.
+///
+/// # Errors
+/// A config without live sources, a missing customer database (without
+/// `--all`), or IO failures.
+pub async fn record_live(
+    config: &Config,
+    file: &Path,
+    opts: &LiveOptions,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<LiveReport, Error> {
+    let mut filter = if opts.all {
+        None
+    } else {
+        Some(Filter::open(config, opts.db.as_deref())?)
+    };
+    let (tx, mut rx) = mpsc::channel::<Observation>(8192);
+    let mut tasks = Vec::new();
+    for s in &config.daemon.sources {
+        if let Some((task, _)) = super::live::spawn(s, clock.clone(), tx.clone()) {
+            tasks.push(task);
+        }
+    }
+    drop(tx);
+    if tasks.is_empty() {
+        return Err(Error::Usage(
+            "the configuration has no live source to record: add a [[source]] with kind = \"ble\" or \"wifi\" (or pass --sim)".into(),
+        ));
+    }
+    let f = std::fs::File::create(file).map_err(|e| Error::io(file, e))?;
+    let mut w = Writer::new(BufWriter::with_capacity(1 << 16, f), &config.layout);
+    let werr = |e: crate::source::Error| Error::io(file, std::io::Error::other(e.to_string()));
+    let deadline = opts
+        .seconds
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut flush = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(shutdown);
+    let mut report = LiveReport::default();
+    let result = loop {
+        let until_end = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            () = until_end => break Ok(()),
+            obs = rx.recv() => {
+                let Some(obs) = obs else { break Ok(()) };
+                if filter.as_mut().is_some_and(|f| !f.enrolled(&obs)) {
+                    report.skipped += 1;
+                    continue;
+                }
+                if let Err(e) = w.write(&obs) {
+                    break Err(werr(e));
+                }
+                report.written += 1;
+            }
+            _ = flush.tick() => {
+                // A capture cut short (power loss) keeps all but the last second.
+                if let Err(e) = w.flush() {
+                    break Err(werr(e));
+                }
+                if let Some(f) = filter.as_mut() {
+                    f.reload();
+                }
+            }
+        }
+    };
+    for t in tasks {
+        t.abort();
+    }
+    result?;
+    w.flush().map_err(werr)?;
+    Ok(report)
 }

@@ -75,10 +75,19 @@ pub async fn run_with_reload(
 
     let (tx, mut rx) = mpsc::channel::<Observation>(QUEUE);
     let mut sources = Vec::new();
+    // Live sources (BLE, Wi-Fi) report their health through the status file.
+    let mut healths = Vec::new();
     for s in &config.daemon.sources {
+        if let Some((task, health)) = super::live::spawn(s, clock.clone(), tx.clone()) {
+            sources.push(task);
+            healths.push(health);
+            continue;
+        }
         sources.push(spawn_source(s.clone(), &config, clock.clone(), tx.clone())?);
     }
     drop(tx);
+    let status_path = super::live::status_path(&db);
+    let mut ticks = 0u64;
 
     let mut sink = |o: Output<'_>| log_output(&o);
     let mut guard = ClockGuard::new(config.daemon.clock.max_jump, config.daemon.clock.settle);
@@ -191,12 +200,25 @@ pub async fn run_with_reload(
                 if let Err(e) = worker.run_once(now).await {
                     tracing::error!(error = %e, "outbox worker failed");
                 }
+                ticks += 1;
+                if !healths.is_empty() && ticks % 5 == 0 {
+                    let status = super::live::Status::new(now, &pipeline.counters(), &healths);
+                    if let Err(e) = status.write(&status_path) {
+                        tracing::debug!(error = %e, "could not write the status file");
+                    }
+                }
             }
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     for s in sources {
         s.abort();
+    }
+    if !healths.is_empty() {
+        let status = super::live::Status::new(clock.now(), &pipeline.counters(), &healths);
+        if let Err(e) = status.write(&status_path) {
+            tracing::debug!(error = %e, "could not write the status file");
+        }
     }
     // Finish what is due, then leave the WAL checkpointed.
     if trusted {
@@ -345,6 +367,9 @@ fn spawn_source(
                 }
                 tracing::info!(file = %file.display(), stats = ?reader.stats(), "replay source finished");
             }))
+        }
+        SourceConfig::Ble(_) | SourceConfig::Wifi(_) => {
+            Err(Error::Usage("live sources are started by app::live".into()))
         }
     }
 }

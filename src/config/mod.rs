@@ -244,8 +244,8 @@ fn build(
     zones_src: &mut Source,
     campaigns_src: &mut Source,
 ) -> Option<Config> {
-    let daemon = daemon::build(dir, daemon_src);
     let zones = zones::build(zones_src);
+    let daemon = daemon::build(dir, daemon_src, zones.as_ref().map(|z| &z.layout));
     let (Some(daemon), Some(zones)) = (daemon, zones) else {
         // Still check campaigns' syntax so one run shows every file's problems.
         let _ = campaigns_src.parse::<toml::Table>();

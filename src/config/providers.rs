@@ -630,7 +630,8 @@ mod tests {
     fn load(channels: &str) -> (Vec<Adapter>, Vec<String>) {
         let text = format!("[database]\npath = \"x.db\"\n\n{channels}");
         let mut src = Source::inline("nearcast.toml", &text);
-        let daemon = super::super::daemon::build(std::path::Path::new("/etc/nearcast"), &mut src);
+        let daemon =
+            super::super::daemon::build(std::path::Path::new("/etc/nearcast"), &mut src, None);
         let errors = src
             .errors
             .iter()

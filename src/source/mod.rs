@@ -1,5 +1,6 @@
-//! Where observations come from: recordings ([`replay`]) and a simulated
-//! store ([`sim`]); later the live BLE scanner and Wi-Fi presence backends.
+//! Where observations come from: recordings ([`replay`]), a simulated
+//! store ([`sim`]), and live sensing: BLE through BlueZ ([`ble`]) and Wi-Fi
+//! presence ([`wifi`]), with their [`health`] for `stats`.
 //!
 //! Sources only produce [`Observation`](crate::core::types::Observation)s in
 //! time order. They never decide anything: no identification, no presence, no
@@ -7,10 +8,61 @@
 //! devices it hears belong to people who did not opt in); problems with input
 //! are counted by kind and line number, never echoed with their content.
 
+pub mod ble;
+pub mod health;
 pub mod replay;
 pub mod sim;
+pub mod wifi;
 
-use crate::core::types::ScannerIdx;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::core::types::{Observation, ScannerIdx, Timestamp};
+use health::Health;
+
+/// Where a live source reads the time (the daemon's clock).
+pub type Now = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// A live source's way to the pipeline: a bounded queue, and the source's
+/// [`Health`] counting what was delivered or dropped.
+#[derive(Clone)]
+pub struct Feed {
+    tx: mpsc::Sender<Observation>,
+    /// The source's counters.
+    pub health: Arc<Health>,
+}
+
+impl Feed {
+    /// A feed into `tx` counting in `health`.
+    #[must_use]
+    pub fn new(tx: mpsc::Sender<Observation>, health: Arc<Health>) -> Feed {
+        Feed { tx, health }
+    }
+
+    /// Queues one observation without waiting: the radio does not wait
+    /// either, so on a full queue it is dropped and counted. False when the
+    /// pipeline is gone and the source should stop.
+    pub fn send(&self, obs: Observation) -> bool {
+        match self.tx.try_send(obs) {
+            Ok(()) => {
+                Health::bump(&self.health.delivered);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Health::bump(&self.health.queue_full);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// True when the pipeline is gone.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
 
 /// What can stop a source.
 #[derive(Debug, thiserror::Error)]

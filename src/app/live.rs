@@ -1,0 +1,205 @@
+//! Live sources (BLE adapters, Wi-Fi presence) as tasks, shared by the
+//! daemon, `record` and `scan`; and the daemon's status file, which is how
+//! `nearcast stats` shows their health and the guards' counters while the
+//! daemon runs (counts only, never a device).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Clock, Counters};
+use crate::config::SourceConfig;
+use crate::core::guard::GuardStats;
+use crate::core::types::{Observation, Timestamp};
+use crate::source::health::{Health, HealthSnapshot};
+use crate::source::{Feed, Now, ble, wifi};
+
+/// The clock as a live source reads it.
+#[must_use]
+pub fn now_fn(clock: Arc<dyn Clock>) -> Now {
+    Arc::new(move || clock.now())
+}
+
+/// Starts a live source feeding `tx`; `None` for the simulator and
+/// recordings, which are not live.
+#[must_use]
+pub fn spawn(
+    source: &SourceConfig,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<Observation>,
+) -> Option<(JoinHandle<()>, Arc<Health>)> {
+    let now = now_fn(clock);
+    match source {
+        SourceConfig::Ble(b) => {
+            let health = Arc::new(Health::new(format!("ble:{}", b.adapter)));
+            let feed = Feed::new(tx, health.clone());
+            Some((tokio::spawn(ble::run(b.clone(), now, feed)), health))
+        }
+        SourceConfig::Wifi(w) => {
+            let health = Arc::new(Health::new(format!("wifi:{}", w.backend.name())));
+            let feed = Feed::new(tx, health.clone());
+            Some((tokio::spawn(wifi::run(w.clone(), now, feed)), health))
+        }
+        SourceConfig::Sim { .. } | SourceConfig::Replay { .. } => None,
+    }
+}
+
+/// The daemon's status file: beside the database, `<name>.status.json`.
+#[must_use]
+pub fn status_path(db: &Path) -> PathBuf {
+    db.with_extension("status.json")
+}
+
+/// What the status file holds.
+#[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+pub struct Status {
+    /// When it was written (Unix seconds).
+    pub written_at: f64,
+    /// BLE sightings the pipeline handled.
+    pub sightings: u64,
+    /// Wi-Fi reports the pipeline handled.
+    pub wifi: u64,
+    /// The flood and junk guards.
+    pub guard: GuardCounts,
+    /// Each live source.
+    pub sources: Vec<SourceStatus>,
+}
+
+/// [`GuardStats`] as written.
+#[derive(Serialize, serde::Deserialize, Debug, PartialEq, Default)]
+pub struct GuardCounts {
+    /// Admitted to identity lookup.
+    pub admitted: u64,
+    /// Impossible RSSI.
+    pub junk: u64,
+    /// Per-address rate limit.
+    pub address_rate: u64,
+    /// Per-identity rate limit.
+    pub identity_rate: u64,
+    /// Ignored addresses (too many identities).
+    pub spoofing: u64,
+    /// Addresses put in quarantine.
+    pub quarantined: u64,
+    /// Remembered entries evicted.
+    pub evicted: u64,
+}
+
+impl From<GuardStats> for GuardCounts {
+    fn from(g: GuardStats) -> GuardCounts {
+        GuardCounts {
+            admitted: g.admitted,
+            junk: g.junk,
+            address_rate: g.address_rate,
+            identity_rate: g.identity_rate,
+            spoofing: g.spoofing,
+            quarantined: g.quarantined,
+            evicted: g.evicted,
+        }
+    }
+}
+
+/// One source's health as written.
+#[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+pub struct SourceStatus {
+    /// `ble:hci0`, `wifi:hostapd`, …
+    pub name: String,
+    /// `starting`, `running`, `recovering`.
+    pub state: String,
+    /// Why it last went down.
+    pub last_outage: Option<String>,
+    /// Raw events received.
+    pub events: u64,
+    /// Observations delivered.
+    pub delivered: u64,
+    /// Dropped on a full queue.
+    pub queue_full: u64,
+    /// Outages.
+    pub outages: u64,
+    /// Recoveries.
+    pub recoveries: u64,
+    /// Failed reconnection attempts.
+    pub failed_attempts: u64,
+}
+
+impl From<HealthSnapshot> for SourceStatus {
+    fn from(h: HealthSnapshot) -> SourceStatus {
+        SourceStatus {
+            name: h.name,
+            state: serde_json::to_value(h.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            last_outage: h.last_outage.map(str::to_owned),
+            events: h.events,
+            delivered: h.delivered,
+            queue_full: h.queue_full,
+            outages: h.outages,
+            recoveries: h.recoveries,
+            failed_attempts: h.failed_attempts,
+        }
+    }
+}
+
+impl Status {
+    /// The status now.
+    #[must_use]
+    pub fn new(at: Timestamp, counters: &Counters, healths: &[Arc<Health>]) -> Status {
+        Status {
+            written_at: at.as_secs_f64(),
+            sightings: counters.sightings,
+            wifi: counters.wifi,
+            guard: counters.guard.into(),
+            sources: healths.iter().map(|h| h.snapshot().into()).collect(),
+        }
+    }
+
+    /// Writes it to `path` atomically (temporary file, then rename).
+    ///
+    /// # Errors
+    /// IO failures.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads a status file, if there is a readable one.
+    #[must_use]
+    pub fn read(path: &Path) -> Option<Status> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_file_round_trips_without_device_details() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = status_path(&dir.path().join("nearcast.db"));
+        assert!(path.ends_with("nearcast.status.json"));
+        let h = Arc::new(Health::new("ble:hci0"));
+        h.down("adapter removed");
+        h.running();
+        let mut c = Counters {
+            sightings: 7,
+            ..Counters::default()
+        };
+        c.guard.admitted = 5;
+        c.guard.address_rate = 2;
+        let s = Status::new(Timestamp(1_000), &c, &[h]);
+        s.write(&path).unwrap_or_else(|e| panic!("{e}"));
+        let back = Status::read(&path);
+        assert_eq!(back.as_ref(), Some(&s));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            text.contains("\"recoveries\": 1") && text.contains("adapter removed"),
+            "{text}"
+        );
+    }
+}

@@ -68,7 +68,7 @@ fn setup(dir: &Path, source: &str) {
     std::fs::write(
         dir.join("nearcast.toml"),
         format!(
-            "[database]\npath = \"nearcast.db\"\n\n[[source]]\nkind = \"wifi\"\nseen_every = \"1s\"\nretry_min = \"200ms\"\nretry_max = \"1s\"\n{source}\n\n[channels.sms]\nadapter = \"console\"\n"
+            "[database]\npath = \"nearcast.db\"\n\n[[source]]\nkind = \"wifi\"\nseen_every = \"1s\"\nretry_min = \"200ms\"\nretry_max = \"1s\"\n{source}\n\n[channels.sms]\nadapter = \"console\"\n\n[clock]\nrequire_sync = false\n"
         ),
     )
     .unwrap();

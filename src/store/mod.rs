@@ -101,13 +101,14 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "migrations/0002_consent_and_rotating_keys.sql"
         )),
+        M::up(include_str!("migrations/0003_delivery.sql")),
     ])
 }
 
 /// The number of schema versions this binary knows.
 #[must_use]
 pub fn schema_version() -> usize {
-    2
+    3
 }
 
 /// A connection to the nearcast database.
@@ -391,7 +392,7 @@ mod tests {
             .unwrap();
         match Store::open(&path) {
             Err(Error::TooNew {
-                found: 7, known: 2, ..
+                found: 7, known: 3, ..
             }) => {}
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a newer database was accepted"),

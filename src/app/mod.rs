@@ -172,7 +172,20 @@ pub fn worker(
         adapters(config, &console)?,
         config.daemon.outbox.lease,
         config.daemon.outbox.batch,
-    ))
+    )
+    .with_policy(crate::channel::RetryPolicy::from(&config.daemon.outbox))
+    .with_limits(limits(config)))
+}
+
+/// Each configured channel's pace.
+#[must_use]
+pub fn limits(config: &Config) -> HashMap<String, crate::config::ChannelLimits> {
+    config
+        .daemon
+        .channels
+        .iter()
+        .map(|c| (c.name.clone(), c.limits))
+        .collect()
 }
 
 /// The configured channels' adapters; console channels print to `console`.

@@ -1,6 +1,9 @@
 //! `nearcast run`: the daemon. Sources feed a channel; one task owns the
-//! pipeline (and the database's write connection) and the outbox worker,
-//! sleeping until the next observation, presence timer or outbox due time.
+//! pipeline (and the database's write connection), sleeping until the next
+//! observation or presence timer; the outbox worker is a task of its own
+//! on its own connection, so a slow provider never holds up sensing. It
+//! sleeps until its next due row, its channels' pace allows, the pipeline
+//! queues something, or the clock becomes trustworthy.
 //! Registry changes made by the CLI (import, opt-out, erasure) are picked
 //! up within a second. The shutdown signal is passed in, so tests pass
 //! their own.
@@ -11,10 +14,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::{Clock, Error, Output, database_path, open_database, worker};
-use crate::config::{Config, SourceConfig};
+use crate::channel::{Adapter, Worker};
+use crate::config::{ChannelLimits, Config, SourceConfig};
 use crate::core::campaign::Outcome;
 use crate::core::clock_guard::{ClockGuard, Distrust};
 use crate::core::types::Observation;
@@ -70,8 +74,8 @@ pub async fn run_with_reload(
     let loaded = super::load_registry(&store, &config, clock.now())?;
     tracing::info!(customers = loaded.directory.len(), rotating = loaded.rotating.len(), db = %db.display(), "starting");
     let mut pipeline = super::pipeline(&config, hasher, loaded, store);
-    let mut worker = worker(&config, &db, console.clone())?;
-    let watcher = crate::store::Store::open(&db)?;
+    let worker = worker(&config, &db, console.clone())?;
+    let mut watcher = crate::store::Store::open(&db)?;
 
     let (tx, mut rx) = mpsc::channel::<Observation>(QUEUE);
     let mut sources = Vec::new();
@@ -93,6 +97,18 @@ pub async fn run_with_reload(
     let mut guard = ClockGuard::new(config.daemon.clock.max_jump, config.daemon.clock.settle);
     let mut trusted = check_clock(&mut guard, &*clock, None);
     pipeline.set_clock_trusted(trusted);
+    let (trusted_tx, trusted_rx) = watch::channel(trusted);
+    let (control, control_rx) = mpsc::channel(4);
+    let queued = Arc::new(Notify::new());
+    let mut messages = pipeline.counters().messages;
+    let delivery = tokio::spawn(drive(
+        worker,
+        clock.clone(),
+        config.daemon.outbox.poll,
+        control_rx,
+        queued.clone(),
+        trusted_rx,
+    ));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -112,6 +128,12 @@ pub async fn run_with_reload(
         if t != trusted {
             trusted = t;
             pipeline.set_clock_trusted(trusted);
+            trusted_tx.send_replace(trusted);
+        }
+        let m = pipeline.counters().messages;
+        if m != messages {
+            messages = m;
+            queued.notify_one();
         }
         let now = clock.now();
         let timer = pipeline.poll_timeout().map(|t| t.since(now));
@@ -130,7 +152,12 @@ pub async fn run_with_reload(
                                 tracing::warn!("the database and sources take effect at the next restart");
                             }
                             match super::adapters(&new, &console) {
-                                Ok(adapters) => worker.reconfigure(new.engine.clone(), new.layout.store_name.clone(), adapters),
+                                Ok(adapters) => {
+                                    let c = Control::Reconfigure(new.engine.clone(), new.layout.store_name.clone(), adapters, super::limits(&new));
+                                    if control.send(c).await.is_err() {
+                                        tracing::error!("the outbox worker has stopped");
+                                    }
+                                }
                                 Err(e) => tracing::error!(error = %e, "channels could not be rebuilt; keeping the old ones"),
                             }
                             pipeline.reconfigure(new.layout.clone(), new.engine.clone());
@@ -168,7 +195,7 @@ pub async fn run_with_reload(
                 }
                 if trusted && last_purge.is_none_or(|p| mono.saturating_sub(p) >= Duration::from_secs(3600)) {
                     last_purge = Some(mono);
-                    match worker.purge(now.saturating_sub(config.daemon.privacy.retention)) {
+                    match watcher.purge(now.saturating_sub(config.daemon.privacy.retention)) {
                         Ok(p) if p != crate::store::Purged::default() => {
                             tracing::info!(visits = p.visits, decisions = p.decisions, messages = p.messages, "retention: deleted old records");
                         }
@@ -192,14 +219,6 @@ pub async fn run_with_reload(
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "could not read the registry version"),
                 }
-                // Nothing goes out on an untrustworthy clock: the messages
-                // wait, and their time to live is judged once it is right.
-                if !trusted {
-                    continue;
-                }
-                if let Err(e) = worker.run_once(now).await {
-                    tracing::error!(error = %e, "outbox worker failed");
-                }
                 ticks += 1;
                 if !healths.is_empty() && ticks % 5 == 0 {
                     let status = super::live::Status::new(now, &pipeline.counters(), &healths);
@@ -220,15 +239,76 @@ pub async fn run_with_reload(
             tracing::debug!(error = %e, "could not write the status file");
         }
     }
-    // Finish what is due, then leave the WAL checkpointed.
-    if trusted {
-        let _ = worker.run_once(clock.now()).await;
+    // The worker finishes what is in flight; then what is due goes out,
+    // and the WAL is left checkpointed.
+    drop(control);
+    let mut worker = match delivery.await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "the outbox worker failed");
+            return Ok(());
+        }
+    };
+    if trusted && let Err(e) = worker.run_once(clock.now()).await {
+        tracing::error!(error = %e, "outbox worker failed");
     }
     if let Err(e) = worker.store().checkpoint() {
         tracing::warn!(error = %e, "checkpoint at shutdown failed");
     }
     tracing::info!(sent = worker.totals.sent, "stopped");
     Ok(())
+}
+
+/// What the daemon tells its outbox worker.
+enum Control {
+    /// A reloaded configuration: campaigns and messages, the store's name,
+    /// the channels' adapters and pace.
+    Reconfigure(
+        Arc<crate::core::campaign::Engine>,
+        String,
+        std::collections::HashMap<String, Adapter>,
+        std::collections::HashMap<String, ChannelLimits>,
+    ),
+}
+
+/// The outbox worker's task: sends whenever something is due and the
+/// clock is trustworthy, until `control` closes; returns the worker.
+async fn drive(
+    mut worker: Worker,
+    clock: Arc<dyn Clock>,
+    poll: Duration,
+    mut control: mpsc::Receiver<Control>,
+    queued: Arc<Notify>,
+    mut trusted: watch::Receiver<bool>,
+) -> Worker {
+    loop {
+        let mut wait = poll;
+        // Nothing goes out on an untrustworthy clock: the messages wait,
+        // and their time to live is judged once it is right.
+        if *trusted.borrow_and_update() {
+            if let Err(e) = worker.run_once(clock.now()).await {
+                tracing::error!(error = %e, "outbox worker failed");
+            }
+            let now = clock.now();
+            match worker.next_due(now) {
+                Ok(Some(t)) => wait = wait.min(t.since(now)),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "outbox worker failed"),
+            }
+        }
+        tokio::select! {
+            c = control.recv() => match c {
+                None => break,
+                Some(Control::Reconfigure(engine, name, adapters, limits)) => {
+                    worker.reconfigure(engine, name, adapters, limits);
+                }
+            },
+            () = queued.notified() => {}
+            r = trusted.changed() => if r.is_err() { break },
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    worker
 }
 
 /// Tells systemd (when started by it with `Type=notify`); a no-op otherwise.

@@ -48,6 +48,11 @@ impl Console {
 }
 
 impl super::Deliver for Console {
+    /// A line printed twice on a terminal reaches no customer.
+    fn dedupes(&self) -> bool {
+        true
+    }
+
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> super::SendFuture<'a> {
         Box::pin(std::future::ready(self.print(msg)))
     }

@@ -18,7 +18,7 @@ use crate::core::message::Rendered;
 use crate::core::types::Timestamp;
 use crate::store::{OutboxItem, SendResult};
 
-pub use worker::{Report, Worker};
+pub use worker::{Report, RetryPolicy, Worker};
 
 /// A message on its way out.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +41,15 @@ pub trait Deliver: Send + Sync {
     /// Sends `msg`; never panics, never returns an error: every outcome is a
     /// [`SendResult`].
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a>;
+
+    /// Whether the provider recognises a message sent again with the same
+    /// idempotency key (the outbox key) and keeps only one. A send that a
+    /// crash interrupted is then simply sent again; otherwise it is
+    /// recorded as ambiguous and not repeated, since a customer must not
+    /// get the same message twice.
+    fn dedupes(&self) -> bool {
+        false
+    }
 }
 
 /// A configured adapter.

@@ -46,6 +46,11 @@ impl Vonage {
 }
 
 impl Deliver for Vonage {
+    /// The Messages API carries the outbox key as `client_ref`.
+    fn dedupes(&self) -> bool {
+        true
+    }
+
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
         Box::pin(async move {
             let token = match http::load_secret(&self.settings.token, &*self.env) {

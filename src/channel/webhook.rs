@@ -59,6 +59,12 @@ impl Webhook {
 }
 
 impl Deliver for Webhook {
+    /// The receiver gets the outbox key as `Idempotency-Key` and answers 409
+    /// to one it already has (see docs/webhook.md).
+    fn dedupes(&self) -> bool {
+        true
+    }
+
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
         Box::pin(async move {
             let key = match http::load_secret(&self.settings.token, &*self.env) {

@@ -329,6 +329,7 @@ pub(crate) mod tests {
             created_at: Timestamp(1_795_510_800_000),
             expires_at: Timestamp(1_795_511_400_000),
             attempts: 1,
+            interrupted: false,
         }
     }
 

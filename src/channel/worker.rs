@@ -1,17 +1,39 @@
-//! The outbox worker: claims due rows under a lease, renders the variant
-//! for the row's channel, sends through the channel's adapter and records
-//! the result. Rows past their time to live are expired by the claim, never
-//! sent late.
+//! The outbox worker: claims due rows per channel under a lease, renders
+//! the variant for the row's channel, sends through the channel's adapter
+//! and records the result.
+//!
+//! Pace and failure are handled per channel, because that is where they
+//! happen: each channel has a token bucket (messages a second) and a limit
+//! on requests in flight; an answer of "try later" (timeout, refused
+//! connection, 5xx, 429) pauses the whole channel with exponential backoff
+//! and jitter, honouring the provider's `Retry-After`, so a provider outage
+//! costs one probe per backoff step instead of a storm, and the queue
+//! drains in the order it was decided once the provider is back. While a
+//! channel is down its probes do not use up a message's attempts; a
+//! message that keeps failing on a working channel is given up (`dead`)
+//! after `max_attempts`. Rows past their time to live are expired by the
+//! claim, never sent late. A row whose previous attempt was interrupted (a
+//! crash between the claim and the result) is sent again only to an
+//! adapter that deduplicates by the outbox key; otherwise it is recorded as
+//! ambiguous and left alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
 use super::{Adapter, Error, Outgoing};
+use crate::config::ChannelLimits;
 use crate::core::campaign::Engine;
 use crate::core::message::{Variant, Vars};
-use crate::core::types::Timestamp;
-use crate::store::{OutboxItem, SendResult, Store};
+use crate::core::types::{Timestamp, millis};
+use crate::store::{OutboxItem, OutboxState, SendResult, Store};
+
+/// How long a misconfigured channel rests before it is tried again (a
+/// configuration reload tries it at once).
+pub const MISCONFIGURED_PAUSE: Duration = Duration::from_secs(300);
 
 /// What one round did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,6 +48,10 @@ pub struct Report {
     pub expired: u64,
     /// Messages moved to the customer's next channel.
     pub fell_over: u64,
+    /// Messages given up after their last attempt.
+    pub dead: u64,
+    /// Interrupted sends not repeated: the provider may or may not have them.
+    pub ambiguous: u64,
 }
 
 impl std::ops::AddAssign for Report {
@@ -35,6 +61,134 @@ impl std::ops::AddAssign for Report {
         self.retried += o.retried;
         self.expired += o.expired;
         self.fell_over += o.fell_over;
+        self.dead += o.dead;
+        self.ambiguous += o.ambiguous;
+    }
+}
+
+/// Retries: attempts per message and the backoff between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts before a message is given up.
+    pub max_attempts: u32,
+    /// First backoff step.
+    pub backoff_min: Duration,
+    /// Longest backoff step.
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        let d = crate::config::OutboxConfig::default();
+        RetryPolicy::from(&d)
+    }
+}
+
+impl From<&crate::config::OutboxConfig> for RetryPolicy {
+    fn from(c: &crate::config::OutboxConfig) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: c.max_attempts,
+            backoff_min: c.backoff_min,
+            backoff_max: c.backoff_max,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before the `n`th retry (1-based): `backoff_min · 2ⁿ⁻¹`,
+    /// capped at `backoff_max`, of which the upper half is random
+    /// ("equal jitter"), so retries of many boxes spread out without ever
+    /// coming back sooner than half the step.
+    #[must_use]
+    pub fn backoff(&self, n: u32, rng: &mut fastrand::Rng) -> Duration {
+        let step = self
+            .backoff_min
+            .saturating_mul(1u32 << n.saturating_sub(1).min(20))
+            .min(self.backoff_max);
+        let half = step / 2;
+        let ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+        half + Duration::from_millis(rng.u64(0..=ms))
+    }
+}
+
+/// One channel's pace and health. The pace is a token bucket kept as a
+/// theoretical arrival time (GCRA): `rate` messages a second, at most
+/// `burst` back to back, exact over any stretch of time however coarsely
+/// the worker wakes.
+#[derive(Clone, Copy, Debug)]
+struct Lane {
+    limits: ChannelLimits,
+    /// When the bucket is next empty-and-refilled, in fractional ms.
+    tat: f64,
+    /// Answers of "try later" in a row.
+    failures: u32,
+    /// Nothing goes out on the channel before this.
+    paused_until: Timestamp,
+}
+
+impl Lane {
+    fn new(limits: ChannelLimits) -> Lane {
+        Lane {
+            limits,
+            tat: f64::MIN,
+            failures: 0,
+            paused_until: Timestamp(i64::MIN),
+        }
+    }
+
+    /// Milliseconds between two messages.
+    fn interval(&self) -> f64 {
+        1000.0 / self.limits.rate
+    }
+
+    /// How far ahead of the schedule a burst may run.
+    fn tolerance(&self) -> f64 {
+        self.interval() * f64::from(self.limits.burst.saturating_sub(1))
+    }
+
+    /// How many may go out now.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    fn budget(&self, now: Timestamp, batch: u32) -> u32 {
+        if now < self.paused_until {
+            return 0;
+        }
+        let now = now.0 as f64;
+        let start = self.tat.max(now);
+        let slack = now + self.tolerance() - start;
+        if slack < 0.0 {
+            return 0;
+        }
+        let n = (slack / self.interval())
+            .floor()
+            .min(f64::from(u32::MAX - 1)) as u32
+            + 1;
+        n.min(self.limits.concurrency).min(batch)
+    }
+
+    fn take(&mut self, now: Timestamp, n: usize) {
+        #[allow(clippy::cast_precision_loss)]
+        let (now, n) = (now.0 as f64, n as f64);
+        // Up to a millisecond of lateness is credited: time here has
+        // millisecond steps, and the rate must hold exactly whatever the
+        // interval's fraction.
+        let base = if self.tat < now - 1.0 { now } else { self.tat };
+        self.tat = base + n * self.interval();
+    }
+
+    /// When the next message may go out (pace and pause), from `now`.
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    fn ready_at(&self, now: Timestamp) -> Timestamp {
+        let earliest = self.tat - self.tolerance();
+        let at = if earliest <= now.0 as f64 {
+            now
+        } else {
+            Timestamp(earliest.ceil() as i64)
+        };
+        at.max(self.paused_until)
     }
 }
 
@@ -46,12 +200,24 @@ pub struct Worker {
     adapters: HashMap<String, Adapter>,
     lease: Duration,
     batch: u32,
+    policy: RetryPolicy,
+    limits: HashMap<String, ChannelLimits>,
+    lanes: HashMap<String, Lane>,
+    rng: fastrand::Rng,
     /// Totals since start.
     pub totals: Report,
 }
 
+/// Limits for a channel the configuration does not pace (tests' adapters).
+const UNPACED: ChannelLimits = ChannelLimits {
+    rate: 1.0e9,
+    burst: u32::MAX,
+    concurrency: 1,
+};
+
 impl Worker {
-    /// A worker on its own database connection.
+    /// A worker on its own database connection, with default retries and
+    /// no pacing; see [`Worker::with_policy`] and [`Worker::with_limits`].
     #[must_use]
     pub fn new(
         store: Store,
@@ -67,22 +233,61 @@ impl Worker {
             store_name,
             adapters,
             lease,
-            batch,
+            batch: batch.max(1),
+            policy: RetryPolicy::default(),
+            limits: HashMap::new(),
+            lanes: HashMap::new(),
+            rng: fastrand::Rng::new(),
             totals: Report::default(),
         }
     }
 
+    /// Sets the retry policy.
+    #[must_use]
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Worker {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets each channel's pace; a channel not named is not paced.
+    #[must_use]
+    pub fn with_limits(mut self, limits: HashMap<String, ChannelLimits>) -> Worker {
+        self.set_limits(limits);
+        self
+    }
+
+    /// Seeds the jitter (tests).
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Worker {
+        self.rng = fastrand::Rng::with_seed(seed);
+        self
+    }
+
+    fn set_limits(&mut self, limits: HashMap<String, ChannelLimits>) {
+        for (name, lane) in &mut self.lanes {
+            lane.limits = limits.get(name).copied().unwrap_or(UNPACED);
+        }
+        self.limits = limits;
+    }
+
     /// Takes a reloaded configuration: campaigns and messages, the store's
-    /// name and the channels' adapters.
+    /// name, the channels' adapters and pace. A paused channel is tried
+    /// again at once: the reload may have fixed it.
     pub fn reconfigure(
         &mut self,
         engine: Arc<Engine>,
         store_name: String,
         adapters: HashMap<String, Adapter>,
+        limits: HashMap<String, ChannelLimits>,
     ) {
         self.engine = engine;
         self.store_name = store_name;
         self.adapters = adapters;
+        self.set_limits(limits);
+        for lane in self.lanes.values_mut() {
+            lane.paused_until = Timestamp(i64::MIN);
+            lane.failures = 0;
+        }
     }
 
     /// Deletes what retention says is old (see [`Store::purge`]).
@@ -99,56 +304,180 @@ impl Worker {
         &self.store
     }
 
-    /// Sends every row due at `now`, in the order they were decided.
+    fn lane(&mut self, channel: &str) -> &mut Lane {
+        let limits = self.limits.get(channel).copied().unwrap_or(UNPACED);
+        self.lanes
+            .entry(channel.to_owned())
+            .or_insert_with(|| Lane::new(limits))
+    }
+
+    /// Sends what is due at `now` and what each channel's pace allows, in
+    /// the order it was decided; returns when nothing more may go out at
+    /// `now` ([`Worker::next_due`] says when to call again).
     ///
     /// # Errors
     /// Database failures.
     pub async fn run_once(&mut self, now: Timestamp) -> Result<Report, Error> {
-        let mut report = Report::default();
+        let mut report = Report {
+            expired: self.store.expire_outbox(now)? as u64,
+            ..Report::default()
+        };
         loop {
-            let claim = self.store.claim_outbox(now, self.lease, self.batch)?;
-            report.expired += claim.expired as u64;
-            if claim.items.is_empty() {
-                break;
-            }
-            for item in &claim.items {
-                let result = self.send(item, now).await;
-                match &result {
-                    SendResult::Sent { .. } => report.sent += 1,
-                    SendResult::Retry { .. } => report.retried += 1,
-                    SendResult::Fallback { error } => {
-                        if let Some((channel, variant)) = self.next_channel(item) {
-                            tracing::info!(outbox = item.id, from = %item.channel, to = %channel, %error, "falling over to the next channel");
-                            self.store
-                                .fall_over(item.id, now, &channel, variant.name(), error)?;
-                            report.fell_over += 1;
-                            continue;
-                        }
-                        tracing::warn!(outbox = item.id, campaign = %item.campaign, %error, "no further channel; message failed");
-                        report.failed += 1;
-                    }
-                    SendResult::Failed { error } => {
-                        tracing::warn!(outbox = item.id, campaign = %item.campaign, channel = %item.channel, %error, "message failed");
-                        report.failed += 1;
-                    }
-                    SendResult::Misconfigured { error } => {
-                        tracing::error!(channel = %item.channel, %error, "channel misconfigured; its messages wait");
-                        report.retried += 1;
+            let mut claimed = Vec::new();
+            let mut took = 0;
+            for (channel, due) in self.store.outbox_channels()? {
+                if due > now {
+                    continue;
+                }
+                let batch = self.batch;
+                let budget = self.lane(&channel).budget(now, batch);
+                if budget == 0 {
+                    continue;
+                }
+                let items = self
+                    .store
+                    .claim_channel(now, self.lease, &channel, budget)?;
+                self.lane(&channel).take(now, items.len());
+                took += items.len();
+                for item in items {
+                    if item.interrupted
+                        && self
+                            .adapters
+                            .get(&item.channel)
+                            .is_some_and(|a| !a.dedupes())
+                    {
+                        let error = format!(
+                            "a crash interrupted the send on attempt {}; {} cannot tell a repeat, so it is not sent again",
+                            item.attempts - 1,
+                            item.channel
+                        );
+                        tracing::warn!(outbox = item.id, channel = %item.channel, %error, "interrupted send not repeated");
+                        self.store
+                            .finish(item.id, OutboxState::Failed, &error, true)?;
+                        report.ambiguous += 1;
+                    } else {
+                        claimed.push(item);
                     }
                 }
-                self.store.record_send(item.id, now, &result)?;
+            }
+            if took == 0 {
+                break;
+            }
+            claimed.sort_by_key(|i| (i.created_at, i.id));
+            let Worker {
+                engine,
+                adapters,
+                store_name,
+                ..
+            } = &*self;
+            let (engine, adapters, store_name) = (engine.clone(), adapters.clone(), store_name);
+            let store_name = store_name.clone();
+            let mut sends: FuturesUnordered<_> = claimed
+                .iter()
+                .map(|item| {
+                    let (engine, adapters, store_name) = (&engine, &adapters, &store_name);
+                    async move { (item, deliver(engine, adapters, store_name, item, now).await) }
+                })
+                .collect();
+            // Each result is recorded as soon as it is in, so a crash
+            // leaves as few sends unrecorded as possible.
+            while let Some((item, result)) = sends.next().await {
+                self.record(item, now, result, &mut report)?;
             }
         }
         self.totals += report;
         Ok(report)
     }
 
-    /// When the next row is due, if any.
+    fn record(
+        &mut self,
+        item: &OutboxItem,
+        now: Timestamp,
+        result: SendResult,
+        report: &mut Report,
+    ) -> Result<(), Error> {
+        match result {
+            SendResult::Sent { .. } => {
+                self.lane(&item.channel).failures = 0;
+                report.sent += 1;
+                self.store.record_send(item.id, now, &result)?;
+            }
+            SendResult::Retry { after, error } => {
+                let policy = self.policy;
+                let lane = self.lanes.entry(item.channel.clone()).or_insert_with(|| {
+                    Lane::new(self.limits.get(&item.channel).copied().unwrap_or(UNPACED))
+                });
+                // The first failure after a success counts against the
+                // message; further ones are the channel being down.
+                let counts = lane.failures == 0;
+                lane.failures = lane.failures.saturating_add(1);
+                let n = lane.failures;
+                let wait = policy.backoff(n, &mut self.rng).max(after);
+                let until = now.saturating_add(wait);
+                let lane = self.lane(&item.channel);
+                lane.paused_until = lane.paused_until.max(until);
+                if counts && item.attempts >= policy.max_attempts {
+                    tracing::warn!(outbox = item.id, campaign = %item.campaign, channel = %item.channel, attempts = item.attempts, %error, "giving up on the message");
+                    self.store.finish(
+                        item.id,
+                        OutboxState::Dead,
+                        &format!("{error} (after {} attempts)", item.attempts),
+                        false,
+                    )?;
+                    report.dead += 1;
+                } else {
+                    tracing::info!(outbox = item.id, channel = %item.channel, retry_in_ms = millis(wait), %error, "send failed; retrying later");
+                    self.store.retry_at(item.id, until, &error, counts)?;
+                    report.retried += 1;
+                }
+            }
+            SendResult::Fallback { ref error } => {
+                self.lane(&item.channel).failures = 0;
+                if let Some((channel, variant)) = self.next_channel(item) {
+                    tracing::info!(outbox = item.id, from = %item.channel, to = %channel, %error, "falling over to the next channel");
+                    self.store
+                        .fall_over(item.id, now, &channel, variant.name(), error)?;
+                    report.fell_over += 1;
+                } else {
+                    tracing::warn!(outbox = item.id, campaign = %item.campaign, %error, "no further channel; message failed");
+                    self.store.record_send(item.id, now, &result)?;
+                    report.failed += 1;
+                }
+            }
+            SendResult::Failed { ref error } => {
+                self.lane(&item.channel).failures = 0;
+                tracing::warn!(outbox = item.id, campaign = %item.campaign, channel = %item.channel, %error, "message failed");
+                self.store.record_send(item.id, now, &result)?;
+                report.failed += 1;
+            }
+            SendResult::Misconfigured { error } => {
+                let until = now.saturating_add(MISCONFIGURED_PAUSE);
+                let lane = self.lane(&item.channel);
+                let first = lane.paused_until < until;
+                lane.paused_until = lane.paused_until.max(until);
+                if first {
+                    tracing::error!(channel = %item.channel, %error, "channel misconfigured; its messages wait until it is fixed (a reload tries again at once)");
+                }
+                self.store.retry_at(item.id, until, &error, false)?;
+                report.retried += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// When something may go out next, if anything waits: the earliest
+    /// due row of each channel, no sooner than the channel's pace and
+    /// pause allow.
     ///
     /// # Errors
     /// Database failures.
-    pub fn next_due(&self) -> Result<Option<Timestamp>, Error> {
-        Ok(self.store.outbox_next_due()?)
+    pub fn next_due(&mut self, now: Timestamp) -> Result<Option<Timestamp>, Error> {
+        let mut next: Option<Timestamp> = None;
+        for (channel, due) in self.store.outbox_channels()? {
+            let at = due.max(self.lane(&channel).ready_at(now));
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        Ok(next)
     }
 
     /// The customer's next configured channel after the item's, with the
@@ -174,51 +503,145 @@ impl Worker {
                 .then(|| (name.clone(), message.best_for(spec.variant)))
         })
     }
+}
 
-    async fn send(&self, item: &OutboxItem, now: Timestamp) -> SendResult {
-        // Consent is checked again at send time: it may have been withdrawn
-        // for this channel since the decision.
-        if !item.consented.contains(&item.channel) {
-            return SendResult::Fallback {
-                error: format!("no {} consent on this channel", item.purpose),
+/// Renders and sends one claimed row (or decides not to).
+async fn deliver(
+    engine: &Engine,
+    adapters: &HashMap<String, Adapter>,
+    store_name: &str,
+    item: &OutboxItem,
+    now: Timestamp,
+) -> SendResult {
+    // Consent is checked again at send time: it may have been withdrawn
+    // for this channel since the decision.
+    if !item.consented.contains(&item.channel) {
+        return SendResult::Fallback {
+            error: format!("no {} consent on this channel", item.purpose),
+        };
+    }
+    let Some(message) = engine
+        .messages
+        .iter()
+        .find(|m| m.id.as_str() == item.message)
+    else {
+        return SendResult::Failed {
+            error: format!("message {:?} is no longer configured", item.message),
+        };
+    };
+    let Some(adapter) = adapters.get(&item.channel) else {
+        return SendResult::Failed {
+            error: format!("channel {:?} is not configured", item.channel),
+        };
+    };
+    let vars = Vars {
+        first_name: item.first_name.clone(),
+        points: item.points,
+        balance: item.balance,
+        store: store_name.to_owned(),
+    };
+    let variant = Variant::parse(&item.variant).unwrap_or(Variant::Plain);
+    let rendered = match message.render(variant, &vars) {
+        Ok(r) => r,
+        Err(e) => {
+            return SendResult::Failed {
+                error: format!("render: {e}"),
             };
         }
-        let Some(message) = self
-            .engine
-            .messages
-            .iter()
-            .find(|m| m.id.as_str() == item.message)
-        else {
-            return SendResult::Failed {
-                error: format!("message {:?} is no longer configured", item.message),
-            };
+    };
+    adapter
+        .send(&Outgoing {
+            item,
+            rendered: &rendered,
+            at: now,
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_in_the_upper_half_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            backoff_min: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(60),
         };
-        let Some(adapter) = self.adapters.get(&item.channel) else {
-            return SendResult::Failed {
-                error: format!("channel {:?} is not configured", item.channel),
-            };
-        };
-        let vars = Vars {
-            first_name: item.first_name.clone(),
-            points: item.points,
-            balance: item.balance,
-            store: self.store_name.clone(),
-        };
-        let variant = Variant::parse(&item.variant).unwrap_or(Variant::Plain);
-        let rendered = match message.render(variant, &vars) {
-            Ok(r) => r,
-            Err(e) => {
-                return SendResult::Failed {
-                    error: format!("render: {e}"),
-                };
+        let mut rng = fastrand::Rng::with_seed(1);
+        for (n, step) in [(1, 2), (2, 4), (3, 8), (5, 32), (6, 60), (30, 60)] {
+            let step = Duration::from_secs(step);
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..200 {
+                let d = p.backoff(n, &mut rng);
+                assert!(
+                    d >= step / 2 && d <= step,
+                    "n={n}: {d:?} outside {step:?}/2..={step:?}"
+                );
+                seen.insert(d);
             }
-        };
-        adapter
-            .send(&Outgoing {
-                item,
-                rendered: &rendered,
-                at: now,
-            })
-            .await
+            assert!(seen.len() > 50, "n={n}: jitter too coarse: {}", seen.len());
+        }
+    }
+
+    #[test]
+    fn a_bucket_paces_to_its_rate_after_its_burst() {
+        let mut lane = Lane::new(ChannelLimits {
+            rate: 80.0,
+            burst: 1,
+            concurrency: 8,
+        });
+        let t0 = Timestamp(1_000_000);
+        assert_eq!(lane.budget(t0, 32), 1);
+        lane.take(t0, 1);
+        assert_eq!(lane.budget(t0, 32), 0);
+        // One every 12.5 ms.
+        assert_eq!(lane.ready_at(t0), Timestamp(t0.0 + 13));
+        assert_eq!(lane.budget(Timestamp(t0.0 + 12), 32), 0);
+        assert_eq!(lane.budget(Timestamp(t0.0 + 13), 32), 1);
+        // Woken every millisecond for ten seconds: exactly 800 more, one
+        // at a time.
+        let mut sent = 0;
+        for ms in 13..10_013 {
+            let now = Timestamp(t0.0 + ms);
+            let b = lane.budget(now, 32);
+            assert!(b <= 1);
+            lane.take(now, b as usize);
+            sent += b;
+        }
+        assert_eq!(sent, 800);
+        // Woken once after a quiet minute: still one (burst 1).
+        assert_eq!(lane.budget(Timestamp(t0.0 + 70_000), 32), 1);
+    }
+
+    #[test]
+    fn a_burst_goes_at_once_then_the_rate_holds() {
+        let mut lane = Lane::new(ChannelLimits {
+            rate: 10.0,
+            burst: 5,
+            concurrency: 100,
+        });
+        let t0 = Timestamp(0);
+        assert_eq!(lane.budget(t0, 100), 5);
+        lane.take(t0, 5);
+        assert_eq!(lane.budget(t0, 100), 0);
+        assert_eq!(lane.ready_at(t0), Timestamp(100));
+        assert_eq!(lane.budget(Timestamp(350), 100), 3);
+    }
+
+    #[test]
+    fn concurrency_and_batch_bound_a_round() {
+        let mut lane = Lane::new(ChannelLimits {
+            rate: 1000.0,
+            burst: 100,
+            concurrency: 8,
+        });
+        assert_eq!(lane.budget(Timestamp(0), 32), 8);
+        lane.take(Timestamp(0), 0);
+        assert_eq!(lane.budget(Timestamp(0), 3), 3);
+        lane.paused_until = Timestamp(5);
+        assert_eq!(lane.budget(Timestamp(4), 32), 0);
+        assert_eq!(lane.ready_at(Timestamp(4)), Timestamp(5));
     }
 }

@@ -151,6 +151,44 @@ pub struct ChannelConfig {
     pub variant: Variant,
     /// Adapter.
     pub adapter: Adapter,
+    /// How fast and how many at once messages go out on it.
+    pub limits: ChannelLimits,
+}
+
+/// A channel's pace: a token bucket (`rate` messages a second, at most
+/// `burst` at once after a quiet spell) and at most `concurrency` requests
+/// in flight. Providers throttle per sender; sending faster than they
+/// accept only earns 429s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChannelLimits {
+    /// Messages a second.
+    pub rate: f64,
+    /// Tokens the bucket holds.
+    pub burst: u32,
+    /// Requests in flight.
+    pub concurrency: u32,
+}
+
+impl Eq for ChannelLimits {}
+
+impl ChannelLimits {
+    /// Defaults: a console prints as fast as it is asked; a provider gets
+    /// 10 messages a second, one at a time after a lull, 4 in flight.
+    #[must_use]
+    pub fn default_for(adapter: &Adapter) -> ChannelLimits {
+        match adapter {
+            Adapter::Console => ChannelLimits {
+                rate: 1000.0,
+                burst: 1000,
+                concurrency: 1,
+            },
+            _ => ChannelLimits {
+                rate: 10.0,
+                burst: 1,
+                concurrency: 4,
+            },
+        }
+    }
 }
 
 /// Outbox worker settings.
@@ -162,6 +200,14 @@ pub struct OutboxConfig {
     pub batch: u32,
     /// How often the worker looks for due rows when idle.
     pub poll: Duration,
+    /// Attempts before a message that keeps failing is given up (`dead`).
+    pub max_attempts: u32,
+    /// First wait after a failed attempt; it doubles with each attempt
+    /// (with jitter) up to `backoff_max`. A provider's `Retry-After` is
+    /// honoured when it asks for longer.
+    pub backoff_min: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -170,6 +216,9 @@ impl Default for OutboxConfig {
             lease: Duration::from_secs(30),
             batch: 32,
             poll: Duration::from_secs(1),
+            max_attempts: 10,
+            backoff_min: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(900),
         }
     }
 }
@@ -301,6 +350,9 @@ fn default_shoppers() -> u32 {
 pub(super) struct RawChannel {
     adapter: Spanned<String>,
     variant: Option<Spanned<String>>,
+    rate: Option<Spanned<f64>>,
+    burst: Option<Spanned<u32>>,
+    concurrency: Option<Spanned<u32>>,
     // Provider settings, checked per adapter in `providers`.
     pub(super) base_url: Option<Spanned<String>>,
     pub(super) api_version: Option<Spanned<String>>,
@@ -333,6 +385,9 @@ struct RawOutbox {
     lease: Option<Dur>,
     batch: Option<u32>,
     poll: Option<Dur>,
+    max_attempts: Option<u32>,
+    backoff_min: Option<Dur>,
+    backoff_max: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -459,10 +514,42 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
                 Variant::Plain
             }),
         };
+        let mut limits = ChannelLimits::default_for(&adapter);
+        if let Some(r) = &c.rate {
+            if r.get_ref().is_finite() && *r.get_ref() > 0.0 {
+                limits.rate = *r.get_ref();
+            } else {
+                src.error(
+                    r.span(),
+                    format!(
+                        "rate must be above 0 messages a second, not {}",
+                        r.get_ref()
+                    ),
+                    Some("e.g. rate = 10.0; the provider's per-sender limit is the ceiling".into()),
+                );
+            }
+        }
+        for (v, field, what) in [
+            (&c.burst, &mut limits.burst, "burst"),
+            (&c.concurrency, &mut limits.concurrency, "concurrency"),
+        ] {
+            if let Some(v) = v {
+                if (1..=256).contains(v.get_ref()) {
+                    *field = *v.get_ref();
+                } else {
+                    src.error(
+                        v.span(),
+                        format!("{what} must be between 1 and 256, not {}", v.get_ref()),
+                        None,
+                    );
+                }
+            }
+        }
         channels.push(ChannelConfig {
             name: name.clone(),
             variant,
             adapter,
+            limits,
         });
     }
 
@@ -471,7 +558,21 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
         lease: raw.outbox.lease.map_or(defaults.lease, |d| d.0),
         batch: raw.outbox.batch.unwrap_or(defaults.batch).clamp(1, 1000),
         poll: raw.outbox.poll.map_or(defaults.poll, |d| d.0),
+        max_attempts: raw
+            .outbox
+            .max_attempts
+            .unwrap_or(defaults.max_attempts)
+            .clamp(1, 100),
+        backoff_min: raw.outbox.backoff_min.map_or(defaults.backoff_min, |d| d.0),
+        backoff_max: raw.outbox.backoff_max.map_or(defaults.backoff_max, |d| d.0),
     };
+    if outbox.backoff_max < outbox.backoff_min {
+        src.error(
+            0..0,
+            "[outbox] backoff_max is shorter than backoff_min",
+            Some("backoff_max is the longest wait between attempts".into()),
+        );
+    }
     if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
         src.error(
             0..0,

@@ -23,7 +23,7 @@ use crate::core::campaign::Engine;
 use crate::core::zones::Layout;
 
 pub use daemon::{
-    Adapter, ChannelConfig, ClockConfig, Daemon, OutboxConfig, Privacy, SourceConfig,
+    Adapter, ChannelConfig, ChannelLimits, ClockConfig, Daemon, OutboxConfig, Privacy, SourceConfig,
 };
 pub use providers::{
     SecretRef, TwilioSettings, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings,

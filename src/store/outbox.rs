@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Result, Store};
-use crate::core::types::{Timestamp, millis};
+use crate::core::types::Timestamp;
 
 /// Where a message is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -111,6 +111,16 @@ pub struct OutboxItem {
     pub expires_at: Timestamp,
     /// Attempts so far, this one included.
     pub attempts: u32,
+    /// The previous attempt was interrupted between claim and result (a
+    /// crash): the provider may or may not have the message.
+    pub interrupted: bool,
+}
+
+fn split(s: &str) -> Vec<String> {
+    s.split('|')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A row for `outbox list`.
@@ -183,33 +193,82 @@ pub struct Claim {
 }
 
 impl Store {
+    /// Marks rows past their TTL as expired. A row a crashed worker was
+    /// sending is also marked ambiguous: it may have reached the provider.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn expire_outbox(&mut self, now: Timestamp) -> Result<usize> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'expired', ambiguous = (state = 'sending'), lease_until = NULL
+                 WHERE state IN ('queued', 'sending') AND expires_at <= ?1 AND coalesce(lease_until, 0) <= ?1",
+            )?
+            .execute([now.0])?)
+    }
+
+    /// The channels with rows due at `now` (queued and due, or sending
+    /// with a lapsed lease), and for every channel with rows waiting, the
+    /// earliest time one is due.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn outbox_channels(&self) -> Result<Vec<(String, Timestamp)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT channel, min(CASE state WHEN 'queued' THEN due_at ELSE lease_until END) FROM outbox
+             WHERE state IN ('queued', 'sending') GROUP BY channel",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, Timestamp(r.get(1)?))))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// Marks rows past their TTL as expired, then claims up to `limit` due
-    /// rows (queued and due, or sending with a lapsed lease) for `lease`.
+    /// rows of every channel (see [`Store::claim_channel`]).
     ///
     /// # Errors
     /// SQLite errors.
     pub fn claim_outbox(&mut self, now: Timestamp, lease: Duration, limit: u32) -> Result<Claim> {
+        let expired = self.expire_outbox(now)?;
+        let mut items = Vec::new();
+        for (channel, due) in self.outbox_channels()? {
+            if due <= now {
+                items.extend(self.claim_channel(now, lease, &channel, limit)?);
+            }
+        }
+        items.sort_by_key(|i| (i.created_at, i.id));
+        Ok(Claim { items, expired })
+    }
+
+    /// Claims up to `limit` of `channel`'s due rows for `lease`, oldest
+    /// decision first, counting the attempt before anything is sent: a
+    /// claim is the record that a send may have started.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn claim_channel(
+        &mut self,
+        now: Timestamp,
+        lease: Duration,
+        channel: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let expired = tx
+        let due: Vec<(i64, bool)> = tx
             .prepare_cached(
-                "UPDATE outbox SET state = 'expired', lease_until = NULL
-                 WHERE state IN ('queued', 'sending') AND expires_at <= ?1 AND coalesce(lease_until, 0) <= ?1",
+                "SELECT id, state = 'sending' FROM outbox
+                 WHERE channel = ?1 AND ((state = 'queued' AND due_at <= ?2) OR (state = 'sending' AND lease_until <= ?2))
+                 ORDER BY created_at, id LIMIT ?3",
             )?
-            .execute([now.0])?;
-        let ids: Vec<i64> = tx
-            .prepare_cached(
-                "UPDATE outbox SET state = 'sending', lease_until = ?2, attempts = attempts + 1
-                 WHERE id IN (SELECT id FROM outbox
-                              WHERE (state = 'queued' AND due_at <= ?1) OR (state = 'sending' AND lease_until <= ?1)
-                              ORDER BY due_at, id LIMIT ?3)
-                 RETURNING id",
-            )?
-            .query_map(params![now.0, now.saturating_add(lease).0, limit], |r| r.get(0))?
+            .query_map(params![channel, now.0, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<std::result::Result<_, _>>()?;
-        let mut items = Vec::with_capacity(ids.len());
+        let mut items = Vec::with_capacity(due.len());
         {
+            let mut claim = tx.prepare_cached(
+                "UPDATE outbox SET state = 'sending', lease_until = ?2, attempts = attempts + 1 WHERE id = ?1",
+            )?;
             let mut st = tx.prepare_cached(
                 "SELECT o.id, o.key, c.id, c.first_name, c.phone, o.campaign, o.message, o.channel, o.variant,
                         o.points, o.balance, o.created_at, o.expires_at, o.attempts, c.channels, o.purpose,
@@ -218,7 +277,8 @@ impl Store {
                            AND (s.purpose <> 'offers' OR s.confirmed_at IS NOT NULL))
                  FROM outbox o JOIN customers c ON c.key = o.customer WHERE o.id = ?1",
             )?;
-            for id in ids {
+            for (id, interrupted) in due {
+                claim.execute(params![id, now.saturating_add(lease).0])?;
                 let item = st
                     .query_row([id], |r| {
                         Ok(OutboxItem {
@@ -227,20 +287,9 @@ impl Store {
                             customer: r.get(2)?,
                             first_name: r.get(3)?,
                             phone: r.get(4)?,
-                            channels: r
-                                .get::<_, String>(14)?
-                                .split('|')
-                                .filter(|c| !c.is_empty())
-                                .map(str::to_owned)
-                                .collect(),
+                            channels: split(&r.get::<_, String>(14)?),
                             purpose: r.get(15)?,
-                            consented: r
-                                .get::<_, Option<String>>(16)?
-                                .unwrap_or_default()
-                                .split('|')
-                                .filter(|c| !c.is_empty())
-                                .map(str::to_owned)
-                                .collect(),
+                            consented: split(&r.get::<_, Option<String>>(16)?.unwrap_or_default()),
                             campaign: r.get(5)?,
                             message: r.get(6)?,
                             channel: r.get(7)?,
@@ -250,18 +299,20 @@ impl Store {
                             created_at: Timestamp(r.get(11)?),
                             expires_at: Timestamp(r.get(12)?),
                             attempts: r.get(13)?,
+                            interrupted,
                         })
                     })
                     .optional()?;
                 items.extend(item);
             }
         }
-        items.sort_by_key(|i| (i.created_at, i.id));
         tx.commit()?;
-        Ok(Claim { items, expired })
+        Ok(items)
     }
 
-    /// Records the outcome of sending row `id`.
+    /// Records the outcome of sending row `id` as the adapter classified
+    /// it; a retry waits the adapter's minimum (see [`Store::retry_at`] for
+    /// the worker's backoff).
     ///
     /// # Errors
     /// SQLite errors.
@@ -270,16 +321,52 @@ impl Store {
             SendResult::Sent { provider_id } => self.conn.prepare_cached(
                 "UPDATE outbox SET state = 'sent', sent_at = ?2, provider_id = ?3, lease_until = NULL, error = NULL WHERE id = ?1",
             )?.execute(params![id, now.0, provider_id])?,
-            SendResult::Retry { after, error } => self.conn.prepare_cached(
-                "UPDATE outbox SET state = 'queued', due_at = ?2, lease_until = NULL, error = ?3 WHERE id = ?1",
-            )?.execute(params![id, now.0.saturating_add(millis(*after)), error])?,
+            SendResult::Retry { after, error } => {
+                return self.retry_at(id, now.saturating_add(*after), error, true);
+            }
             SendResult::Failed { error } | SendResult::Fallback { error } => self.conn.prepare_cached(
                 "UPDATE outbox SET state = 'failed', lease_until = NULL, error = ?2 WHERE id = ?1",
             )?.execute(params![id, error])?,
-            SendResult::Misconfigured { error } => self.conn.prepare_cached(
-                "UPDATE outbox SET state = 'queued', due_at = ?2, lease_until = NULL, error = ?3 WHERE id = ?1",
-            )?.execute(params![id, now.0.saturating_add(300_000), error])?,
+            SendResult::Misconfigured { error } => {
+                return self.retry_at(id, now.saturating_add(Duration::from_secs(300)), error, false);
+            }
         };
+        Ok(())
+    }
+
+    /// Puts row `id` back in the queue, due at `due`. `counts: false`
+    /// gives the attempt back: the message was not at fault (its channel
+    /// was down or misconfigured).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn retry_at(&mut self, id: i64, due: Timestamp, error: &str, counts: bool) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'queued', due_at = ?2, lease_until = NULL, error = ?3,
+                        attempts = attempts - (1 - ?4) WHERE id = ?1",
+            )?
+            .execute(params![id, due.0, error, counts])?;
+        Ok(())
+    }
+
+    /// Ends row `id` in `state` (`failed` or `dead`); `ambiguous` says the
+    /// provider may have it even so.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn finish(
+        &mut self,
+        id: i64,
+        state: OutboxState,
+        error: &str,
+        ambiguous: bool,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET state = ?2, lease_until = NULL, error = ?3, ambiguous = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, state.name(), error, ambiguous])?;
         Ok(())
     }
 

@@ -46,6 +46,7 @@ pub fn item(code: u32) -> OutboxItem {
         created_at: Timestamp(NOW.0 - 3000),
         expires_at: Timestamp(NOW.0 + 597_000),
         attempts: 1,
+        interrupted: false,
     }
 }
 

@@ -45,3 +45,6 @@ CREATE TABLE inbound (
     last_at  INTEGER NOT NULL,
     PRIMARY KEY (customer, channel)
 ) STRICT, WITHOUT ROWID;
+
+-- The worker claims per channel, oldest decision first.
+CREATE INDEX outbox_channel ON outbox(channel, state, created_at);

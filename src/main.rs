@@ -551,7 +551,11 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
                     r.customer,
                     r.campaign,
                     format!("{}/{}", r.channel, r.variant),
-                    r.state,
+                    if r.ambiguous {
+                        format!("{}?", r.state)
+                    } else {
+                        r.state
+                    },
                     r.attempts,
                     r.error.unwrap_or_default()
                 );

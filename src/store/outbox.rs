@@ -146,6 +146,9 @@ pub struct OutboxRow {
     pub attempts: u32,
     /// Last error.
     pub error: Option<String>,
+    /// A crash interrupted its send and it was not repeated: the provider
+    /// may or may not have it.
+    pub ambiguous: bool,
 }
 
 /// The outcome of one send attempt.
@@ -409,7 +412,8 @@ impl Store {
     /// SQLite errors.
     pub fn outbox_rows(&self, state: Option<OutboxState>, limit: u32) -> Result<Vec<OutboxRow>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT o.id, c.id, o.campaign, o.channel, o.variant, o.state, o.created_at, o.sent_at, o.attempts, o.error
+            "SELECT o.id, c.id, o.campaign, o.channel, o.variant, o.state, o.created_at, o.sent_at, o.attempts, o.error,
+                    o.ambiguous
              FROM outbox o JOIN customers c ON c.key = o.customer
              WHERE ?1 IS NULL OR o.state = ?1 ORDER BY o.id DESC LIMIT ?2",
         )?;
@@ -425,6 +429,7 @@ impl Store {
                 sent_at: r.get::<_, Option<i64>>(7)?.map(Timestamp),
                 attempts: r.get(8)?,
                 error: r.get(9)?,
+                ambiguous: r.get(10)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)

@@ -73,7 +73,15 @@ pub struct StandIn {
 
 impl StandIn {
     pub async fn start(script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> StandIn {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        StandIn::start_at("127.0.0.1:0".parse().unwrap(), script).await
+    }
+
+    /// On a given address (a provider coming back where it was).
+    pub async fn start_at(
+        addr: SocketAddr,
+        script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> StandIn {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script: Script = Arc::new(script);

@@ -347,3 +347,59 @@ fn failover_never_picks_a_channel_without_consent() {
     assert_eq!((r.sent, r.fell_over, r.failed), (0, 0, 1));
     assert!(buf.take().is_empty(), "nothing went out by SMS");
 }
+
+#[test]
+fn a_message_not_delivered_in_time_goes_out_once_more_as_plain_sms() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = CAMPAIGNS.replace(
+        "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"",
+        "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"\n\
+         fallback = { after = \"10m\", unless = \"delivered\", channel = \"sms\" }",
+    );
+    assert_ne!(campaigns, CAMPAIGNS);
+    let config = config_dir(dir.path(), &campaigns);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0)); // whatsapp, then sms
+    arrive(&config, 2, BEN_PHONE, at(10, 0, 0)); // sms only: nothing to fall back to
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    let r = rt().block_on(w.run_once(at(10, 0, 3))).unwrap();
+    assert_eq!((r.sent, r.fallbacks), (2, 0));
+    assert_eq!(buf.take().lines().count(), 2);
+    // Not yet.
+    let r = rt().block_on(w.run_once(at(10, 10, 2))).unwrap();
+    assert_eq!((r.sent, r.fallbacks), (0, 0));
+    // Ten minutes after the send, still not delivered: the plain variant
+    // by SMS, once.
+    let r = rt().block_on(w.run_once(at(10, 10, 3))).unwrap();
+    assert_eq!((r.sent, r.fallbacks), (1, 1));
+    assert_eq!(
+        buf.take(),
+        "10:10:03  ✉ sms/plain → Anna (anna) [welcome] Hi Anna, welcome to Teststore! +10 points, balance 10.\n"
+    );
+    for t in [at(10, 10, 4), at(10, 30, 0), at(12, 0, 0)] {
+        let r = rt().block_on(w.run_once(t)).unwrap();
+        assert_eq!((r.sent, r.fallbacks), (0, 0));
+    }
+    assert!(buf.take().is_empty());
+    let rows = w.store().outbox_rows(None, 10).unwrap();
+    let summary: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.customer.as_str(),
+                r.channel.as_str(),
+                r.variant.as_str(),
+                r.state.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("anna", "sms", "plain", "sent"),
+            ("ben", "sms", "plain", "sent"),
+            ("anna", "whatsapp", "rich", "sent"),
+        ]
+    );
+}

@@ -52,6 +52,9 @@ pub struct Report {
     pub dead: u64,
     /// Interrupted sends not repeated: the provider may or may not have them.
     pub ambiguous: u64,
+    /// Messages queued again on another channel after they were accepted:
+    /// not delivered (or read) in time, or reported undeliverable.
+    pub fallbacks: u64,
 }
 
 impl std::ops::AddAssign for Report {
@@ -63,6 +66,7 @@ impl std::ops::AddAssign for Report {
         self.fell_over += o.fell_over;
         self.dead += o.dead;
         self.ambiguous += o.ambiguous;
+        self.fallbacks += o.fallbacks;
     }
 }
 
@@ -322,6 +326,7 @@ impl Worker {
             expired: self.store.expire_outbox(now)? as u64,
             ..Report::default()
         };
+        self.sweep_fallbacks(now, &mut report)?;
         loop {
             let mut claimed = Vec::new();
             let mut took = 0;
@@ -401,6 +406,21 @@ impl Worker {
                 self.lane(&item.channel).failures = 0;
                 report.sent += 1;
                 self.store.record_send(item.id, now, &result)?;
+                let campaign = self
+                    .engine
+                    .campaigns
+                    .iter()
+                    .find(|c| c.id.as_str() == item.campaign);
+                if let Some(f) = campaign.and_then(|c| c.fallback.as_ref())
+                    && *f.channel != *item.channel
+                {
+                    self.store.arm_fallback(
+                        item.id,
+                        now.saturating_add(f.after),
+                        f.unless.name(),
+                        &f.channel,
+                    )?;
+                }
             }
             SendResult::Retry { after, error } => {
                 let policy = self.policy;
@@ -460,6 +480,53 @@ impl Worker {
                 }
                 self.store.retry_at(item.id, until, &error, false)?;
                 report.retried += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the follow-on of every sent message whose fallback time has
+    /// come: the plain variant on the campaign's fallback channel if it was
+    /// not delivered (or read) in time; the customer's next channel if the
+    /// provider reported it undeliverable. Each at most once.
+    fn sweep_fallbacks(&mut self, now: Timestamp, report: &mut Report) -> Result<(), Error> {
+        for due in self.store.due_fallbacks(now)? {
+            let item = &due.item;
+            let target = if due.failed {
+                self.next_channel(item)
+            } else if due.unmet {
+                due.channel
+                    .filter(|c| {
+                        item.channels.contains(c)
+                            && item.consented.contains(c)
+                            && self.adapters.contains_key(c)
+                    })
+                    .map(|c| (c, Variant::Plain))
+            } else {
+                None
+            };
+            let ttl = self
+                .engine
+                .messages
+                .iter()
+                .find(|m| m.id.as_str() == item.message)
+                .map(|m| m.ttl);
+            match (target, ttl) {
+                (Some((channel, variant)), Some(ttl)) => {
+                    let queued = self.store.chain(
+                        item.id,
+                        now,
+                        &channel,
+                        variant.name(),
+                        "fallback",
+                        now.saturating_add(ttl),
+                    )?;
+                    if queued.is_some() {
+                        tracing::info!(outbox = item.id, from = %item.channel, to = %channel, failed = due.failed, "fallback queued");
+                        report.fallbacks += 1;
+                    }
+                }
+                _ => self.store.disarm(item.id)?,
             }
         }
         Ok(())

@@ -11,7 +11,7 @@ use super::daemon::Daemon;
 use super::zones::{Zones, parse_ranges};
 use super::{Dur, Source, did_you_mean, valid_id};
 use crate::core::campaign::{
-    Campaign, ChannelSpec, Conditions, Days, Engine, MessageIdx, Rules, Trigger,
+    Campaign, ChannelSpec, Conditions, Days, Engine, Fallback, MessageIdx, Reached, Rules, Trigger,
 };
 use crate::core::message::{Medium, Message, Rich, Vars, render, sms_size};
 use crate::core::types::Purpose;
@@ -73,6 +73,17 @@ struct RawCampaign {
     first_visit_of_day: bool,
     min_days_since_last_visit: Option<u32>,
     purpose: Option<Spanned<String>>,
+    fallback: Option<Spanned<RawFallback>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFallback {
+    after: Dur,
+    #[serde(default)]
+    unless: Option<Spanned<String>>,
+    #[serde(default)]
+    channel: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +364,37 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             None if c.message.is_some() => Purpose::Offers,
             None => Purpose::Loyalty,
         };
+        let fallback = c.fallback.as_ref().map(|f| {
+            let raw = f.get_ref();
+            if c.message.is_none() {
+                src.error(
+                    f.span(),
+                    "a fallback needs a message to fall back from",
+                    Some("remove `fallback` or give the campaign a `message`".into()),
+                );
+            }
+            let unless = match raw
+                .unless
+                .as_ref()
+                .map(|u| (u.get_ref().as_str(), u.span()))
+            {
+                None | Some(("delivered", _)) => Reached::Delivered,
+                Some(("read", _)) => Reached::Read,
+                Some((other, span)) => {
+                    src.error(
+                        span,
+                        format!("unknown fallback condition {other:?}"),
+                        Some("`unless = \"delivered\"` or `unless = \"read\"`".into()),
+                    );
+                    Reached::Delivered
+                }
+            };
+            Fallback {
+                after: raw.after.0,
+                unless,
+                channel: Arc::from(raw.channel.as_deref().unwrap_or("sms")),
+            }
+        });
         campaigns.push(Campaign {
             id: id.as_str().into(),
             trigger,
@@ -372,6 +414,7 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             points: c.points,
             cooldown: c.cooldown.0,
             purpose,
+            fallback,
         });
     }
     if campaigns.len() > 1000 || messages.len() > 1000 {

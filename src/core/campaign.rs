@@ -157,6 +157,40 @@ pub struct Campaign {
     pub cooldown: Duration,
     /// What the customer must have consented to for its message.
     pub purpose: Purpose,
+    /// The delivery-timeout fallback for its message, if any.
+    pub fallback: Option<Fallback>,
+}
+
+/// What a message must reach to need no fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reached {
+    /// The handset has it.
+    Delivered,
+    /// The customer opened it (chat channels report reads).
+    Read,
+}
+
+impl Reached {
+    /// The name in config and in the database.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Reached::Delivered => "delivered",
+            Reached::Read => "read",
+        }
+    }
+}
+
+/// "If the message is not delivered (or read) within `after`, send its
+/// plain variant on `channel`" (typically a WhatsApp message backed by SMS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// How long to wait after the send.
+    pub after: Duration,
+    /// What the message must have reached by then.
+    pub unless: Reached,
+    /// Where the plain variant goes.
+    pub channel: Arc<str>,
 }
 
 /// Store-wide rules.
@@ -830,6 +864,7 @@ mod tests {
                     points: 10,
                     cooldown: Duration::from_secs(24 * 3600),
                     purpose: Purpose::Welcome,
+                    fallback: None,
                 },
                 Campaign {
                     id: "coffee".into(),
@@ -842,6 +877,7 @@ mod tests {
                     points: 0,
                     cooldown: Duration::from_secs(3600),
                     purpose: Purpose::Offers,
+                    fallback: None,
                 },
                 Campaign {
                     id: "fifth".into(),
@@ -851,6 +887,7 @@ mod tests {
                     points: 45,
                     cooldown: Duration::ZERO,
                     purpose: Purpose::Loyalty,
+                    fallback: None,
                 },
             ],
             messages: vec![Message {

@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use customers::{CustomerRecord, ImportReport, RowError};
-pub use outbox::{Claim, OutboxItem, OutboxRow, OutboxState, SendResult};
+pub use outbox::{Claim, DueFallback, OutboxItem, OutboxRow, OutboxState, SendResult};
 pub use retention::Purged;
 pub use secret::load_or_create_secret;
 

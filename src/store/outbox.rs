@@ -123,6 +123,59 @@ fn split(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Row `id` as the worker needs it.
+fn load_item(
+    conn: &rusqlite::Connection,
+    id: i64,
+    interrupted: bool,
+) -> Result<Option<OutboxItem>> {
+    let mut st = conn.prepare_cached(
+        "SELECT o.id, o.key, c.id, c.first_name, c.phone, o.campaign, o.message, o.channel, o.variant,
+                o.points, o.balance, o.created_at, o.expires_at, o.attempts, c.channels, o.purpose,
+                (SELECT group_concat(s.channel, '|') FROM consents s
+                 WHERE s.customer = o.customer AND s.purpose = o.purpose AND s.withdrawn_at IS NULL
+                   AND (s.purpose <> 'offers' OR s.confirmed_at IS NOT NULL))
+         FROM outbox o JOIN customers c ON c.key = o.customer WHERE o.id = ?1",
+    )?;
+    Ok(st
+        .query_row([id], |r| {
+            Ok(OutboxItem {
+                id: r.get(0)?,
+                key: r.get(1)?,
+                customer: r.get(2)?,
+                first_name: r.get(3)?,
+                phone: r.get(4)?,
+                channels: split(&r.get::<_, String>(14)?),
+                purpose: r.get(15)?,
+                consented: split(&r.get::<_, Option<String>>(16)?.unwrap_or_default()),
+                campaign: r.get(5)?,
+                message: r.get(6)?,
+                channel: r.get(7)?,
+                variant: r.get(8)?,
+                points: r.get(9)?,
+                balance: r.get(10)?,
+                created_at: Timestamp(r.get(11)?),
+                expires_at: Timestamp(r.get(12)?),
+                attempts: r.get(13)?,
+                interrupted,
+            })
+        })
+        .optional()?)
+}
+
+/// A sent or failed message whose fallback time has come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueFallback {
+    /// The row, as the worker needs it.
+    pub item: OutboxItem,
+    /// It failed after acceptance (the provider reported it undeliverable).
+    pub failed: bool,
+    /// It did not reach what its campaign's fallback asked for in time.
+    pub unmet: bool,
+    /// Where its campaign's fallback goes.
+    pub channel: Option<String>,
+}
+
 /// A row for `outbox list`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRow {
@@ -272,41 +325,9 @@ impl Store {
             let mut claim = tx.prepare_cached(
                 "UPDATE outbox SET state = 'sending', lease_until = ?2, attempts = attempts + 1 WHERE id = ?1",
             )?;
-            let mut st = tx.prepare_cached(
-                "SELECT o.id, o.key, c.id, c.first_name, c.phone, o.campaign, o.message, o.channel, o.variant,
-                        o.points, o.balance, o.created_at, o.expires_at, o.attempts, c.channels, o.purpose,
-                        (SELECT group_concat(s.channel, '|') FROM consents s
-                         WHERE s.customer = o.customer AND s.purpose = o.purpose AND s.withdrawn_at IS NULL
-                           AND (s.purpose <> 'offers' OR s.confirmed_at IS NOT NULL))
-                 FROM outbox o JOIN customers c ON c.key = o.customer WHERE o.id = ?1",
-            )?;
             for (id, interrupted) in due {
                 claim.execute(params![id, now.saturating_add(lease).0])?;
-                let item = st
-                    .query_row([id], |r| {
-                        Ok(OutboxItem {
-                            id: r.get(0)?,
-                            key: r.get(1)?,
-                            customer: r.get(2)?,
-                            first_name: r.get(3)?,
-                            phone: r.get(4)?,
-                            channels: split(&r.get::<_, String>(14)?),
-                            purpose: r.get(15)?,
-                            consented: split(&r.get::<_, Option<String>>(16)?.unwrap_or_default()),
-                            campaign: r.get(5)?,
-                            message: r.get(6)?,
-                            channel: r.get(7)?,
-                            variant: r.get(8)?,
-                            points: r.get(9)?,
-                            balance: r.get(10)?,
-                            created_at: Timestamp(r.get(11)?),
-                            expires_at: Timestamp(r.get(12)?),
-                            attempts: r.get(13)?,
-                            interrupted,
-                        })
-                    })
-                    .optional()?;
-                items.extend(item);
+                items.extend(load_item(&tx, id, interrupted)?);
             }
         }
         tx.commit()?;
@@ -370,6 +391,107 @@ impl Store {
                 "UPDATE outbox SET state = ?2, lease_until = NULL, error = ?3, ambiguous = ?4 WHERE id = ?1",
             )?
             .execute(params![id, state.name(), error, ambiguous])?;
+        Ok(())
+    }
+
+    /// Arms row `id`'s delivery-timeout fallback: unless it is `unless`
+    /// (`delivered` or `read`) by `at`, `channel` gets the message. A row
+    /// that is itself a fallback or follow-up is not armed.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn arm_fallback(
+        &mut self,
+        id: i64,
+        at: Timestamp,
+        unless: &str,
+        channel: &str,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET fallback_at = ?2, fallback_on = ?3, fallback_channel = ?4
+                 WHERE id = ?1 AND relation IS NULL",
+            )?
+            .execute(params![id, at.0, unless, channel])?;
+        Ok(())
+    }
+
+    /// Rows whose fallback time has come: sent rows with an armed
+    /// fallback, and rows the provider reported failed after accepting
+    /// them (the API sets their fallback time to the report's).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn due_fallbacks(&self, now: Timestamp) -> Result<Vec<DueFallback>> {
+        let rows: Vec<(i64, bool, bool, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, state = 'failed',
+                        CASE fallback_on WHEN 'read' THEN state IN ('sent', 'delivered') AND read_at IS NULL
+                                         ELSE state = 'sent' AND delivered_at IS NULL AND read_at IS NULL END,
+                        fallback_channel
+                 FROM outbox WHERE fallback_at IS NOT NULL AND fallback_at <= ?1 ORDER BY fallback_at, id",
+            )?
+            .query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, failed, unmet, channel) in rows {
+            if let Some(item) = load_item(&self.conn, id, false)? {
+                out.push(DueFallback {
+                    item,
+                    failed,
+                    unmet,
+                    channel,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues row `parent`'s message again as a new row on `channel` with
+    /// `variant`, due at `now` and living until `expires_at`, linked to its
+    /// parent as `relation` (`fallback` or `follow_up`), and disarms the
+    /// parent; at most once per parent and relation (the key says so).
+    /// Returns the new row's id, or `None` if there already was one.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn chain(
+        &mut self,
+        parent: i64,
+        now: Timestamp,
+        channel: &str,
+        variant: &str,
+        relation: &str,
+        expires_at: Timestamp,
+    ) -> Result<Option<i64>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
+                        created_at, due_at, expires_at, state, purpose, parent, relation)
+                 SELECT key || ':' || ?5, customer, campaign, message, ?3, ?4, points, balance,
+                        ?2, ?2, ?6, 'queued', purpose, id, ?5
+                 FROM outbox WHERE id = ?1",
+            )?
+            .execute(params![parent, now.0, channel, variant, relation, expires_at.0])?;
+        let id = (n == 1).then(|| tx.last_insert_rowid());
+        tx.prepare_cached("UPDATE outbox SET fallback_at = NULL WHERE id = ?1")?
+            .execute([parent])?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Disarms row `id`'s fallback: nothing is to follow it.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn disarm(&mut self, id: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE outbox SET fallback_at = NULL WHERE id = ?1")?
+            .execute([id])?;
         Ok(())
     }
 

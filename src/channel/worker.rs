@@ -48,6 +48,8 @@ pub struct Worker {
     batch: u32,
     /// Totals since start.
     pub totals: Report,
+    /// Send outcomes and latency per channel, for `/healthz` and `/metrics`.
+    pub metrics: Arc<crate::app::metrics::Metrics>,
 }
 
 impl Worker {
@@ -69,6 +71,7 @@ impl Worker {
             lease,
             batch,
             totals: Report::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -112,7 +115,14 @@ impl Worker {
                 break;
             }
             for item in &claim.items {
+                let started = std::time::Instant::now();
                 let result = self.send(item, now).await;
+                let answered = !matches!(
+                    result,
+                    SendResult::Retry { .. } | SendResult::Misconfigured { .. }
+                );
+                self.metrics
+                    .note_send(&item.channel, answered, started.elapsed(), now);
                 match &result {
                     SendResult::Sent { .. } => report.sent += 1,
                     SendResult::Retry { .. } => report.retried += 1,

@@ -154,7 +154,9 @@ pub(super) fn build(
             src.error(
                 h.span(),
                 "[webhooks] needs the local API, and there is no [api] section",
-                Some("add [api] (it listens on 127.0.0.1:8787 unless `bind` says otherwise)".into()),
+                Some(
+                    "add [api] (it listens on 127.0.0.1:8787 unless `bind` says otherwise)".into(),
+                ),
             );
         }
         return None;
@@ -206,7 +208,12 @@ pub(super) fn build(
     let h = hooks.map_or(&empty, Spanned::get_ref);
     if let Some(m) = &h.whatsapp {
         let r = m.get_ref();
-        refuse_inline(src, "app_secret", r.app_secret.as_ref(), "whatsapp-app-secret");
+        refuse_inline(
+            src,
+            "app_secret",
+            r.app_secret.as_ref(),
+            "whatsapp-app-secret",
+        );
         refuse_inline(
             src,
             "verify_token",

@@ -358,7 +358,12 @@ impl Store {
     /// # Errors
     /// [`Error::Import`] with what is wrong (line 2 is the customer), or
     /// SQLite errors.
-    pub fn enrol(&mut self, e: &Enrolment, hasher: &Hasher, now: Timestamp) -> Result<ImportReport> {
+    pub fn enrol(
+        &mut self,
+        e: &Enrolment,
+        hasher: &Hasher,
+        now: Timestamp,
+    ) -> Result<ImportReport> {
         let csv = e.to_csv().map_err(|err| {
             Error::Import(vec![RowError {
                 line: 2,

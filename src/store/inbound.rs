@@ -173,7 +173,12 @@ impl Store {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn confirm_pending(&mut self, customer: i64, channel: &str, now: Timestamp) -> Result<usize> {
+    pub fn confirm_pending(
+        &mut self,
+        customer: i64,
+        channel: &str,
+        now: Timestamp,
+    ) -> Result<usize> {
         Ok(self
             .conn
             .prepare_cached(
@@ -187,14 +192,20 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NoSuchCustomer`] or SQLite errors.
-    pub fn record_conversion(&mut self, c: &Conversion, now: Timestamp) -> Result<ConversionOutcome> {
+    pub fn record_conversion(
+        &mut self,
+        c: &Conversion,
+        now: Timestamp,
+    ) -> Result<ConversionOutcome> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let key: Option<i64> = tx
-            .query_row("SELECT key FROM customers WHERE id = ?1", [&c.customer], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT key FROM customers WHERE id = ?1",
+                [&c.customer],
+                |r| r.get(0),
+            )
             .optional()?;
         let Some(key) = key else {
             return Err(Error::NoSuchCustomer(c.customer.clone()));

@@ -20,9 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use customers::{CustomerRecord, Enrolment, ImportReport, RowError};
-pub use inbound::{
-    Conversion, ConversionOutcome, DeliveryStatus, PhoneMatch, StatusOutcome,
-};
+pub use inbound::{Conversion, ConversionOutcome, DeliveryStatus, PhoneMatch, StatusOutcome};
 pub use outbox::{Claim, OutboxItem, OutboxRow, OutboxState, SendResult};
 pub use retention::Purged;
 pub use secret::load_or_create_secret;

@@ -948,3 +948,73 @@ fn api_settings_are_read_by_reference_and_inline_secrets_refused() {
     let err = nearcast::config::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("unknown field `publik_url`"), "{err}");
 }
+
+#[derive(Clone, Default)]
+struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_serves_the_api_and_stops_it_with_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token_file = dir.path().join("api-token");
+    std::fs::write(&token_file, format!("{API_TOKEN}\n")).unwrap();
+    common::config_dir(dir.path(), common::CAMPAIGNS);
+    let daemon = format!(
+        "{}\n[api]\nbind = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+        common::DAEMON,
+        token_file.display()
+    );
+    std::fs::write(dir.path().join("nearcast.toml"), daemon).unwrap();
+    let config = nearcast::config::load(dir.path()).unwrap();
+    drop(common::store_with_customers(&config));
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock(AtomicI64::new(NOW.0)));
+    let console: Arc<std::sync::Mutex<dyn std::io::Write + Send>> =
+        Arc::new(std::sync::Mutex::new(Sink::default()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let client = async {
+        // The daemon binds before its loop starts; poll until it answers.
+        let started = std::time::Instant::now();
+        let health = loop {
+            match http.get(format!("{base}/healthz")).send().await {
+                Ok(r) => break r,
+                Err(e) => {
+                    assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        assert_eq!(health.status().as_u16(), 200);
+        let r = http
+            .post(format!("{base}/v1/customers/anna/opt-out"))
+            .header("authorization", format!("Bearer {API_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        stop.send(()).unwrap();
+    };
+    let run = nearcast::app::run::run(config.clone(), None, clock, console, async {
+        let _ = stopped.await;
+    });
+    let (result, ()) = tokio::join!(run, client);
+    result.unwrap();
+    // Stopped with the daemon.
+    assert!(http.get(format!("{base}/healthz")).send().await.is_err());
+    let store = Store::open(&config.daemon.database).unwrap();
+    assert_eq!(store.customer("anna").unwrap().opted_out_at, Some(NOW));
+}

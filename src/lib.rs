@@ -10,8 +10,11 @@
 //!   points, decisions, outbox.
 //! - [`source`]: where observations come from: recordings and the simulator.
 //! - [`channel`]: delivery: the outbox worker and the adapters.
+//! - [`api`]: the local HTTP API: health, metrics, enrolment, conversions
+//!   and the providers' signed webhooks.
 //! - [`app`]: wiring: the daemon, the demo, replay and record.
 
+pub mod api;
 pub mod app;
 pub mod channel;
 pub mod config;

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod demo;
 pub mod live;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod record;

@@ -73,8 +73,11 @@ pub async fn run_with_reload(
     let mut registry = store.registry_version()?;
     let loaded = super::load_registry(&store, &config, clock.now())?;
     tracing::info!(customers = loaded.directory.len(), rotating = loaded.rotating.len(), db = %db.display(), "starting");
+    let api_hasher = hasher.clone();
     let mut pipeline = super::pipeline(&config, hasher, loaded, store);
-    let worker = worker(&config, &db, console.clone())?;
+    let mut worker = worker(&config, &db, console.clone())?;
+    let metrics = Arc::new(super::metrics::Metrics::default());
+    worker.metrics = metrics.clone();
     let mut watcher = crate::store::Store::open(&db)?;
 
     let (tx, mut rx) = mpsc::channel::<Observation>(QUEUE);
@@ -90,6 +93,12 @@ pub async fn run_with_reload(
         sources.push(spawn_source(s.clone(), &config, clock.clone(), tx.clone())?);
     }
     drop(tx);
+    let api = match &config.daemon.api {
+        Some(api) => {
+            Some(start_api(api, &config, &db, api_hasher, &clock, &metrics, &healths).await?)
+        }
+        None => None,
+    };
     let status_path = super::live::status_path(&db);
     let mut ticks = 0u64;
 
@@ -206,6 +215,7 @@ pub async fn run_with_reload(
                 if let Err(e) = pipeline.advance(now, &mut sink) {
                     tracing::error!(error = %e, "could not record decisions; the event is dropped");
                 }
+                metrics.set_pipeline(&pipeline.counters());
                 match watcher.registry_version() {
                     Ok(v) if v != registry => match super::load_registry(&watcher, &config, now) {
                         Ok(r) => {
@@ -232,6 +242,13 @@ pub async fn run_with_reload(
     notify(&[sd_notify::NotifyState::Stopping]);
     for s in sources {
         s.abort();
+    }
+    if let Some((stop, task)) = api {
+        // Requests in flight finish; then the listener is gone.
+        let _ = stop.send(());
+        if let Err(e) = task.await {
+            tracing::warn!(error = %e, "API task ended abnormally");
+        }
     }
     if !healths.is_empty() {
         let status = super::live::Status::new(clock.now(), &pipeline.counters(), &healths);
@@ -309,6 +326,55 @@ async fn drive(
         }
     }
     worker
+}
+
+/// Binds the local API and serves it on its own task until the returned
+/// sender fires.
+async fn start_api(
+    settings: &crate::config::ApiConfig,
+    config: &Config,
+    db: &std::path::Path,
+    hasher: crate::core::identity::Hasher,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<super::metrics::Metrics>,
+    healths: &[Arc<crate::source::health::Health>],
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    Error,
+> {
+    let listener = crate::api::bind(settings.bind).await.map_err(|e| {
+        Error::Usage(format!(
+            "the local API cannot listen on {}: {e}; change [api] bind in nearcast.toml",
+            settings.bind
+        ))
+    })?;
+    if settings.token.is_none() {
+        tracing::warn!("[api] has no token: the /v1 calls are refused");
+    }
+    let api = Arc::new(crate::api::Api::new(
+        crate::store::Store::open(db)?,
+        hasher,
+        settings.clone(),
+        config.daemon.channels.clone(),
+        Arc::new(crate::channel::http::ProcessEnv),
+        clock.clone(),
+        metrics.clone(),
+        healths.to_vec(),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tracing::info!(bind = %settings.bind, "local API listening");
+    let task = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = crate::api::serve(listener, api, shutdown).await {
+            tracing::error!(error = %e, "local API stopped");
+        }
+    });
+    Ok((stop, task))
 }
 
 /// Tells systemd (when started by it with `Type=notify`); a no-op otherwise.

@@ -210,6 +210,8 @@ pub struct Worker {
     rng: fastrand::Rng,
     /// Totals since start.
     pub totals: Report,
+    /// Send outcomes and latency per channel, for `/healthz` and `/metrics`.
+    pub metrics: Arc<crate::app::metrics::Metrics>,
 }
 
 /// Limits for a channel the configuration does not pace (tests' adapters).
@@ -243,6 +245,7 @@ impl Worker {
             lanes: HashMap::new(),
             rng: fastrand::Rng::new(),
             totals: Report::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -381,12 +384,24 @@ impl Worker {
                 .iter()
                 .map(|item| {
                     let (engine, adapters, store_name) = (&engine, &adapters, &store_name);
-                    async move { (item, deliver(engine, adapters, store_name, item, now).await) }
+                    async move {
+                        let started = std::time::Instant::now();
+                        let result = deliver(engine, adapters, store_name, item, now).await;
+                        (item, result, started.elapsed())
+                    }
                 })
                 .collect();
             // Each result is recorded as soon as it is in, so a crash
             // leaves as few sends unrecorded as possible.
-            while let Some((item, result)) = sends.next().await {
+            while let Some((item, result, latency)) = sends.next().await {
+                // An answer from the provider, even a refusal, shows the
+                // channel works.
+                let answered = !matches!(
+                    result,
+                    SendResult::Retry { .. } | SendResult::Misconfigured { .. }
+                );
+                self.metrics
+                    .note_send(&item.channel, answered, latency, now);
                 self.record(item, now, result, &mut report)?;
             }
         }

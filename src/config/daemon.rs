@@ -37,6 +37,8 @@ pub struct Daemon {
     pub clock: ClockConfig,
     /// Flood and junk guards before identity lookup (`[guard]`).
     pub guard: GuardConfig,
+    /// The local HTTP API (`[api]`, `[webhooks.*]`); `None` when off.
+    pub api: Option<super::api::ApiConfig>,
 }
 
 /// When the wall clock is trusted (the box has no real-time clock).
@@ -241,6 +243,8 @@ struct Raw {
     clock: RawClock,
     #[serde(default)]
     guard: RawGuard,
+    api: Option<Spanned<super::api::RawApi>>,
+    webhooks: Option<Spanned<super::api::RawWebhooks>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -633,6 +637,7 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
         );
     }
     let guard = guard_config(src, &raw.guard);
+    let api = super::api::build(src, raw.api.as_ref(), raw.webhooks.as_ref(), &channels);
     if src.errors.len() > before {
         return None;
     }
@@ -655,6 +660,7 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
         outbox,
         log_filter: raw.log.filter,
         guard,
+        api,
     })
 }
 

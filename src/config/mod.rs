@@ -6,6 +6,7 @@
 //! with file, line, column and what to change. Reads files; never writes,
 //! never touches the database or the network.
 
+mod api;
 mod campaigns;
 mod daemon;
 mod providers;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 use crate::core::campaign::Engine;
 use crate::core::zones::Layout;
 
+pub use api::{ApiConfig, DEFAULT_BIND, MetaWebhook};
 pub use daemon::{
     Adapter, ChannelConfig, ChannelLimits, ClockConfig, Daemon, OutboxConfig, Privacy, SourceConfig,
 };

@@ -290,7 +290,89 @@ fn split(s: &str, sep: char) -> Vec<String> {
         .collect()
 }
 
+/// One customer enrolled through the local API: the fields of a customers
+/// file row, validated and hashed by the same code as `customers import`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Enrolment {
+    /// Retailer's id.
+    pub id: String,
+    /// First name.
+    pub first_name: String,
+    /// Phone, international form.
+    pub phone: Option<String>,
+    /// Channels in preference order.
+    pub channels: Vec<String>,
+    /// When consent was given (RFC 3339).
+    pub consent_at: String,
+    /// Where consent was captured.
+    pub consent_source: String,
+    /// Identities as in the file (`ibeacon:…`, `mac:…`, `app:…`).
+    pub identities: Vec<String>,
+    /// Segments.
+    pub segments: Vec<String>,
+    /// Purposes consented to; all three when empty.
+    pub purposes: Vec<String>,
+    /// Version of the consent text shown.
+    pub consent_text: Option<String>,
+    /// Double opt-in: `None` = confirmed by the retailer's system (like a
+    /// file without the column); `Some(None)` = pending; `Some(Some(t))` =
+    /// confirmed at `t` (RFC 3339).
+    pub confirmed_at: Option<Option<String>>,
+}
+
+impl Enrolment {
+    /// The enrolment as a one-row customers file, so it goes through
+    /// exactly the import's checks and hashing.
+    fn to_csv(&self) -> std::result::Result<Vec<u8>, csv::Error> {
+        let mut header: Vec<&str> = HEADER.to_vec();
+        header.extend(["purposes", "consent_text"]);
+        if self.confirmed_at.is_some() {
+            header.push("confirmed_at");
+        }
+        let mut row = vec![
+            self.id.clone(),
+            self.first_name.clone(),
+            self.phone.clone().unwrap_or_default(),
+            self.channels.join("|"),
+            self.consent_at.clone(),
+            self.consent_source.clone(),
+            self.identities.join(";"),
+            self.segments.join(";"),
+            self.purposes.join(";"),
+            self.consent_text.clone().unwrap_or_default(),
+        ];
+        if let Some(c) = &self.confirmed_at {
+            row.push(c.clone().unwrap_or_default());
+        }
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&header)?;
+        w.write_record(&row)?;
+        w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+    }
+}
+
 impl Store {
+    /// Adds or updates one customer (the local API's `POST /v1/customers`)
+    /// with the same validation and hashing as [`Store::import_customers`].
+    ///
+    /// # Errors
+    /// [`Error::Import`] with what is wrong (line 2 is the customer), or
+    /// SQLite errors.
+    pub fn enrol(
+        &mut self,
+        e: &Enrolment,
+        hasher: &Hasher,
+        now: Timestamp,
+    ) -> Result<ImportReport> {
+        let csv = e.to_csv().map_err(|err| {
+            Error::Import(vec![RowError {
+                line: 2,
+                message: format!("cannot encode: {err}"),
+            }])
+        })?;
+        self.import_customers(&csv[..], hasher, now)
+    }
+
     /// Imports a customers CSV. Every row is checked first; if any is bad,
     /// nothing is imported and every bad row is reported by line. Existing
     /// customers (by id) are updated and their identities replaced; a newer

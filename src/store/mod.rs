@@ -7,6 +7,7 @@
 //! bound parameter, never SQLite's clock.
 
 mod customers;
+mod inbound;
 mod ledger;
 mod outbox;
 mod retention;
@@ -18,7 +19,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
-pub use customers::{CustomerRecord, ImportReport, RowError};
+pub use customers::{CustomerRecord, Enrolment, ImportReport, RowError};
+pub use inbound::{Conversion, ConversionOutcome, DeliveryStatus, PhoneMatch, StatusOutcome};
 pub use outbox::{Claim, DueFallback, OutboxItem, OutboxRow, OutboxState, SendResult};
 pub use retention::Purged;
 pub use secret::load_or_create_secret;

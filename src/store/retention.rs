@@ -1,5 +1,5 @@
-//! Retention: visits, decisions and finished messages older than the
-//! configured period are deleted. Sightings are never stored at all; the
+//! Retention: visits, decisions, finished messages, conversions and
+//! last-inbound times older than the configured period are deleted. Sightings are never stored at all; the
 //! points ledger stays (it is the customer's balance), and so do cooldowns
 //! (one row per customer and campaign; deleting one early could let a
 //! campaign with a long cooldown send again).
@@ -19,6 +19,10 @@ pub struct Purged {
     /// Finished messages (sent, delivered, read, failed, expired, dead)
     /// decided before the cutoff.
     pub messages: usize,
+    /// Conversions (purchases) made before the cutoff.
+    pub conversions: usize,
+    /// Last-inbound-message times older than the cutoff.
+    pub inbound: usize,
 }
 
 impl Store {
@@ -44,6 +48,8 @@ impl Store {
                  AND state IN ('sent', 'delivered', 'read', 'failed', 'expired', 'dead')",
                 params![c],
             )?,
+            conversions: tx.execute("DELETE FROM conversions WHERE at < ?1", params![c])?,
+            inbound: tx.execute("DELETE FROM inbound WHERE last_at < ?1", params![c])?,
         };
         tx.commit()?;
         Ok(purged)

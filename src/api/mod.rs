@@ -1,0 +1,260 @@
+//! The local HTTP API (axum, HTTP/1, no TLS: it listens on loopback and is
+//! reached through the retailer's tunnel or proxy):
+//!
+//! - `GET /healthz`, `GET /metrics`: sources, database, providers, counters.
+//! - `/v1/…`: enrolment, opt-out, erasure and conversions for the
+//!   retailer's backend, behind `Authorization: Bearer <token>`.
+//! - `/webhooks/{whatsapp,twilio,vonage}`: provider status and replies,
+//!   each verified by the provider's signature on the raw body.
+//!
+//! Owns no SQL (every change goes through `store`, on the API's own
+//! connection) and builds no provider request; reads time only from the
+//! `Clock` it is given; secrets are loaded by reference per request and
+//! never logged.
+
+// Handlers return early with a ready response; it is built once per
+// request, so its size on the stack does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod replies;
+pub mod signature;
+mod v1;
+pub mod webhooks;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::Clock;
+use crate::app::metrics::Metrics;
+use crate::channel::http::{Env, Secret, load_secret};
+use crate::config::{ApiConfig, ChannelConfig, SecretRef};
+use crate::core::identity::Hasher;
+use crate::source::health::{Health, State};
+use crate::store::Store;
+
+/// Everything the handlers share.
+pub struct Api {
+    /// The API's own database connection (one request at a time; SQLite
+    /// serialises writers anyway).
+    store: Mutex<Store>,
+    hasher: Hasher,
+    config: ApiConfig,
+    channels: Vec<ChannelConfig>,
+    env: Arc<dyn Env>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    sources: Vec<Arc<Health>>,
+}
+
+impl Api {
+    /// The API over `store` (its own connection), hashing enrolled
+    /// identities with `hasher`, looking secrets up in `env`.
+    #[allow(clippy::too_many_arguments)]
+    #[must_use]
+    pub fn new(
+        store: Store,
+        hasher: Hasher,
+        config: ApiConfig,
+        channels: Vec<ChannelConfig>,
+        env: Arc<dyn Env>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        sources: Vec<Arc<Health>>,
+    ) -> Api {
+        Api {
+            store: Mutex::new(store),
+            hasher,
+            config,
+            channels,
+            env,
+            clock,
+            metrics,
+            sources,
+        }
+    }
+}
+
+/// The routes.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/customers", post(v1::enrol))
+        .route("/v1/customers/{id}/opt-out", post(v1::opt_out))
+        .route("/v1/customers/{id}", delete(v1::forget))
+        .route("/v1/conversions", post(v1::conversion))
+        .route(
+            "/webhooks/whatsapp",
+            get(webhooks::meta_handshake).post(webhooks::meta),
+        )
+        .route("/webhooks/twilio", post(webhooks::twilio))
+        .route("/webhooks/vonage", post(webhooks::vonage))
+        .with_state(api)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets
+/// requests in flight finish.
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Arc<Api>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds `addr` (loopback by default).
+///
+/// # Errors
+/// The address is taken or not allowed.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Compares two secrets in constant time, whatever their lengths (the
+/// digests are compared, so not even the length leaks).
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let a = Sha256::digest(given);
+    let b = Sha256::digest(expected);
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
+}
+
+/// Loads a secret for this request; a missing one is a 503 with the
+/// reason in the log (naming the variable or file, never a value).
+fn secret(api: &Api, r: &SecretRef) -> Result<Secret, Response> {
+    load_secret(r, &*api.env).map_err(|e| {
+        tracing::error!(error = %e, "API secret unavailable");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "a secret this endpoint needs is not available"})),
+        )
+            .into_response()
+    })
+}
+
+/// Checks `Authorization: Bearer <token>` for a mutating call.
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let refuse = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(json!({"error": "missing or wrong bearer token"})),
+        )
+            .into_response()
+    };
+    let Some(token_ref) = &api.config.token else {
+        return Err(refuse());
+    };
+    let expected = secret(api, token_ref)?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(refuse)?;
+    if same_secret(given.trim().as_bytes(), expected.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(refuse())
+    }
+}
+
+/// A 500 whose detail goes to the log only.
+fn internal(e: &str) -> Response {
+    tracing::error!(error = %e, "API request failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(json!({"error": "internal error; see the daemon's log"})),
+    )
+        .into_response()
+}
+
+/// Runs `f` on the API's connection off the async threads.
+async fn with_store<T: Send + 'static>(
+    api: &Arc<Api>,
+    f: impl FnOnce(&mut Store) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let a = api.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = a
+            .store
+            .lock()
+            .map_err(|_| "store lock poisoned".to_owned())?;
+        Ok::<T, String>(f(&mut store))
+    })
+    .await
+    .map_err(|e| internal(&e.to_string()))?
+    .map_err(|e| internal(&e))
+}
+
+async fn healthz(axum::extract::State(api): axum::extract::State<Arc<Api>>) -> Response {
+    let db = with_store(&api, |s| s.ping().map_err(|e| e.to_string())).await;
+    let db_ok = matches!(db, Ok(Ok(())));
+    if let Ok(Err(e)) = &db {
+        tracing::warn!(error = %e, "health check: database not answering");
+    }
+    let sources: Vec<_> = api
+        .sources
+        .iter()
+        .map(|h| {
+            let state = h.state();
+            json!({"name": h.name, "state": state, "ok": state != State::Recovering})
+        })
+        .collect();
+    let sources_ok = api.sources.iter().all(|h| h.state() != State::Recovering);
+    let channels = api.metrics.channel_health();
+    let channels_ok = channels.iter().all(|c| c.ok);
+    let channels: Vec<_> = channels
+        .iter()
+        .map(|c| {
+            json!({
+                "channel": c.channel,
+                "ok": c.ok,
+                "last_ok": c.last_ok.map(|t| t.to_string()),
+                "last_error": c.last_error.map(|t| t.to_string()),
+            })
+        })
+        .collect();
+    let healthy = db_ok && sources_ok && channels_ok;
+    let body = json!({
+        "status": if healthy { "ok" } else { "unhealthy" },
+        "database": {"ok": db_ok},
+        "sources": sources,
+        "channels": channels,
+    });
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(axum::extract::State(api): axum::extract::State<Arc<Api>>) -> Response {
+    let depth = match with_store(&api, |s| s.outbox_depth().map_err(|e| e.to_string())).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return internal(&e),
+        Err(r) => return r,
+    };
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        api.metrics.render(&depth, &api.sources),
+    )
+        .into_response()
+}

@@ -1,0 +1,293 @@
+//! `/v1`: the retailer's backend enrols customers, opts them out, erases
+//! them and reports conversions. Every call needs the bearer token, checked
+//! before the body is even parsed. Enrolment goes through the same checks
+//! and hashing as `nearcast customers import`; opt-out and erasure are the
+//! CLI's. The running daemon notices each change through the registry
+//! counter, as it does for the CLI.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
+
+use super::{Api, authorize, with_store};
+use crate::core::types::Timestamp;
+use crate::store::{Conversion, ConversionOutcome, Enrolment, Error};
+
+/// `Some(value)` for a present key, even `null`; `None` (by `default`)
+/// for an absent one.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrolBody {
+    id: String,
+    #[serde(default)]
+    first_name: String,
+    phone: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    consent_at: String,
+    consent_source: String,
+    #[serde(default)]
+    identities: Vec<String>,
+    #[serde(default)]
+    segments: Vec<String>,
+    #[serde(default)]
+    purposes: Vec<String>,
+    consent_text: Option<String>,
+    /// Absent: confirmed by the retailer's system; `null`: pending
+    /// (double opt-in by reply); a time: confirmed then.
+    #[serde(default, deserialize_with = "present")]
+    confirmed_at: Option<Option<String>>,
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(json!({"errors": [message.into()]})),
+    )
+        .into_response()
+}
+
+fn store_error(e: Error) -> Response {
+    match e {
+        Error::NoSuchCustomer(_) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "no such customer"})),
+        )
+            .into_response(),
+        Error::Import(rows) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(
+                json!({"errors": rows.iter().map(|r| r.message.clone()).collect::<Vec<_>>()}),
+            ),
+        )
+            .into_response(),
+        other => super::internal(&other.to_string()),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// `POST /v1/customers`: add or update one customer.
+pub(super) async fn enrol(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let b: EnrolBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let e = Enrolment {
+        id: b.id,
+        first_name: b.first_name,
+        phone: b.phone,
+        channels: b.channels,
+        consent_at: b.consent_at,
+        consent_source: b.consent_source,
+        identities: b.identities,
+        segments: b.segments,
+        purposes: b.purposes,
+        consent_text: b.consent_text,
+        confirmed_at: b.confirmed_at,
+    };
+    let now = api.clock.now();
+    let a = api.clone();
+    let id = e.id.clone();
+    match with_store(&api, move |s| s.enrol(&e, &a.hasher, now)).await {
+        Ok(Ok(report)) => {
+            tracing::info!(customer = %id, added = report.added, "customer enrolled through the API");
+            let code = if report.added > 0 {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (
+                code,
+                axum::Json(json!({
+                    "customer": id,
+                    "added": report.added > 0,
+                    "identities": report.identities,
+                })),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => store_error(e),
+        Err(r) => r,
+    }
+}
+
+/// `POST /v1/customers/{id}/opt-out`: every channel, at once.
+pub(super) async fn opt_out(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let now = api.clock.now();
+    let who = id.clone();
+    match with_store(&api, move |s| s.opt_out(&who, now)).await {
+        Ok(Ok(())) => {
+            tracing::info!(customer = %id, "opted out through the API");
+            (
+                StatusCode::OK,
+                axum::Json(json!({"customer": id, "opted_out": true})),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => store_error(e),
+        Err(r) => r,
+    }
+}
+
+/// `DELETE /v1/customers/{id}`: erasure, as `customers forget`.
+pub(super) async fn forget(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let who = id.clone();
+    match with_store(&api, move |s| s.forget(&who)).await {
+        Ok(Ok(())) => {
+            tracing::info!(customer = %id, "customer erased through the API");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Err(e)) => store_error(e),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConversionBody {
+    customer: String,
+    time: String,
+    amount: Option<String>,
+    amount_cents: Option<i64>,
+    currency: String,
+    reference: String,
+}
+
+/// `"12.34"` → 1234; at most two decimals, not negative.
+fn cents(amount: &str) -> Option<i64> {
+    let (whole, frac) = amount.trim().split_once('.').unwrap_or((amount.trim(), ""));
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 2
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let frac = format!("{frac:0<2}");
+    whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(frac.parse::<i64>().ok()?)
+}
+
+fn conversion_from(b: ConversionBody) -> Result<Conversion, String> {
+    let at = b
+        .time
+        .parse::<jiff::Timestamp>()
+        .map_err(|_| "`time` must be an RFC 3339 time, e.g. 2026-11-18T10:15:00Z".to_owned())?;
+    let amount_cents = match (b.amount.as_deref(), b.amount_cents) {
+        (Some(a), None) => cents(a).ok_or_else(|| {
+            "`amount` is a decimal string with at most two decimals, e.g. \"12.90\"".to_owned()
+        })?,
+        (None, Some(c)) if c >= 0 => c,
+        (None, Some(_)) => return Err("`amount_cents` must not be negative".into()),
+        _ => {
+            return Err("give exactly one of `amount` (\"12.90\") or `amount_cents` (1290)".into());
+        }
+    };
+    let currency = b.currency.to_ascii_uppercase();
+    if currency.len() != 3 || !currency.bytes().all(|c| c.is_ascii_uppercase()) {
+        return Err("`currency` is an ISO 4217 code, e.g. EUR".into());
+    }
+    let reference = b.reference.trim().to_owned();
+    if reference.is_empty() || reference.len() > 128 || reference.chars().any(char::is_control) {
+        return Err("`reference` must be 1 to 128 printable characters".into());
+    }
+    Ok(Conversion {
+        customer: b.customer,
+        at: Timestamp(at.as_millisecond()),
+        amount_cents,
+        currency,
+        reference,
+    })
+}
+
+/// `POST /v1/conversions`: once per reference.
+pub(super) async fn conversion(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let b: ConversionBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let c = match conversion_from(b) {
+        Ok(c) => c,
+        Err(e) => return bad_request(e),
+    };
+    let now = api.clock.now();
+    let reference = c.reference.clone();
+    match with_store(&api, move |s| s.record_conversion(&c, now)).await {
+        Ok(Ok(ConversionOutcome::Recorded)) => (
+            StatusCode::CREATED,
+            axum::Json(json!({"reference": reference, "duplicate": false})),
+        )
+            .into_response(),
+        Ok(Ok(ConversionOutcome::Duplicate)) => (
+            StatusCode::OK,
+            axum::Json(json!({"reference": reference, "duplicate": true})),
+        )
+            .into_response(),
+        Ok(Ok(ConversionOutcome::Conflict)) => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"error": "this reference was recorded with other values"})),
+        )
+            .into_response(),
+        Ok(Err(e)) => store_error(e),
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cents;
+
+    #[test]
+    fn decimal_amounts_to_cents() {
+        assert_eq!(cents("12.34"), Some(1234));
+        assert_eq!(cents("12.3"), Some(1230));
+        assert_eq!(cents("12"), Some(1200));
+        assert_eq!(cents("0.05"), Some(5));
+        for bad in ["", "-1", "1.234", "1,50", "abc", ".5"] {
+            assert_eq!(cents(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! `[api]` and `[webhooks.*]` of `nearcast.toml`: the local HTTP API's bind
+//! address, its bearer token and the providers' webhook secrets, all by
+//! reference (`*_env`, `*_file`); a secret written into the file is refused
+//! with a hint, like the channels' tokens.
+//!
+//! Reads nothing but the parsed TOML: secrets are loaded by `api` when a
+//! request needs them, never here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Source;
+use super::daemon::{Adapter, ChannelConfig};
+use super::providers::SecretRef;
+
+/// Where the API listens unless `bind` says otherwise: loopback only.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8787";
+
+/// The local HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Address to listen on (`127.0.0.1:8787` by default).
+    pub bind: SocketAddr,
+    /// Bearer token for the mutating `/v1` calls; without one they are refused.
+    pub token: Option<SecretRef>,
+    /// The URL the providers call this box at (behind a tunnel or proxy),
+    /// without the `/webhooks/…` path: Twilio signs the full URL.
+    pub public_url: Option<String>,
+    /// Meta's WhatsApp Cloud API webhook.
+    pub whatsapp: Option<MetaWebhook>,
+    /// Twilio's auth token for `X-Twilio-Signature` (defaults to the first
+    /// twilio channel's token).
+    pub twilio: Option<SecretRef>,
+    /// Vonage's signature secret for the JWT on its webhooks.
+    pub vonage: Option<SecretRef>,
+}
+
+/// Meta's webhook secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaWebhook {
+    /// The app secret that keys `X-Hub-Signature-256`.
+    pub app_secret: SecretRef,
+    /// The token Meta echoes in its verification handshake.
+    pub verify_token: SecretRef,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    enabled: Option<bool>,
+    bind: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
+    // Written inline: read only to be refused with a hint.
+    token: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhooks {
+    whatsapp: Option<Spanned<RawMeta>>,
+    twilio: Option<Spanned<RawTwilio>>,
+    vonage: Option<Spanned<RawVonage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeta {
+    app_secret_env: Option<Spanned<String>>,
+    app_secret_file: Option<Spanned<String>>,
+    verify_token_env: Option<Spanned<String>>,
+    verify_token_file: Option<Spanned<String>>,
+    app_secret: Option<Spanned<toml::Value>>,
+    verify_token: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTwilio {
+    auth_token_env: Option<Spanned<String>>,
+    auth_token_file: Option<Spanned<String>>,
+    auth_token: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVonage {
+    signature_secret_env: Option<Spanned<String>>,
+    signature_secret_file: Option<Spanned<String>>,
+    signature_secret: Option<Spanned<toml::Value>>,
+}
+
+/// Refuses a secret written inline under `key`.
+fn refuse_inline(src: &mut Source, key: &str, v: Option<&Spanned<toml::Value>>, credential: &str) {
+    if let Some(v) = v {
+        src.error(
+            v.span(),
+            format!("`{key}` would put a secret into the config file; nearcast refuses that"),
+            Some(format!(
+                "keep it in a file readable only by nearcast and name it: with systemd, \
+                 `LoadCredential={credential}:/etc/credstore/{credential}` in the unit and \
+                 {key}_file = \"{credential}\"; or in the environment: {key}_env = \"NEARCAST_{}\"",
+                credential.to_ascii_uppercase().replace('-', "_")
+            )),
+        );
+    }
+}
+
+/// One secret by reference from `<key>_env` / `<key>_file`.
+fn secret_ref(
+    src: &mut Source,
+    key: &str,
+    env: Option<&Spanned<String>>,
+    file: Option<&Spanned<String>>,
+) -> Option<SecretRef> {
+    match (env, file) {
+        (Some(e), None) => {
+            let v = e.get_ref();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                src.error(
+                    e.span(),
+                    format!("{key}_env {v:?} is not an environment variable name"),
+                    Some("letters, digits and `_`, e.g. \"NEARCAST_API_TOKEN\"".into()),
+                );
+            }
+            Some(SecretRef::Env(v.clone()))
+        }
+        (None, Some(f)) => Some(SecretRef::File(PathBuf::from(f.get_ref()))),
+        (Some(e), Some(_)) => {
+            src.error(
+                e.span(),
+                format!("give either `{key}_env` or `{key}_file`, not both"),
+                None,
+            );
+            None
+        }
+        (None, None) => None,
+    }
+}
+
+/// Builds the API settings; `None` when `[api]` is absent or disabled.
+pub(super) fn build(
+    src: &mut Source,
+    api: Option<&Spanned<RawApi>>,
+    hooks: Option<&Spanned<RawWebhooks>>,
+    channels: &[ChannelConfig],
+) -> Option<ApiConfig> {
+    let Some(api) = api else {
+        if let Some(h) = hooks {
+            src.error(
+                h.span(),
+                "[webhooks] needs the local API, and there is no [api] section",
+                Some(
+                    "add [api] (it listens on 127.0.0.1:8787 unless `bind` says otherwise)".into(),
+                ),
+            );
+        }
+        return None;
+    };
+    let span = api.span();
+    let a = api.get_ref();
+    refuse_inline(src, "token", a.token.as_ref(), "api-token");
+    let bind = match &a.bind {
+        None => DEFAULT_BIND.parse().ok()?,
+        Some(b) => match b.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                src.error(
+                    b.span(),
+                    format!("bind {:?} is not an address and port", b.get_ref()),
+                    Some(format!(
+                        "like \"{DEFAULT_BIND}\" (loopback: only this box can call it)"
+                    )),
+                );
+                return None;
+            }
+        },
+    };
+    let token = secret_ref(src, "token", a.token_env.as_ref(), a.token_file.as_ref());
+    let public_url = a.public_url.as_ref().map(|u| {
+        let v = u.get_ref();
+        if !(v.starts_with("https://") || v.starts_with("http://")) || v.contains('?') {
+            src.error(
+                u.span(),
+                format!("public_url {v:?} is not an http(s) URL without a query"),
+                Some(
+                    "the address providers call this box at, without /webhooks/…, e.g. \
+                     \"https://box-17.example.com\""
+                        .into(),
+                ),
+            );
+        }
+        v.trim_end_matches('/').to_owned()
+    });
+    let mut config = ApiConfig {
+        bind,
+        token,
+        public_url,
+        whatsapp: None,
+        twilio: None,
+        vonage: None,
+    };
+    let empty = RawWebhooks::default();
+    let h = hooks.map_or(&empty, Spanned::get_ref);
+    if let Some(m) = &h.whatsapp {
+        let r = m.get_ref();
+        refuse_inline(
+            src,
+            "app_secret",
+            r.app_secret.as_ref(),
+            "whatsapp-app-secret",
+        );
+        refuse_inline(
+            src,
+            "verify_token",
+            r.verify_token.as_ref(),
+            "whatsapp-verify-token",
+        );
+        let app_secret = secret_ref(
+            src,
+            "app_secret",
+            r.app_secret_env.as_ref(),
+            r.app_secret_file.as_ref(),
+        );
+        let verify_token = secret_ref(
+            src,
+            "verify_token",
+            r.verify_token_env.as_ref(),
+            r.verify_token_file.as_ref(),
+        );
+        match (app_secret, verify_token) {
+            (Some(app_secret), Some(verify_token)) => {
+                config.whatsapp = Some(MetaWebhook {
+                    app_secret,
+                    verify_token,
+                });
+            }
+            _ => src.error(
+                m.span(),
+                "[webhooks.whatsapp] needs the app secret and the verify token",
+                Some(
+                    "app_secret_file = \"whatsapp-app-secret\" and verify_token_file = \
+                     \"whatsapp-verify-token\" (or the _env forms)"
+                        .into(),
+                ),
+            ),
+        }
+    }
+    // Twilio signs with the account's auth token, which a twilio channel
+    // already names: that is the default.
+    let channel_token = channels.iter().find_map(|c| match &c.adapter {
+        Adapter::Twilio(t) => Some(t.token.clone()),
+        _ => None,
+    });
+    config.twilio = match &h.twilio {
+        Some(t) => {
+            let r = t.get_ref();
+            refuse_inline(src, "auth_token", r.auth_token.as_ref(), "twilio-token");
+            let token = secret_ref(
+                src,
+                "auth_token",
+                r.auth_token_env.as_ref(),
+                r.auth_token_file.as_ref(),
+            )
+            .or(channel_token);
+            if token.is_none() {
+                src.error(
+                    t.span(),
+                    "[webhooks.twilio] needs the auth token, and no twilio channel names one",
+                    Some("auth_token_file = \"twilio-token\" (or auth_token_env)".into()),
+                );
+            }
+            if config.public_url.is_none() {
+                src.error(
+                    span.clone(),
+                    "Twilio webhooks need `public_url`: Twilio signs the URL it calls",
+                    Some(
+                        "public_url = \"https://box-17.example.com\" (the tunnel or proxy address)"
+                            .into(),
+                    ),
+                );
+            }
+            token
+        }
+        // Without public_url the signature cannot be checked: the endpoint
+        // stays off rather than accepting unverifiable posts.
+        None => channel_token.filter(|_| config.public_url.is_some()),
+    };
+    if let Some(v) = &h.vonage {
+        let r = v.get_ref();
+        refuse_inline(
+            src,
+            "signature_secret",
+            r.signature_secret.as_ref(),
+            "vonage-signature-secret",
+        );
+        config.vonage = secret_ref(
+            src,
+            "signature_secret",
+            r.signature_secret_env.as_ref(),
+            r.signature_secret_file.as_ref(),
+        );
+        if config.vonage.is_none() {
+            src.error(
+                v.span(),
+                "[webhooks.vonage] needs the signature secret",
+                Some(
+                    "signature_secret_file = \"vonage-signature-secret\" (Vonage dashboard → \
+                     API settings → signature secret)"
+                        .into(),
+                ),
+            );
+        }
+    }
+    (a.enabled != Some(false)).then_some(config)
+}

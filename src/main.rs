@@ -50,6 +50,21 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         minutes: u32,
     },
+    /// Send one `trigger = "broadcast"` campaign to every consented customer.
+    Broadcast {
+        /// The campaign's id in campaigns.toml.
+        #[arg(long, value_name = "ID")]
+        campaign: String,
+        /// Only customers in this segment.
+        #[arg(long, value_name = "S")]
+        segment: Option<String>,
+        /// Write and send nothing; report what would be queued and suppressed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Database file, instead of the configured one.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
     /// Validate the configuration; exit 1 with precise errors.
     CheckConfig,
     /// Replay a recording (JSON Lines) through the pipeline.
@@ -293,6 +308,37 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
                 ..app::demo::DemoOptions::default()
             };
             runtime()?.block_on(app::demo::demo(opts, stdout()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Broadcast {
+            campaign,
+            segment,
+            dry_run,
+            db,
+        } => {
+            let config = load(config_dir)?;
+            apply_log_filter(log, &config);
+            let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let opts = app::broadcast::BroadcastOptions {
+                campaign,
+                segment,
+                dry_run,
+                db,
+                progress: if stderr_tty {
+                    app::broadcast::ProgressStyle::Bar
+                } else {
+                    app::broadcast::ProgressStyle::Lines
+                },
+            };
+            let clock = SystemClock {
+                require_sync: config.daemon.clock.require_sync,
+            };
+            let adapters = app::adapters(&config, &stdout())?;
+            let progress: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stderr()));
+            let summary = runtime()?.block_on(app::broadcast::broadcast(
+                &config, &opts, &clock, adapters, progress,
+            ))?;
+            print!("{}", summary.text());
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {

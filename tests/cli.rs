@@ -47,7 +47,7 @@ fn config_copy(dir: &Path) -> PathBuf {
 fn check_config_accepts_the_example_and_refuses_a_typo_with_its_position() {
     let ok = nearcast(&["check-config", "--config", example().to_str().unwrap()]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
-    assert!(text(&ok.stdout).contains("configuration OK: 3 scanners, 4 zones, 5 campaigns, 4 messages, channels mms, sms, whatsapp"));
+    assert!(text(&ok.stdout).contains("configuration OK: 3 scanners, 4 zones, 6 campaigns, 5 messages, channels mms, sms, whatsapp"));
 
     let dir = tempfile::tempdir().unwrap();
     let c = config_copy(dir.path());
@@ -239,4 +239,78 @@ fn record_then_replay_dry_run_as_json_writes_nothing() {
     assert_eq!(v["decisions_act"].as_u64().unwrap() as usize, decisions);
     let listed = text(&nearcast(&["outbox", "list", "--state", "sent", "--config", cfg]).stdout);
     assert!(listed.lines().count() > 1, "{listed}");
+}
+
+/// The summary line `name` of `nearcast broadcast`: its leading number.
+fn summary_number(out: &str, name: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no `{name}` in {out}"));
+    line[name.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn broadcast_dry_run_then_for_real_through_the_console_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    // The wall clock decides (store hours, quiet hours); it need not be NTP-synced here.
+    let daemon = std::fs::read_to_string(c.join("nearcast.toml"))
+        .unwrap()
+        .replace("require_sync = true", "require_sync = false");
+    std::fs::write(c.join("nearcast.toml"), daemon).unwrap();
+    let cfg = c.to_str().unwrap();
+    let csv = c.join("customers.csv");
+    let imported = nearcast(&[
+        "customers",
+        "import",
+        csv.to_str().unwrap(),
+        "--config",
+        cfg,
+    ]);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+
+    let dry = nearcast(&[
+        "broadcast",
+        "--campaign",
+        "flash-sale",
+        "--dry-run",
+        "--config",
+        cfg,
+    ]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let dry = text(&dry.stdout);
+    assert!(
+        dry.contains("(dry run: nothing written, nothing sent)"),
+        "{dry}"
+    );
+    assert_eq!(summary_number(&dry, "customers considered"), 40, "{dry}");
+    let would = summary_number(&dry, "would queue");
+    assert_eq!(would + summary_number(&dry, "suppressed"), 40, "{dry}");
+
+    let real = nearcast(&["broadcast", "--campaign", "flash-sale", "--config", cfg]);
+    assert!(real.status.success(), "{}", text(&real.stderr));
+    let out = text(&real.stdout);
+    assert_eq!(summary_number(&out, "queued"), would, "{out}");
+    assert_eq!(summary_number(&out, "sent"), would, "{out}");
+    // The console channel printed each message once.
+    assert_eq!(
+        out.lines().filter(|l| l.contains("[flash-sale]")).count() as u64,
+        would,
+        "{out}"
+    );
+
+    // A presence campaign cannot be broadcast; the error names the ones that can.
+    let wrong = nearcast(&["broadcast", "--campaign", "welcome", "--config", cfg]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        text(&wrong.stderr).contains("broadcast campaigns: flash-sale"),
+        "{}",
+        text(&wrong.stderr)
+    );
 }

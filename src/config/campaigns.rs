@@ -47,6 +47,7 @@ enum TriggerName {
     Exit,
     Leave,
     VisitCount,
+    Broadcast,
 }
 
 #[derive(Deserialize)]
@@ -236,7 +237,9 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
                 src.error(
                     z.span(),
                     format!("campaign `{id}`: `zone` does not apply to this trigger"),
-                    Some("arrive, leave and visit_count are about the whole store".into()),
+                    Some(
+                        "arrive, leave, visit_count and broadcast are about the whole store".into(),
+                    ),
                 );
                 None
             }
@@ -275,6 +278,23 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             TriggerName::Enter => Trigger::Enter(z),
             TriggerName::Dwell => Trigger::Dwell(z),
             TriggerName::Exit => Trigger::Exit(z),
+            TriggerName::Broadcast => {
+                if c.first_visit_of_day {
+                    src.error(
+                        c.trigger.span(),
+                        format!("campaign `{id}`: first_visit_of_day does not apply to a broadcast, which is not about a visit"),
+                        Some("remove first_visit_of_day; min_days_since_last_visit does apply".into()),
+                    );
+                }
+                if c.message.is_none() {
+                    src.error(
+                        c.trigger.span(),
+                        format!("campaign `{id}`: a broadcast sends a message"),
+                        Some("add message = \"…\"".into()),
+                    );
+                }
+                Trigger::Broadcast
+            }
             TriggerName::VisitCount => {
                 let n = match &c.visits {
                     Some(v) if *v.get_ref() > 0 => *v.get_ref(),

@@ -113,6 +113,9 @@ pub enum Trigger {
         /// Every `n`th visit rather than only the `n`th.
         repeat: bool,
     },
+    /// Never by presence: only when staff broadcast it
+    /// (`nearcast broadcast`) to every consented customer.
+    Broadcast,
 }
 
 /// Conditions a campaign's event must meet.
@@ -589,6 +592,43 @@ impl Engine {
             points,
             expires_at: now.saturating_add(ttl),
         })
+    }
+
+    /// Decides a broadcast of campaign `idx` to `customer` at `now`: the
+    /// same checks as a presence event (opening and quiet hours, the
+    /// campaign's hours, days and segments, consent for its purpose,
+    /// cooldown, caps, points), with "the last visit" for
+    /// `min_days_since_last_visit` being the customer's most recent one.
+    #[must_use]
+    pub fn decide_broadcast(
+        &self,
+        idx: CampaignIdx,
+        customer: &CustomerInfo,
+        history: &History,
+        now: Timestamp,
+    ) -> Decision {
+        let c = self.campaign(idx);
+        let local = self.rules.local(now);
+        let outcome = match self.check(c, customer, history, &local, now, history.last_arrival) {
+            Ok(action) => Outcome::Act(action),
+            Err(reason) => Outcome::Suppressed(reason),
+        };
+        Decision {
+            at: now,
+            campaign: idx,
+            campaign_id: c.id.clone(),
+            outcome,
+        }
+    }
+
+    /// The campaign with this id.
+    #[must_use]
+    pub fn find_campaign(&self, id: &str) -> Option<CampaignIdx> {
+        self.campaigns
+            .iter()
+            .position(|c| c.id.as_str() == id)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(CampaignIdx)
     }
 
     /// The customer's first channel, in their order of preference, that is

@@ -6,6 +6,7 @@
 //! points ledger, the decision audit trail and the outbox. Time is always a
 //! bound parameter, never SQLite's clock.
 
+mod broadcast;
 mod customers;
 mod ledger;
 mod outbox;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
+pub use broadcast::BROADCAST_EVENT;
 pub use customers::{CustomerRecord, ImportReport, RowError};
 pub use outbox::{Claim, OutboxItem, OutboxRow, OutboxState, SendResult};
 pub use retention::Purged;

@@ -74,6 +74,8 @@ struct RawCampaign {
     first_visit_of_day: bool,
     min_days_since_last_visit: Option<u32>,
     purpose: Option<Spanned<String>>,
+    #[serde(default)]
+    not_private: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -201,7 +203,10 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
 
     let zone_names: Vec<&str> = zones.layout.zones.iter().map(|z| z.id.as_str()).collect();
     let message_names: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
+    let channel_names: Vec<&str> = daemon.channels.iter().map(|c| c.name.as_str()).collect();
     let mut campaigns = Vec::new();
+    // Where each campaign names its message, for the privacy check.
+    let mut message_spans = Vec::new();
     let mut seen = HashSet::new();
     for c in raw.campaigns {
         let id = c.id.get_ref().clone();
@@ -373,6 +378,26 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             None if c.message.is_some() => Purpose::Offers,
             None => Purpose::Loyalty,
         };
+        let mut not_private = Vec::new();
+        for ch in &c.not_private {
+            if channel_names.contains(&ch.get_ref().as_str()) {
+                not_private.push(ch.get_ref().as_str().into());
+            } else {
+                src.error(
+                    ch.span(),
+                    format!(
+                        "campaign `{id}`: unknown channel `{}` in not_private",
+                        ch.get_ref()
+                    ),
+                    Some(did_you_mean(ch.get_ref(), channel_names.iter().copied())),
+                );
+            }
+        }
+        message_spans.push(
+            c.message
+                .as_ref()
+                .map_or_else(|| c.id.span(), Spanned::span),
+        );
         campaigns.push(Campaign {
             id: id.as_str().into(),
             trigger,
@@ -392,6 +417,7 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             points: c.points,
             cooldown: c.cooldown.0,
             purpose,
+            not_private,
         });
     }
     if campaigns.len() > 1000 || messages.len() > 1000 {
@@ -406,14 +432,61 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
         .map(|c| ChannelSpec {
             name: c.name.as_str().into(),
             variant: c.variant,
+            private: c.private,
         })
         .collect();
-    Some(Engine {
+    let engine = Engine {
         campaigns,
         messages,
         rules,
         channels,
-    })
+    };
+    check_privacy(src, &engine, &message_spans);
+    (src.errors.len() == before).then_some(engine)
+}
+
+/// Refuses a campaign whose message would show personal data (`{first_name}`,
+/// `{balance}`) over a channel that is not private enough for it: any
+/// configured channel may be a customer's, so every one is checked with the
+/// variant it would get.
+fn check_privacy(src: &mut Source, engine: &Engine, message_spans: &[std::ops::Range<usize>]) {
+    for (c, span) in engine.campaigns.iter().zip(message_spans) {
+        let Some(m) = c.message else { continue };
+        let message = engine.message(m);
+        for ch in &engine.channels {
+            if engine.private_enough(c.id.as_str(), ch.name.as_str()) {
+                continue;
+            }
+            let personal = message.personal_data(ch.variant);
+            if personal.is_empty() {
+                continue;
+            }
+            let why = if ch.private {
+                "the campaign lists it in not_private".to_owned()
+            } else {
+                format!("nearcast.toml [channels.{}] has private = false", ch.name)
+            };
+            let fields = personal
+                .iter()
+                .map(|p| format!("{{{p}}}"))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            src.error(
+                span.clone(),
+                format!(
+                    "campaign `{}` would send {fields} (message `{}`, {} variant) over channel `{}`, which is not private enough ({why})",
+                    c.id,
+                    message.id,
+                    message.best_for(ch.variant),
+                    ch.name
+                ),
+                Some(format!(
+                    "take {fields} out of that variant of message `{}`, or give this campaign a message without personal data",
+                    message.id
+                )),
+            );
+        }
+    }
 }
 
 fn check_template(src: &mut Source, t: &Spanned<String>) {

@@ -149,6 +149,8 @@ pub struct ChannelConfig {
     pub name: String,
     /// Richest variant it carries.
     pub variant: Variant,
+    /// Whether personal data (name, balance) may go over it.
+    pub private: bool,
     /// Adapter.
     pub adapter: Adapter,
 }
@@ -301,6 +303,7 @@ fn default_shoppers() -> u32 {
 pub(super) struct RawChannel {
     adapter: Spanned<String>,
     variant: Option<Spanned<String>>,
+    private: Option<bool>,
     // Provider settings, checked per adapter in `providers`.
     pub(super) base_url: Option<Spanned<String>>,
     pub(super) api_version: Option<Spanned<String>>,
@@ -462,6 +465,7 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
         channels.push(ChannelConfig {
             name: name.clone(),
             variant,
+            private: c.private.unwrap_or(true),
             adapter,
         });
     }

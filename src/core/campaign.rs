@@ -160,6 +160,9 @@ pub struct Campaign {
     pub cooldown: Duration,
     /// What the customer must have consented to for its message.
     pub purpose: Purpose,
+    /// Channels this campaign counts as not private enough for personal
+    /// data, besides those configured `private = false`.
+    pub not_private: Vec<ChannelName>,
 }
 
 /// Store-wide rules.
@@ -409,6 +412,9 @@ pub struct ChannelSpec {
     pub name: ChannelName,
     /// The richest variant it carries.
     pub variant: Variant,
+    /// Whether personal data (name, balance) may go over it; `false` for a
+    /// shared inbox or a channel whose provider keeps message texts.
+    pub private: bool,
 }
 
 /// The campaign book and the store's rules.
@@ -629,6 +635,55 @@ impl Engine {
             .position(|c| c.id.as_str() == id)
             .and_then(|i| u16::try_from(i).ok())
             .map(CampaignIdx)
+    }
+
+    /// Whether campaign `campaign` may send personal data over `channel`:
+    /// the channel is private and the campaign does not list it as not
+    /// private enough. Unknown names are not private.
+    #[must_use]
+    pub fn private_enough(&self, campaign: &str, channel: &str) -> bool {
+        let channel_private = self
+            .channels
+            .iter()
+            .any(|c| c.name.as_str() == channel && c.private);
+        let campaign_objects = self
+            .campaigns
+            .iter()
+            .find(|c| c.id.as_str() == campaign)
+            .is_none_or(|c| c.not_private.iter().any(|n| n.as_str() == channel));
+        channel_private && !campaign_objects
+    }
+
+    /// The send-time guard: refuses, with why, a message whose variant for
+    /// this channel carries personal data when the channel is not private
+    /// enough for the campaign. `check-config` refuses such a configuration
+    /// already; this holds if a configuration slips past it.
+    ///
+    /// # Errors
+    /// What would leak and where, for the outbox row's error.
+    pub fn privacy_guard(
+        &self,
+        campaign: &str,
+        channel: &str,
+        message: &Message,
+        variant: Variant,
+    ) -> Result<(), String> {
+        if self.private_enough(campaign, channel) {
+            return Ok(());
+        }
+        let personal = message.personal_data(variant);
+        if personal.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "message {} would carry {} over channel {channel}, which is not private enough for campaign {campaign}",
+            message.id,
+            personal
+                .iter()
+                .map(|p| format!("{{{p}}}"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ))
     }
 
     /// The customer's first channel, in their order of preference, that is
@@ -870,6 +925,7 @@ mod tests {
                     points: 10,
                     cooldown: Duration::from_secs(24 * 3600),
                     purpose: Purpose::Welcome,
+                    not_private: Vec::new(),
                 },
                 Campaign {
                     id: "coffee".into(),
@@ -882,6 +938,7 @@ mod tests {
                     points: 0,
                     cooldown: Duration::from_secs(3600),
                     purpose: Purpose::Offers,
+                    not_private: Vec::new(),
                 },
                 Campaign {
                     id: "fifth".into(),
@@ -891,6 +948,7 @@ mod tests {
                     points: 45,
                     cooldown: Duration::ZERO,
                     purpose: Purpose::Loyalty,
+                    not_private: Vec::new(),
                 },
             ],
             messages: vec![Message {
@@ -906,10 +964,12 @@ mod tests {
                 ChannelSpec {
                     name: "whatsapp".into(),
                     variant: Variant::Rich,
+                    private: true,
                 },
                 ChannelSpec {
                     name: "sms".into(),
                     variant: Variant::Plain,
+                    private: true,
                 },
             ],
         }

@@ -49,6 +49,17 @@ enum Command {
         /// Simulated minutes.
         #[arg(long, default_value_t = 60)]
         minutes: u32,
+        /// Deliver over HTTP through the real WhatsApp and Twilio adapters to
+        /// this base URL (a local stand-in: see `nearcast stand-in`).
+        #[arg(long, value_name = "URL")]
+        provider: Option<String>,
+    },
+    /// A local stand-in for the providers' APIs, for `demo --provider`.
+    #[command(hide = true)]
+    StandIn {
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:4010")]
+        listen: std::net::SocketAddr,
     },
     /// Send one `trigger = "broadcast"` campaign to every consented customer.
     Broadcast {
@@ -298,6 +309,7 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
             speed,
             seed,
             minutes,
+            provider,
         } => {
             let opts = app::demo::DemoOptions {
                 config: cli.config.clone(),
@@ -305,9 +317,25 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
                 speed,
                 seed,
                 minutes,
+                provider,
                 ..app::demo::DemoOptions::default()
             };
             runtime()?.block_on(app::demo::demo(opts, stdout()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::StandIn { listen } => {
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("listening on {listen}"))?;
+                let addr = listener.local_addr()?;
+                println!(
+                    "nearcast stand-in on http://{addr}: WhatsApp Cloud API, Twilio and Vonage Messages; \
+                     try `nearcast demo --provider http://{addr}` (Ctrl-C to stop)"
+                );
+                app::stand_in::serve(listener, stdout(), shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Broadcast {

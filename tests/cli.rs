@@ -314,3 +314,80 @@ fn broadcast_dry_run_then_for_real_through_the_console_channel() {
         text(&wrong.stderr)
     );
 }
+
+#[test]
+fn the_demo_delivers_over_http_to_the_stand_in() {
+    use std::io::{BufRead, BufReader, Read};
+    let mut stand_in = Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .args(["stand-in", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(stand_in.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+
+    let demo = nearcast(&[
+        "demo",
+        "--provider",
+        &url,
+        "--speed",
+        "0",
+        "--minutes",
+        "15",
+        "--seed",
+        "3",
+    ]);
+    stand_in.kill().unwrap();
+    stand_in.wait().unwrap();
+    let mut received = String::new();
+    reader.read_to_string(&mut received).unwrap();
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+    let out = text(&demo.stdout);
+    assert!(out.contains(&format!("providers' APIs at {url}")), "{out}");
+
+    // Phone numbers by customer id, from the demo's customers.
+    let csv = std::fs::read_to_string(example().join("customers.csv")).unwrap();
+    let phone: std::collections::HashMap<&str, &str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[2])
+        })
+        .collect();
+    // What the demo says it sent, and to whom ...
+    let mut sent: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("⇒ sent "))
+        .map(|l| {
+            let id = l.split(" (").nth(1).unwrap().split(')').next().unwrap();
+            phone[id]
+        })
+        .collect();
+    // ... is exactly what the stand-in received.
+    let mut got: Vec<&str> = received
+        .lines()
+        .map(|l| l.split("→ ").nth(1).unwrap().split(' ').next().unwrap())
+        .collect();
+    sent.sort_unstable();
+    got.sort_unstable();
+    assert!(!sent.is_empty(), "{out}");
+    assert_eq!(sent, got, "demo:\n{out}\nstand-in:\n{received}");
+    assert!(received.contains("whatsapp → ") && received.contains("twilio   → "));
+    // The summary counts them as sent.
+    let total: usize = out
+        .lines()
+        .find(|l| l.starts_with("messages sent"))
+        .unwrap()
+        .split(", ")
+        .map(|p| p.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(total, got.len(), "{out}");
+}

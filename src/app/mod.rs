@@ -14,6 +14,7 @@ pub mod record;
 pub mod replay;
 pub mod run;
 pub mod scan;
+pub mod stand_in;
 
 use std::collections::HashMap;
 use std::io::Write;

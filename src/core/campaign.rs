@@ -1166,6 +1166,46 @@ mod tests {
     }
 
     #[test]
+    fn a_broadcast_is_decided_by_the_same_checks_and_never_by_presence() {
+        let mut e = engine();
+        e.campaigns.push(Campaign {
+            id: "flash".into(),
+            trigger: Trigger::Broadcast,
+            conditions: Conditions {
+                min_days_since_last_visit: Some(30),
+                ..Conditions::default()
+            },
+            message: Some(MessageIdx(0)),
+            points: 0,
+            cooldown: Duration::from_secs(3600),
+            purpose: Purpose::Offers,
+            not_private: Vec::new(),
+        });
+        let idx = e.find_campaign("flash").unwrap();
+        let c = customer(&[], &["whatsapp", "sms"]);
+        let long_ago = History {
+            last_arrival: Some(Timestamp(at("10:00").0 - 40 * 86_400_000)),
+            ..History::default()
+        };
+        let outcome =
+            |h: &History, t: Timestamp| outcomes(&[e.decide_broadcast(idx, &c, h, t)])[0].1.clone();
+        assert_eq!(outcome(&long_ago, at("10:00")), "act whatsapp");
+        assert_eq!(outcome(&long_ago, at("19:45")), "quiet_hours");
+        assert_eq!(
+            outcome(&History::default(), at("10:00")),
+            "days_since_visit"
+        );
+        let fired = History {
+            last_fired: vec![("flash".into(), at("09:30"))],
+            ..long_ago.clone()
+        };
+        assert_eq!(outcome(&fired, at("10:00")), "cooldown");
+        // No presence event wakes it.
+        let d = e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &long_ago);
+        assert!(d.iter().all(|d| d.campaign_id.as_str() != "flash"));
+    }
+
+    #[test]
     fn local_calendar_in_the_store_time_zone() {
         let r = Rules::always(tz());
         let l = r.local(at("00:30"));

@@ -49,6 +49,32 @@ enum Command {
         /// Simulated minutes.
         #[arg(long, default_value_t = 60)]
         minutes: u32,
+        /// Deliver over HTTP through the real WhatsApp and Twilio adapters to
+        /// this base URL (a local stand-in: see `nearcast stand-in`).
+        #[arg(long, value_name = "URL")]
+        provider: Option<String>,
+    },
+    /// A local stand-in for the providers' APIs, for `demo --provider`.
+    #[command(hide = true)]
+    StandIn {
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:4010")]
+        listen: std::net::SocketAddr,
+    },
+    /// Send one `trigger = "broadcast"` campaign to every consented customer.
+    Broadcast {
+        /// The campaign's id in campaigns.toml.
+        #[arg(long, value_name = "ID")]
+        campaign: String,
+        /// Only customers in this segment.
+        #[arg(long, value_name = "S")]
+        segment: Option<String>,
+        /// Write and send nothing; report what would be queued and suppressed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Database file, instead of the configured one.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
     },
     /// Validate the configuration; exit 1 with precise errors.
     CheckConfig,
@@ -283,6 +309,7 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
             speed,
             seed,
             minutes,
+            provider,
         } => {
             let opts = app::demo::DemoOptions {
                 config: cli.config.clone(),
@@ -290,9 +317,56 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
                 speed,
                 seed,
                 minutes,
+                provider,
                 ..app::demo::DemoOptions::default()
             };
             runtime()?.block_on(app::demo::demo(opts, stdout()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::StandIn { listen } => {
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("listening on {listen}"))?;
+                let addr = listener.local_addr()?;
+                println!(
+                    "nearcast stand-in on http://{addr}: WhatsApp Cloud API, Twilio and Vonage Messages; \
+                     try `nearcast demo --provider http://{addr}` (Ctrl-C to stop)"
+                );
+                app::stand_in::serve(listener, stdout(), shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Broadcast {
+            campaign,
+            segment,
+            dry_run,
+            db,
+        } => {
+            let config = load(config_dir)?;
+            apply_log_filter(log, &config);
+            let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let opts = app::broadcast::BroadcastOptions {
+                campaign,
+                segment,
+                dry_run,
+                db,
+                progress: if stderr_tty {
+                    app::broadcast::ProgressStyle::Bar
+                } else {
+                    app::broadcast::ProgressStyle::Lines
+                },
+            };
+            let clock = SystemClock {
+                require_sync: config.daemon.clock.require_sync,
+            };
+            let adapters = app::adapters(&config, &stdout())?;
+            let progress: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stderr()));
+            let summary = runtime()?.block_on(app::broadcast::broadcast(
+                &config, &opts, &clock, adapters, progress,
+            ))?;
+            print!("{}", summary.text());
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {

@@ -47,7 +47,7 @@ fn config_copy(dir: &Path) -> PathBuf {
 fn check_config_accepts_the_example_and_refuses_a_typo_with_its_position() {
     let ok = nearcast(&["check-config", "--config", example().to_str().unwrap()]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
-    assert!(text(&ok.stdout).contains("configuration OK: 3 scanners, 4 zones, 5 campaigns, 4 messages, channels mms, sms, whatsapp"));
+    assert!(text(&ok.stdout).contains("configuration OK: 3 scanners, 4 zones, 6 campaigns, 5 messages, channels mms, sms, whatsapp"));
 
     let dir = tempfile::tempdir().unwrap();
     let c = config_copy(dir.path());
@@ -239,4 +239,155 @@ fn record_then_replay_dry_run_as_json_writes_nothing() {
     assert_eq!(v["decisions_act"].as_u64().unwrap() as usize, decisions);
     let listed = text(&nearcast(&["outbox", "list", "--state", "sent", "--config", cfg]).stdout);
     assert!(listed.lines().count() > 1, "{listed}");
+}
+
+/// The summary line `name` of `nearcast broadcast`: its leading number.
+fn summary_number(out: &str, name: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no `{name}` in {out}"));
+    line[name.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn broadcast_dry_run_then_for_real_through_the_console_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    // The wall clock decides (store hours, quiet hours); it need not be NTP-synced here.
+    let daemon = std::fs::read_to_string(c.join("nearcast.toml"))
+        .unwrap()
+        .replace("require_sync = true", "require_sync = false");
+    std::fs::write(c.join("nearcast.toml"), daemon).unwrap();
+    let cfg = c.to_str().unwrap();
+    let csv = c.join("customers.csv");
+    let imported = nearcast(&[
+        "customers",
+        "import",
+        csv.to_str().unwrap(),
+        "--config",
+        cfg,
+    ]);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+
+    let dry = nearcast(&[
+        "broadcast",
+        "--campaign",
+        "flash-sale",
+        "--dry-run",
+        "--config",
+        cfg,
+    ]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let dry = text(&dry.stdout);
+    assert!(
+        dry.contains("(dry run: nothing written, nothing sent)"),
+        "{dry}"
+    );
+    assert_eq!(summary_number(&dry, "customers considered"), 40, "{dry}");
+    let would = summary_number(&dry, "would queue");
+    assert_eq!(would + summary_number(&dry, "suppressed"), 40, "{dry}");
+
+    let real = nearcast(&["broadcast", "--campaign", "flash-sale", "--config", cfg]);
+    assert!(real.status.success(), "{}", text(&real.stderr));
+    let out = text(&real.stdout);
+    assert_eq!(summary_number(&out, "queued"), would, "{out}");
+    assert_eq!(summary_number(&out, "sent"), would, "{out}");
+    // The console channel printed each message once.
+    assert_eq!(
+        out.lines().filter(|l| l.contains("[flash-sale]")).count() as u64,
+        would,
+        "{out}"
+    );
+
+    // A presence campaign cannot be broadcast; the error names the ones that can.
+    let wrong = nearcast(&["broadcast", "--campaign", "welcome", "--config", cfg]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        text(&wrong.stderr).contains("broadcast campaigns: flash-sale"),
+        "{}",
+        text(&wrong.stderr)
+    );
+}
+
+#[test]
+fn the_demo_delivers_over_http_to_the_stand_in() {
+    use std::io::{BufRead, BufReader, Read};
+    let mut stand_in = Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .args(["stand-in", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(stand_in.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+
+    let demo = nearcast(&[
+        "demo",
+        "--provider",
+        &url,
+        "--speed",
+        "0",
+        "--minutes",
+        "15",
+        "--seed",
+        "3",
+    ]);
+    stand_in.kill().unwrap();
+    stand_in.wait().unwrap();
+    let mut received = String::new();
+    reader.read_to_string(&mut received).unwrap();
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+    let out = text(&demo.stdout);
+    assert!(out.contains(&format!("providers' APIs at {url}")), "{out}");
+
+    // Phone numbers by customer id, from the demo's customers.
+    let csv = std::fs::read_to_string(example().join("customers.csv")).unwrap();
+    let phone: std::collections::HashMap<&str, &str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[2])
+        })
+        .collect();
+    // What the demo says it sent, and to whom ...
+    let mut sent: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("⇒ sent "))
+        .map(|l| {
+            let id = l.split(" (").nth(1).unwrap().split(')').next().unwrap();
+            phone[id]
+        })
+        .collect();
+    // ... is exactly what the stand-in received.
+    let mut got: Vec<&str> = received
+        .lines()
+        .map(|l| l.split("→ ").nth(1).unwrap().split(' ').next().unwrap())
+        .collect();
+    sent.sort_unstable();
+    got.sort_unstable();
+    assert!(!sent.is_empty(), "{out}");
+    assert_eq!(sent, got, "demo:\n{out}\nstand-in:\n{received}");
+    assert!(received.contains("whatsapp → ") && received.contains("twilio   → "));
+    // The summary counts them as sent.
+    let total: usize = out
+        .lines()
+        .find(|l| l.starts_with("messages sent"))
+        .unwrap()
+        .split(", ")
+        .map(|p| p.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(total, got.len(), "{out}");
 }

@@ -2,18 +2,21 @@
 //! temporary database and the console channel, narrated as it happens and
 //! summed up at the end. The same seed gives the same output.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Error, database_path, open_database, output, worker};
-use crate::config::{self, SourceConfig};
+use crate::channel::http::Env;
+use crate::channel::{Adapter, Deliver, Outgoing, Providers, SendFuture, Worker, console};
+use crate::config::{self, SecretRef, SourceConfig, TwilioSettings, WhatsAppSettings};
 use crate::core::campaign::{Outcome, Reason};
 use crate::core::identity::Identity;
 use crate::core::types::Timestamp;
 use crate::source::sim::{SimConfig, SimCustomer, Simulator};
+use crate::store::{SendResult, Store};
 
 /// The example configuration, built into the binary so `nearcast demo`
 /// works from anywhere.
@@ -47,6 +50,9 @@ pub struct DemoOptions {
     pub minutes: u32,
     /// Keep the database here instead of a temporary directory.
     pub db: Option<PathBuf>,
+    /// Deliver through the real provider adapters to this base URL (a local
+    /// stand-in such as `nearcast stand-in`) instead of the console.
+    pub provider: Option<String>,
 }
 
 impl Default for DemoOptions {
@@ -59,6 +65,7 @@ impl Default for DemoOptions {
             start: None,
             minutes: 60,
             db: None,
+            provider: None,
         }
     }
 }
@@ -109,6 +116,107 @@ pub(crate) fn sim_customers(path: &Path) -> Result<Vec<(String, SimCustomer)>, E
         ));
     }
     Ok(out)
+}
+
+/// The variable the demo's dummy credentials are read from: in process
+/// only, never the environment.
+const DEMO_TOKEN: &str = "NEARCAST_DEMO_TOKEN";
+
+/// Dummy credentials for a local stand-in.
+struct DemoCredentials;
+
+impl Env for DemoCredentials {
+    fn var(&self, name: &str) -> Option<String> {
+        (name == DEMO_TOKEN).then(|| "demo-token-for-a-local-stand-in".to_owned())
+    }
+}
+
+/// `--provider URL`: the demo's channels on the real adapters at `url`:
+/// `whatsapp` on the WhatsApp Cloud API, `sms` and `mms` on Twilio, with
+/// dummy credentials; any other channel stays on the console. Each send is
+/// narrated with the provider's answer.
+fn provider_adapters(
+    config: &config::Config,
+    url: &str,
+    out: &Arc<Mutex<dyn Write + Send>>,
+) -> Result<HashMap<String, Adapter>, Error> {
+    let url = url.trim_end_matches('/');
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| {
+            url.strip_prefix(p)
+                .is_some_and(|r| r.is_empty() || r.starts_with(':') || r.starts_with('/'))
+        });
+    if !loopback && !url.starts_with("https://") {
+        return Err(Error::Usage(format!(
+            "--provider {url}: use a local stand-in (http://127.0.0.1:PORT, see `nearcast stand-in`) or an https:// URL"
+        )));
+    }
+    let providers = Providers::with_env(Arc::new(DemoCredentials))?;
+    let token = SecretRef::Env(DEMO_TOKEN.into());
+    let timeout = Duration::from_secs(10);
+    let mut adapters = super::adapters(config, out)?;
+    for c in &config.daemon.channels {
+        let settings = match c.name.as_str() {
+            "whatsapp" => config::Adapter::WhatsApp(WhatsAppSettings {
+                base_url: url.to_owned(),
+                api_version: "v23.0".into(),
+                phone_number_id: "100000000000000".into(),
+                token: token.clone(),
+                allow_text: false,
+                timeout,
+            }),
+            "sms" | "mms" => config::Adapter::Twilio(TwilioSettings {
+                base_url: url.to_owned(),
+                account_sid: format!("AC{}", "0".repeat(32)),
+                api_key: None,
+                token: token.clone(),
+                from: Some("+15005550006".into()),
+                messaging_service_sid: None,
+                whatsapp: false,
+                content_sids: std::collections::BTreeMap::new(),
+                allow_text: false,
+                status_callback: None,
+                timeout,
+            }),
+            _ => continue,
+        };
+        let narrated: Adapter = Arc::new(Narrated {
+            inner: providers.adapter(&settings),
+            out: out.clone(),
+            tz: config.engine.rules.tz.clone(),
+        });
+        adapters.insert(c.name.clone(), narrated);
+    }
+    Ok(adapters)
+}
+
+/// Prints each message as the console would, with the provider's answer.
+struct Narrated {
+    inner: Adapter,
+    out: Arc<Mutex<dyn Write + Send>>,
+    tz: jiff::tz::TimeZone,
+}
+
+impl Deliver for Narrated {
+    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
+        Box::pin(async move {
+            let result = self.inner.send(msg).await;
+            let line = console::format_message(msg, &self.tz);
+            let answer = match &result {
+                SendResult::Sent { provider_id } => {
+                    format!("sent {}", provider_id.as_deref().unwrap_or("-"))
+                }
+                SendResult::Retry { error, .. } => format!("retry later: {error}"),
+                SendResult::Fallback { error } => format!("falls over: {error}"),
+                SendResult::Failed { error } | SendResult::Misconfigured { error } => {
+                    format!("failed: {error}")
+                }
+            };
+            write(&self.out, &format!("{}  ⇒ {answer}\n", line.trim_end()));
+            result
+        })
+    }
 }
 
 /// Runs the demo, narrating to `out`.
@@ -201,7 +309,7 @@ pub async fn demo(
         &out,
         &format!(
             "nearcast demo: {} ({}), {} shoppers over {} minutes from {}, seed {}; {} customers enrolled\n\
-             (simulated store, temporary database, console channel)\n\n",
+             (simulated store, temporary database, {})\n\n",
             config.layout.store_name,
             config.store_id,
             sim_config.shoppers,
@@ -214,6 +322,10 @@ pub async fn demo(
                 .unwrap_or_default(),
             sim_config.seed,
             report.added,
+            opts.provider.as_deref().map_or_else(
+                || "console channel".to_owned(),
+                |url| format!("providers' APIs at {url}")
+            ),
         ),
     );
 
@@ -230,7 +342,17 @@ pub async fn demo(
     )
     .unwrap_or(u32::MAX);
     let mut pipeline = super::pipeline(&config, hasher, registry, store);
-    let mut worker = worker(&config, &db, out.clone())?;
+    let mut worker = match &opts.provider {
+        None => worker(&config, &db, out.clone())?,
+        Some(url) => Worker::new(
+            Store::open(&db)?,
+            config.engine.clone(),
+            config.layout.store_name.clone(),
+            provider_adapters(&config, url, &out)?,
+            config.daemon.outbox.lease,
+            config.daemon.outbox.batch,
+        ),
+    };
 
     let engine = config.engine.clone();
     let mut recognised = BTreeSet::new();

@@ -4,6 +4,7 @@
 //! Owns no decisions (those are `core`'s) and no SQL (that is `store`'s);
 //! reads the clock only through the `Clock` it is given.
 
+pub mod broadcast;
 pub mod clock;
 pub mod demo;
 pub mod live;
@@ -14,6 +15,7 @@ pub mod record;
 pub mod replay;
 pub mod run;
 pub mod scan;
+pub mod stand_in;
 
 use std::collections::HashMap;
 use std::io::Write;

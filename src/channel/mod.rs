@@ -85,6 +85,18 @@ impl Providers {
         })
     }
 
+    /// Like [`Providers::new`], with secrets looked up in `env` instead of
+    /// the process environment (the demo's dummy credentials).
+    ///
+    /// # Errors
+    /// [`Error::Http`] when the TLS backend cannot be set up.
+    pub fn with_env(env: std::sync::Arc<dyn http::Env>) -> Result<Providers, Error> {
+        Ok(Providers {
+            client: http::Client::new().map_err(|e| Error::Http(e.to_string()))?,
+            env,
+        })
+    }
+
     /// The adapter for a configured provider (`console` is built by the
     /// caller, which owns the terminal).
     #[must_use]

@@ -623,6 +623,11 @@ async fn deliver(
         store: store_name.to_owned(),
     };
     let variant = Variant::parse(&item.variant).unwrap_or(Variant::Plain);
+    // Defence in depth behind check-config: no name or balance over a
+    // channel not private enough for the campaign; try the next channel.
+    if let Err(error) = engine.privacy_guard(&item.campaign, &item.channel, message, variant) {
+        return SendResult::Fallback { error };
+    }
     let rendered = match message.render(variant, &vars) {
         Ok(r) => r,
         Err(e) => {

@@ -47,6 +47,7 @@ enum TriggerName {
     Exit,
     Leave,
     VisitCount,
+    Broadcast,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +75,8 @@ struct RawCampaign {
     min_days_since_last_visit: Option<u32>,
     purpose: Option<Spanned<String>>,
     fallback: Option<Spanned<RawFallback>>,
+    #[serde(default)]
+    not_private: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -211,7 +214,10 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
 
     let zone_names: Vec<&str> = zones.layout.zones.iter().map(|z| z.id.as_str()).collect();
     let message_names: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
+    let channel_names: Vec<&str> = daemon.channels.iter().map(|c| c.name.as_str()).collect();
     let mut campaigns = Vec::new();
+    // Where each campaign names its message, for the privacy check.
+    let mut message_spans = Vec::new();
     let mut seen = HashSet::new();
     for c in raw.campaigns {
         let id = c.id.get_ref().clone();
@@ -247,7 +253,9 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
                 src.error(
                     z.span(),
                     format!("campaign `{id}`: `zone` does not apply to this trigger"),
-                    Some("arrive, leave and visit_count are about the whole store".into()),
+                    Some(
+                        "arrive, leave, visit_count and broadcast are about the whole store".into(),
+                    ),
                 );
                 None
             }
@@ -286,6 +294,23 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             TriggerName::Enter => Trigger::Enter(z),
             TriggerName::Dwell => Trigger::Dwell(z),
             TriggerName::Exit => Trigger::Exit(z),
+            TriggerName::Broadcast => {
+                if c.first_visit_of_day {
+                    src.error(
+                        c.trigger.span(),
+                        format!("campaign `{id}`: first_visit_of_day does not apply to a broadcast, which is not about a visit"),
+                        Some("remove first_visit_of_day; min_days_since_last_visit does apply".into()),
+                    );
+                }
+                if c.message.is_none() {
+                    src.error(
+                        c.trigger.span(),
+                        format!("campaign `{id}`: a broadcast sends a message"),
+                        Some("add message = \"…\"".into()),
+                    );
+                }
+                Trigger::Broadcast
+            }
             TriggerName::VisitCount => {
                 let n = match &c.visits {
                     Some(v) if *v.get_ref() > 0 => *v.get_ref(),
@@ -389,12 +414,40 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
                     Reached::Delivered
                 }
             };
+            let channel = raw.channel.as_deref().unwrap_or("sms");
+            if !channel_names.contains(&channel) {
+                src.error(
+                    f.span(),
+                    format!("campaign `{id}`: fallback channel `{channel}` is not configured"),
+                    Some(did_you_mean(channel, channel_names.iter().copied())),
+                );
+            }
             Fallback {
                 after: raw.after.0,
                 unless,
-                channel: Arc::from(raw.channel.as_deref().unwrap_or("sms")),
+                channel: Arc::from(channel),
             }
         });
+        let mut not_private = Vec::new();
+        for ch in &c.not_private {
+            if channel_names.contains(&ch.get_ref().as_str()) {
+                not_private.push(ch.get_ref().as_str().into());
+            } else {
+                src.error(
+                    ch.span(),
+                    format!(
+                        "campaign `{id}`: unknown channel `{}` in not_private",
+                        ch.get_ref()
+                    ),
+                    Some(did_you_mean(ch.get_ref(), channel_names.iter().copied())),
+                );
+            }
+        }
+        message_spans.push(
+            c.message
+                .as_ref()
+                .map_or_else(|| c.id.span(), Spanned::span),
+        );
         campaigns.push(Campaign {
             id: id.as_str().into(),
             trigger,
@@ -415,6 +468,7 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             cooldown: c.cooldown.0,
             purpose,
             fallback,
+            not_private,
         });
     }
     if campaigns.len() > 1000 || messages.len() > 1000 {
@@ -429,14 +483,61 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
         .map(|c| ChannelSpec {
             name: c.name.as_str().into(),
             variant: c.variant,
+            private: c.private,
         })
         .collect();
-    Some(Engine {
+    let engine = Engine {
         campaigns,
         messages,
         rules,
         channels,
-    })
+    };
+    check_privacy(src, &engine, &message_spans);
+    (src.errors.len() == before).then_some(engine)
+}
+
+/// Refuses a campaign whose message would show personal data (`{first_name}`,
+/// `{balance}`) over a channel that is not private enough for it: any
+/// configured channel may be a customer's, so every one is checked with the
+/// variant it would get.
+fn check_privacy(src: &mut Source, engine: &Engine, message_spans: &[std::ops::Range<usize>]) {
+    for (c, span) in engine.campaigns.iter().zip(message_spans) {
+        let Some(m) = c.message else { continue };
+        let message = engine.message(m);
+        for ch in &engine.channels {
+            if engine.private_enough(c.id.as_str(), ch.name.as_str()) {
+                continue;
+            }
+            let personal = message.personal_data(ch.variant);
+            if personal.is_empty() {
+                continue;
+            }
+            let why = if ch.private {
+                "the campaign lists it in not_private".to_owned()
+            } else {
+                format!("nearcast.toml [channels.{}] has private = false", ch.name)
+            };
+            let fields = personal
+                .iter()
+                .map(|p| format!("{{{p}}}"))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            src.error(
+                span.clone(),
+                format!(
+                    "campaign `{}` would send {fields} (message `{}`, {} variant) over channel `{}`, which is not private enough ({why})",
+                    c.id,
+                    message.id,
+                    message.best_for(ch.variant),
+                    ch.name
+                ),
+                Some(format!(
+                    "take {fields} out of that variant of message `{}`, or give this campaign a message without personal data",
+                    message.id
+                )),
+            );
+        }
+    }
 }
 
 fn check_template(src: &mut Source, t: &Spanned<String>) {

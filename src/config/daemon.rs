@@ -151,6 +151,8 @@ pub struct ChannelConfig {
     pub name: String,
     /// Richest variant it carries.
     pub variant: Variant,
+    /// Whether personal data (name, balance) may go over it.
+    pub private: bool,
     /// Adapter.
     pub adapter: Adapter,
     /// How fast and how many at once messages go out on it.
@@ -357,6 +359,7 @@ pub(super) struct RawChannel {
     rate: Option<Spanned<f64>>,
     burst: Option<Spanned<u32>>,
     concurrency: Option<Spanned<u32>>,
+    private: Option<bool>,
     // Provider settings, checked per adapter in `providers`.
     pub(super) base_url: Option<Spanned<String>>,
     pub(super) api_version: Option<Spanned<String>>,
@@ -552,6 +555,7 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
         channels.push(ChannelConfig {
             name: name.clone(),
             variant,
+            private: c.private.unwrap_or(true),
             adapter,
             limits,
         });

@@ -390,7 +390,7 @@ mod load_tests {
         let zones: Vec<&str> = c.layout.zones.iter().map(|z| z.id.as_str()).collect();
         assert_eq!(zones, ["store", "entrance", "coffee", "checkout"]);
         assert_eq!(c.layout.scanners.len(), 3);
-        assert_eq!(c.engine.campaigns.len(), 5);
+        assert_eq!(c.engine.campaigns.len(), 6);
         assert_eq!(c.engine.channels.len(), 3);
         assert!(c.engine.rules.quiet_hours[0].contains(22 * 60));
         assert_eq!(c.daemon.outbox.lease, Duration::from_secs(30));

@@ -226,7 +226,7 @@ pub(super) fn check_keys(adapter: &str, c: &RawChannel, name: &str, src: &mut So
                 span,
                 format!("`{key}` does not apply to a {adapter} channel"),
                 Some(if allowed.is_empty() {
-                    format!("a {adapter} channel takes only `adapter` and `variant`")
+                    format!("a {adapter} channel takes only `adapter`, `variant` and `private`")
                 } else {
                     format!(
                         "a {adapter} channel takes: {}, token_env or token_file, timeout",
@@ -793,7 +793,7 @@ token_file = "/etc/credstore/crm"
         assert_eq!(
             e("[channels.sms]\nadapter = \"console\"\ntoken_env = \"X\"\n"),
             [
-                "6:13: `token_env` does not apply to a console channel | a console channel takes only `adapter` and `variant`"
+                "6:13: `token_env` does not apply to a console channel | a console channel takes only `adapter`, `variant` and `private`"
             ]
         );
         assert_eq!(

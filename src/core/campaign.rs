@@ -113,6 +113,9 @@ pub enum Trigger {
         /// Every `n`th visit rather than only the `n`th.
         repeat: bool,
     },
+    /// Never by presence: only when staff broadcast it
+    /// (`nearcast broadcast`) to every consented customer.
+    Broadcast,
 }
 
 /// Conditions a campaign's event must meet.
@@ -159,6 +162,9 @@ pub struct Campaign {
     pub purpose: Purpose,
     /// The delivery-timeout fallback for its message, if any.
     pub fallback: Option<Fallback>,
+    /// Channels this campaign counts as not private enough for personal
+    /// data, besides those configured `private = false`.
+    pub not_private: Vec<ChannelName>,
 }
 
 /// What a message must reach to need no fallback.
@@ -440,6 +446,9 @@ pub struct ChannelSpec {
     pub name: ChannelName,
     /// The richest variant it carries.
     pub variant: Variant,
+    /// Whether personal data (name, balance) may go over it; `false` for a
+    /// shared inbox or a channel whose provider keeps message texts.
+    pub private: bool,
 }
 
 /// The campaign book and the store's rules.
@@ -623,6 +632,92 @@ impl Engine {
             points,
             expires_at: now.saturating_add(ttl),
         })
+    }
+
+    /// Decides a broadcast of campaign `idx` to `customer` at `now`: the
+    /// same checks as a presence event (opening and quiet hours, the
+    /// campaign's hours, days and segments, consent for its purpose,
+    /// cooldown, caps, points), with "the last visit" for
+    /// `min_days_since_last_visit` being the customer's most recent one.
+    #[must_use]
+    pub fn decide_broadcast(
+        &self,
+        idx: CampaignIdx,
+        customer: &CustomerInfo,
+        history: &History,
+        now: Timestamp,
+    ) -> Decision {
+        let c = self.campaign(idx);
+        let local = self.rules.local(now);
+        let outcome = match self.check(c, customer, history, &local, now, history.last_arrival) {
+            Ok(action) => Outcome::Act(action),
+            Err(reason) => Outcome::Suppressed(reason),
+        };
+        Decision {
+            at: now,
+            campaign: idx,
+            campaign_id: c.id.clone(),
+            outcome,
+        }
+    }
+
+    /// The campaign with this id.
+    #[must_use]
+    pub fn find_campaign(&self, id: &str) -> Option<CampaignIdx> {
+        self.campaigns
+            .iter()
+            .position(|c| c.id.as_str() == id)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(CampaignIdx)
+    }
+
+    /// Whether campaign `campaign` may send personal data over `channel`:
+    /// the channel is private and the campaign does not list it as not
+    /// private enough. Unknown names are not private.
+    #[must_use]
+    pub fn private_enough(&self, campaign: &str, channel: &str) -> bool {
+        let channel_private = self
+            .channels
+            .iter()
+            .any(|c| c.name.as_str() == channel && c.private);
+        let campaign_objects = self
+            .campaigns
+            .iter()
+            .find(|c| c.id.as_str() == campaign)
+            .is_none_or(|c| c.not_private.iter().any(|n| n.as_str() == channel));
+        channel_private && !campaign_objects
+    }
+
+    /// The send-time guard: refuses, with why, a message whose variant for
+    /// this channel carries personal data when the channel is not private
+    /// enough for the campaign. `check-config` refuses such a configuration
+    /// already; this holds if a configuration slips past it.
+    ///
+    /// # Errors
+    /// What would leak and where, for the outbox row's error.
+    pub fn privacy_guard(
+        &self,
+        campaign: &str,
+        channel: &str,
+        message: &Message,
+        variant: Variant,
+    ) -> Result<(), String> {
+        if self.private_enough(campaign, channel) {
+            return Ok(());
+        }
+        let personal = message.personal_data(variant);
+        if personal.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "message {} would carry {} over channel {channel}, which is not private enough for campaign {campaign}",
+            message.id,
+            personal
+                .iter()
+                .map(|p| format!("{{{p}}}"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ))
     }
 
     /// The customer's first channel, in their order of preference, that is
@@ -865,6 +960,7 @@ mod tests {
                     cooldown: Duration::from_secs(24 * 3600),
                     purpose: Purpose::Welcome,
                     fallback: None,
+                    not_private: Vec::new(),
                 },
                 Campaign {
                     id: "coffee".into(),
@@ -878,6 +974,7 @@ mod tests {
                     cooldown: Duration::from_secs(3600),
                     purpose: Purpose::Offers,
                     fallback: None,
+                    not_private: Vec::new(),
                 },
                 Campaign {
                     id: "fifth".into(),
@@ -888,6 +985,7 @@ mod tests {
                     cooldown: Duration::ZERO,
                     purpose: Purpose::Loyalty,
                     fallback: None,
+                    not_private: Vec::new(),
                 },
             ],
             messages: vec![Message {
@@ -903,10 +1001,12 @@ mod tests {
                 ChannelSpec {
                     name: "whatsapp".into(),
                     variant: Variant::Rich,
+                    private: true,
                 },
                 ChannelSpec {
                     name: "sms".into(),
                     variant: Variant::Plain,
+                    private: true,
                 },
             ],
         }
@@ -1100,6 +1200,47 @@ mod tests {
             &History::default(),
         );
         assert_eq!(outcomes(&d)[0].1, "act sms");
+    }
+
+    #[test]
+    fn a_broadcast_is_decided_by_the_same_checks_and_never_by_presence() {
+        let mut e = engine();
+        e.campaigns.push(Campaign {
+            id: "flash".into(),
+            trigger: Trigger::Broadcast,
+            conditions: Conditions {
+                min_days_since_last_visit: Some(30),
+                ..Conditions::default()
+            },
+            message: Some(MessageIdx(0)),
+            points: 0,
+            cooldown: Duration::from_secs(3600),
+            purpose: Purpose::Offers,
+            fallback: None,
+            not_private: Vec::new(),
+        });
+        let idx = e.find_campaign("flash").unwrap();
+        let c = customer(&[], &["whatsapp", "sms"]);
+        let long_ago = History {
+            last_arrival: Some(Timestamp(at("10:00").0 - 40 * 86_400_000)),
+            ..History::default()
+        };
+        let outcome =
+            |h: &History, t: Timestamp| outcomes(&[e.decide_broadcast(idx, &c, h, t)])[0].1.clone();
+        assert_eq!(outcome(&long_ago, at("10:00")), "act whatsapp");
+        assert_eq!(outcome(&long_ago, at("19:45")), "quiet_hours");
+        assert_eq!(
+            outcome(&History::default(), at("10:00")),
+            "days_since_visit"
+        );
+        let fired = History {
+            last_fired: vec![("flash".into(), at("09:30"))],
+            ..long_ago.clone()
+        };
+        assert_eq!(outcome(&fired, at("10:00")), "cooldown");
+        // No presence event wakes it.
+        let d = e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &long_ago);
+        assert!(d.iter().all(|d| d.campaign_id.as_str() != "flash"));
     }
 
     #[test]

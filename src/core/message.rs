@@ -109,6 +109,30 @@ impl Message {
         }
     }
 
+    /// The personal placeholders (see [`PERSONAL`]) that the variant a
+    /// channel carrying `variant` gets actually shows, in [`PERSONAL`] order.
+    /// Found by rendering, not by searching the text, so every template
+    /// syntax that shows a value counts.
+    #[must_use]
+    pub fn personal_data(&self, variant: Variant) -> Vec<&'static str> {
+        let templates: Vec<&str> = match self.best_for(variant) {
+            Variant::Rich => self.rich.as_ref().map_or_else(Vec::new, |r| {
+                std::iter::once(r.preview.as_str())
+                    .chain(r.params.iter().map(String::as_str))
+                    .collect()
+            }),
+            Variant::Medium => self
+                .medium
+                .as_ref()
+                .map_or_else(Vec::new, |m| vec![m.text.as_str()]),
+            Variant::Plain => vec![self.plain.as_str()],
+        };
+        PERSONAL
+            .into_iter()
+            .filter(|field| templates.iter().any(|t| shows(t, field)))
+            .collect()
+    }
+
     /// Renders `variant` (falling back to poorer ones it doesn't have).
     ///
     /// # Errors
@@ -158,6 +182,24 @@ impl Message {
             }),
         }
     }
+}
+
+/// Placeholders that carry personal data: they never go over a channel
+/// that is not private enough. `{points}` (what the campaign awards, the
+/// same for everyone) and `{store}` are not personal.
+pub const PERSONAL: [&str; 2] = ["first_name", "balance"];
+
+/// Whether `template` shows the value of `field`: it renders differently
+/// when only that value changes.
+fn shows(template: &str, field: &str) -> bool {
+    let a = Vars::sample();
+    let mut b = a.clone();
+    match field {
+        "first_name" => b.first_name = "Zoe".into(),
+        "balance" => b.balance = 987,
+        _ => return false,
+    }
+    render(template, &a).ok() != render(template, &b).ok()
 }
 
 /// The values placeholders can use.
@@ -319,6 +361,29 @@ mod tests {
             medium: Some(Medium { text: "Hi {first_name}!".into(), image: "https://example.com/w.jpg".into() }),
             rich: None,
         }
+    }
+
+    #[test]
+    fn personal_data_is_found_per_variant_by_rendering() {
+        let mut m = message();
+        assert_eq!(m.personal_data(Variant::Plain), ["first_name", "balance"]);
+        assert_eq!(m.personal_data(Variant::Medium), ["first_name"]);
+        m.medium = Some(Medium {
+            text: "Fresh pretzels at {store}, +{points} points".into(),
+            image: "https://example.com/w.jpg".into(),
+        });
+        assert!(m.personal_data(Variant::Medium).is_empty());
+        // A rich channel gets the medium variant when there is no rich one.
+        assert!(m.personal_data(Variant::Rich).is_empty());
+        m.rich = Some(Rich {
+            template: "t".into(),
+            language: "en".into(),
+            params: vec!["{ balance }".into()],
+            image: None,
+            buttons: Vec::new(),
+            preview: "Your balance".into(),
+        });
+        assert_eq!(m.personal_data(Variant::Rich), ["balance"]);
     }
 
     #[test]

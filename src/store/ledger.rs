@@ -3,7 +3,7 @@
 //! conditionally, caps re-checked, points and the outbox row written, so two
 //! deciders on one database can never both send.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{Error, Store};
 use crate::core::campaign::{Committed, Decision, Engine, History, Ledger, Local, Outcome, Reason};
@@ -75,25 +75,8 @@ impl Ledger for Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Consent is re-read inside the transaction: an opt-out or erasure
         // since the snapshot wins, and nothing more is written about them.
-        let consented: Option<bool> = tx
-            .query_row(
-                "SELECT opted_out_at IS NULL FROM customers WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if consented != Some(true) {
-            return Ok(decisions
-                .into_iter()
-                .map(|mut d| {
-                    d.outcome = Outcome::Suppressed(Reason::OptedOut);
-                    Committed {
-                        decision: d,
-                        outbox_id: None,
-                        balance: 0,
-                    }
-                })
-                .collect());
+        if !opted_in(&tx, key)? {
+            return Ok(decisions.into_iter().map(opted_out).collect());
         }
         match event.kind {
             EventKind::Arrived => {
@@ -108,108 +91,172 @@ impl Ledger for Store {
             }
             _ => {}
         }
-        let mut balance: i64 = tx
-            .prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1")?
-            .query_row([key], |r| r.get(0))?;
-        let rules = &engine.rules;
+        let mut balance = balance_of(&tx, key)?;
         let mut out = Vec::with_capacity(decisions.len());
-        for mut d in decisions {
-            let campaign = engine.campaign(d.campaign);
-            let mut outbox_id = None;
-            if let Outcome::Act(a) = &mut d.outcome {
-                let suppressed = (|| -> Result<Option<Reason>, Error> {
-                    if a.message.is_some() {
-                        let (today, week): (i64, i64) = tx
-                            .prepare_cached(
-                                "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
-                            )?
-                            .query_row(params![key, local.day_start.0, local.week_start.0.min(local.day_start.0)], |r| {
-                                Ok((r.get(0)?, r.get(1)?))
-                            })?;
-                        if rules
-                            .max_messages_per_day
-                            .is_some_and(|m| today >= i64::from(m))
-                        {
-                            return Ok(Some(Reason::CapDay));
-                        }
-                        if rules
-                            .max_messages_per_week
-                            .is_some_and(|m| week >= i64::from(m))
-                        {
-                            return Ok(Some(Reason::CapWeek));
-                        }
-                    }
-                    if let Some(max) = rules.max_points_per_day
-                        && a.points > 0
-                    {
-                        let today: i64 = tx
-                            .prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1 AND at >= ?2 AND points > 0")?
-                            .query_row(params![key, local.day_start.0], |r| r.get(0))?;
-                        let left = u32::try_from((i64::from(max) - today).max(0)).unwrap_or(0);
-                        a.points = a.points.min(left);
-                        if a.points == 0 {
-                            return Ok(Some(Reason::PointsCap));
-                        }
-                    }
-                    // The claim: succeeds only if no decision took this
-                    // campaign's cooldown for this customer meanwhile.
-                    let claimed = tx
-                        .prepare_cached(
-                            "INSERT INTO cooldowns (customer, campaign, last_at) VALUES (?1, ?2, ?3)
-                             ON CONFLICT (customer, campaign) DO UPDATE SET last_at = excluded.last_at
-                             WHERE excluded.last_at - cooldowns.last_at >= ?4",
-                        )?
-                        .execute(params![key, d.campaign_id.as_str(), d.at.0, millis(campaign.cooldown)])?;
-                    Ok((claimed == 0).then_some(Reason::Cooldown))
-                })()?;
-                if let Some(reason) = suppressed {
-                    d.outcome = Outcome::Suppressed(reason);
-                } else {
-                    if a.points > 0 {
-                        tx.prepare_cached("INSERT INTO ledger (customer, at, points, campaign) VALUES (?1, ?2, ?3, ?4)")?
-                            .execute(params![key, d.at.0, a.points, d.campaign_id.as_str()])?;
-                        balance += i64::from(a.points);
-                    }
-                    if let (Some(m), Some((channel, variant))) = (a.message, &a.channel) {
-                        let idem = format!("{}-{}-{}", customer.key.0, d.campaign_id, d.at.0);
-                        tx.prepare_cached(
-                            "INSERT INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
-                                                 created_at, due_at, expires_at, state, purpose)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 'queued', ?11)",
-                        )?
-                        .execute(params![
-                            idem,
-                            key,
-                            d.campaign_id.as_str(),
-                            engine.message(m).id.as_str(),
-                            channel.as_str(),
-                            variant.name(),
-                            a.points,
-                            balance,
-                            d.at.0,
-                            a.expires_at.0,
-                            campaign.purpose.name()
-                        ])?;
-                        outbox_id = Some(tx.last_insert_rowid());
-                    }
-                }
-            }
-            let (outcome, reason, channel) = match &d.outcome {
-                Outcome::Act(a) => ("act", None, a.channel.as_ref().map(|c| c.0.as_str())),
-                Outcome::Suppressed(r) => ("suppressed", Some(r.name()), None),
-            };
-            tx.prepare_cached(
-                "INSERT INTO decisions (at, customer, campaign, event, zone, outcome, reason, channel, outbox)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![d.at.0, key, d.campaign_id.as_str(), event.kind.name(), zone, outcome, reason, channel, outbox_id])?;
-            out.push(Committed {
-                decision: d,
-                outbox_id,
-                balance,
-            });
+        for d in decisions {
+            out.push(commit_decision(
+                &tx,
+                customer,
+                local,
+                engine,
+                d,
+                (event.kind.name(), zone),
+                &mut balance,
+            )?);
         }
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// Whether the customer is still on file and has not opted out.
+pub(super) fn opted_in(tx: &Transaction<'_>, key: i64) -> Result<bool, Error> {
+    let consented: Option<bool> = tx
+        .query_row(
+            "SELECT opted_out_at IS NULL FROM customers WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(consented == Some(true))
+}
+
+/// A decision for a customer who opted out meanwhile: nothing is written.
+pub(super) fn opted_out(mut d: Decision) -> Committed {
+    d.outcome = Outcome::Suppressed(Reason::OptedOut);
+    Committed {
+        decision: d,
+        outbox_id: None,
+        balance: 0,
+    }
+}
+
+/// The customer's points balance.
+pub(super) fn balance_of(tx: &Transaction<'_>, key: i64) -> Result<i64, Error> {
+    Ok(tx
+        .prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1")?
+        .query_row([key], |r| r.get(0))?)
+}
+
+/// Commits one decision inside `tx`: caps re-checked, the cooldown claimed
+/// conditionally, points and the outbox row written, and the decision
+/// recorded with `event` and `zone` (`(kind, zone)`, or `("broadcast", "-")`).
+/// Presence events and broadcasts both go through here.
+pub(super) fn commit_decision(
+    tx: &Transaction<'_>,
+    customer: &CustomerInfo,
+    local: &Local,
+    engine: &Engine,
+    mut d: Decision,
+    (event, zone): (&str, &str),
+    balance: &mut i64,
+) -> Result<Committed, Error> {
+    let key = i64::from(customer.key.0);
+    let rules = &engine.rules;
+    let campaign = engine.campaign(d.campaign);
+    let mut outbox_id = None;
+    if let Outcome::Act(a) = &mut d.outcome {
+        let suppressed = (|| -> Result<Option<Reason>, Error> {
+            if a.message.is_some() {
+                let (today, week): (i64, i64) = tx
+                        .prepare_cached(
+                            "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
+                        )?
+                        .query_row(params![key, local.day_start.0, local.week_start.0.min(local.day_start.0)], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?;
+                if rules
+                    .max_messages_per_day
+                    .is_some_and(|m| today >= i64::from(m))
+                {
+                    return Ok(Some(Reason::CapDay));
+                }
+                if rules
+                    .max_messages_per_week
+                    .is_some_and(|m| week >= i64::from(m))
+                {
+                    return Ok(Some(Reason::CapWeek));
+                }
+            }
+            if let Some(max) = rules.max_points_per_day
+                && a.points > 0
+            {
+                let today: i64 = tx
+                        .prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1 AND at >= ?2 AND points > 0")?
+                        .query_row(params![key, local.day_start.0], |r| r.get(0))?;
+                let left = u32::try_from((i64::from(max) - today).max(0)).unwrap_or(0);
+                a.points = a.points.min(left);
+                if a.points == 0 {
+                    return Ok(Some(Reason::PointsCap));
+                }
+            }
+            // The claim: succeeds only if no decision took this
+            // campaign's cooldown for this customer meanwhile.
+            let claimed = tx
+                .prepare_cached(
+                    "INSERT INTO cooldowns (customer, campaign, last_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (customer, campaign) DO UPDATE SET last_at = excluded.last_at
+                         WHERE excluded.last_at - cooldowns.last_at >= ?4",
+                )?
+                .execute(params![
+                    key,
+                    d.campaign_id.as_str(),
+                    d.at.0,
+                    millis(campaign.cooldown)
+                ])?;
+            Ok((claimed == 0).then_some(Reason::Cooldown))
+        })()?;
+        if let Some(reason) = suppressed {
+            d.outcome = Outcome::Suppressed(reason);
+        } else {
+            if a.points > 0 {
+                tx.prepare_cached(
+                    "INSERT INTO ledger (customer, at, points, campaign) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    key,
+                    d.at.0,
+                    a.points,
+                    d.campaign_id.as_str()
+                ])?;
+                *balance += i64::from(a.points);
+            }
+            if let (Some(m), Some((channel, variant))) = (a.message, &a.channel) {
+                let idem = format!("{}-{}-{}", customer.key.0, d.campaign_id, d.at.0);
+                tx.prepare_cached(
+                        "INSERT INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
+                                             created_at, due_at, expires_at, state, purpose)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 'queued', ?11)",
+                    )?
+                    .execute(params![
+                        idem,
+                        key,
+                        d.campaign_id.as_str(),
+                        engine.message(m).id.as_str(),
+                        channel.as_str(),
+                        variant.name(),
+                        a.points,
+                        *balance,
+                        d.at.0,
+                        a.expires_at.0,
+                        campaign.purpose.name()
+                    ])?;
+                outbox_id = Some(tx.last_insert_rowid());
+            }
+        }
+    }
+    let (outcome, reason, channel) = match &d.outcome {
+        Outcome::Act(a) => ("act", None, a.channel.as_ref().map(|c| c.0.as_str())),
+        Outcome::Suppressed(r) => ("suppressed", Some(r.name()), None),
+    };
+    tx.prepare_cached(
+            "INSERT INTO decisions (at, customer, campaign, event, zone, outcome, reason, channel, outbox)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![d.at.0, key, d.campaign_id.as_str(), event, zone, outcome, reason, channel, outbox_id])?;
+    Ok(Committed {
+        decision: d,
+        outbox_id,
+        balance: *balance,
+    })
 }

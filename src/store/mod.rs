@@ -6,6 +6,7 @@
 //! points ledger, the decision audit trail and the outbox. Time is always a
 //! bound parameter, never SQLite's clock.
 
+mod broadcast;
 mod customers;
 mod inbound;
 mod ledger;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
+pub use broadcast::BROADCAST_EVENT;
 pub use customers::{CustomerRecord, Enrolment, ImportReport, RowError};
 pub use inbound::{Conversion, ConversionOutcome, DeliveryStatus, PhoneMatch, StatusOutcome};
 pub use outbox::{Claim, DueFallback, OutboxItem, OutboxRow, OutboxState, SendResult};

@@ -403,3 +403,136 @@ fn a_message_not_delivered_in_time_goes_out_once_more_as_plain_sms() {
         ]
     );
 }
+
+fn status(
+    config: &nearcast::config::Config,
+    provider_id: &str,
+    s: nearcast::store::DeliveryStatus,
+    t: Timestamp,
+) {
+    let (mut admin, _) = nearcast::app::open_database(config, None).unwrap();
+    assert_eq!(
+        admin.apply_delivery_status(provider_id, &s, t).unwrap(),
+        nearcast::store::StatusOutcome::Applied
+    );
+}
+
+#[test]
+fn a_delivered_message_needs_no_fallback_and_an_undeliverable_one_moves_on_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = CAMPAIGNS.replace(
+        "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"",
+        "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"\n\
+         fallback = { after = \"10m\", unless = \"delivered\", channel = \"sms\" }",
+    );
+    let config = config_dir(dir.path(), &campaigns);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0));
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    assert_eq!(rt().block_on(w.run_once(at(10, 0, 3))).unwrap().sent, 1);
+    buf.take();
+    // Delivered after a minute: no SMS at ten minutes.
+    status(
+        &config,
+        "console-1",
+        nearcast::store::DeliveryStatus::Delivered,
+        at(10, 1, 0),
+    );
+    let r = rt().block_on(w.run_once(at(10, 10, 5))).unwrap();
+    assert_eq!((r.sent, r.fallbacks), (0, 0));
+    assert!(buf.take().is_empty());
+
+    // Next day: WhatsApp accepts, then reports the message undeliverable.
+    arrive(
+        &config,
+        1,
+        ANNA_PHONE,
+        Timestamp(at(10, 0, 0).0 + 86_400_000),
+    );
+    let t = Timestamp(at(10, 0, 3).0 + 86_400_000);
+    assert_eq!(rt().block_on(w.run_once(t)).unwrap().sent, 1);
+    buf.take();
+    status(
+        &config,
+        "console-2",
+        nearcast::store::DeliveryStatus::Failed {
+            error: "131026 message undeliverable".into(),
+        },
+        Timestamp(t.0 + 5000),
+    );
+    let r = rt().block_on(w.run_once(Timestamp(t.0 + 6000))).unwrap();
+    assert_eq!((r.sent, r.fallbacks), (1, 1));
+    assert_eq!(
+        buf.take(),
+        "10:00:09  ✉ sms/plain → Anna (anna) [welcome] Hi Anna, welcome to Teststore! +10 points, balance 20.\n"
+    );
+    let r = rt()
+        .block_on(w.run_once(Timestamp(t.0 + 3_600_000)))
+        .unwrap();
+    assert_eq!((r.sent, r.fallbacks), (0, 0));
+}
+
+#[test]
+fn a_read_message_without_a_purchase_gets_one_follow_up_a_day_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = CAMPAIGNS.replace(
+        "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"",
+        "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"\n\
+         follow_up = { message = \"offer\", after = \"24h\" }",
+    );
+    let config = config_dir(dir.path(), &campaigns);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0));
+    arrive(&config, 2, BEN_PHONE, at(10, 0, 0));
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    assert_eq!(rt().block_on(w.run_once(at(10, 0, 3))).unwrap().sent, 2);
+    buf.take();
+    let rows = w.store().outbox_rows(None, 10).unwrap();
+    let id_of = |c: &str| rows.iter().find(|r| r.customer == c).unwrap().id;
+    // Both read it at 10:05; Ben bought something at noon.
+    for c in ["anna", "ben"] {
+        status(
+            &config,
+            &format!("console-{}", id_of(c)),
+            nearcast::store::DeliveryStatus::Read,
+            at(10, 5, 0),
+        );
+    }
+    let (mut admin, _) = nearcast::app::open_database(&config, None).unwrap();
+    admin
+        .record_conversion(
+            &nearcast::store::Conversion {
+                customer: "ben".into(),
+                at: at(12, 0, 0),
+                amount_cents: 1290,
+                currency: "EUR".into(),
+                reference: "POS-1".into(),
+            },
+            at(12, 0, 1),
+        )
+        .unwrap();
+    let day = 86_400_000;
+    let r = rt()
+        .block_on(w.run_once(Timestamp(at(10, 4, 59).0 + day)))
+        .unwrap();
+    assert_eq!((r.follow_ups, r.sent), (0, 0));
+    let r = rt()
+        .block_on(w.run_once(Timestamp(at(10, 5, 1).0 + day)))
+        .unwrap();
+    assert_eq!((r.follow_ups, r.sent), (1, 1));
+    assert_eq!(
+        buf.take(),
+        "10:05:01  ✉ whatsapp/plain → Anna (anna) [welcome] Anna: 2 for 1 today.\n"
+    );
+    for t in [
+        at(10, 6, 0).0 + day,
+        at(18, 0, 0).0 + day,
+        at(10, 0, 0).0 + 3 * day,
+    ] {
+        let r = rt().block_on(w.run_once(Timestamp(t))).unwrap();
+        assert_eq!((r.follow_ups, r.sent), (0, 0));
+    }
+    assert!(buf.take().is_empty());
+}

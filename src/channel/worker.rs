@@ -55,6 +55,8 @@ pub struct Report {
     /// Messages queued again on another channel after they were accepted:
     /// not delivered (or read) in time, or reported undeliverable.
     pub fallbacks: u64,
+    /// Follow-ups queued (read, no purchase since).
+    pub follow_ups: u64,
 }
 
 impl std::ops::AddAssign for Report {
@@ -67,6 +69,7 @@ impl std::ops::AddAssign for Report {
         self.dead += o.dead;
         self.ambiguous += o.ambiguous;
         self.fallbacks += o.fallbacks;
+        self.follow_ups += o.follow_ups;
     }
 }
 
@@ -330,6 +333,7 @@ impl Worker {
             ..Report::default()
         };
         self.sweep_fallbacks(now, &mut report)?;
+        self.sweep_follow_ups(now, &mut report)?;
         loop {
             let mut claimed = Vec::new();
             let mut took = 0;
@@ -542,6 +546,64 @@ impl Worker {
                     }
                 }
                 _ => self.store.disarm(item.id)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides the follow-ups that are due: messages of a campaign with a
+    /// `follow_up`, read between one day and nothing before `after` ago,
+    /// with no purchase since. Quiet hours hold them; the caps apply as to
+    /// any message. A read older than that window (the box was off) is not
+    /// followed up: a reminder days late is noise.
+    fn sweep_follow_ups(&mut self, now: Timestamp, report: &mut Report) -> Result<(), Error> {
+        let engine = self.engine.clone();
+        let local = engine.rules.local(now);
+        if engine
+            .rules
+            .quiet_hours
+            .iter()
+            .any(|r| r.contains(local.minute))
+        {
+            return Ok(());
+        }
+        for campaign in &engine.campaigns {
+            let Some(f) = campaign.follow_up else {
+                continue;
+            };
+            let message = engine.message(f.message);
+            let until = now.saturating_sub(f.after);
+            let since = until.saturating_sub(Duration::from_secs(24 * 3600));
+            for (parent, channel) in self
+                .store
+                .follow_ups_due(campaign.id.as_str(), since..until)?
+            {
+                let variant = engine
+                    .channels
+                    .iter()
+                    .find(|c| c.name.as_str() == channel)
+                    .map_or(Variant::Plain, |c| message.best_for(c.variant));
+                let queued = self.store.decide_follow_up(
+                    parent,
+                    now,
+                    message.id.as_str(),
+                    variant.name(),
+                    now.saturating_add(message.ttl),
+                    (local.day_start, local.week_start),
+                    (
+                        engine.rules.max_messages_per_day,
+                        engine.rules.max_messages_per_week,
+                    ),
+                )?;
+                match queued {
+                    Some(id) => {
+                        tracing::info!(outbox = id, parent, campaign = %campaign.id, "follow-up queued");
+                        report.follow_ups += 1;
+                    }
+                    None => {
+                        tracing::info!(parent, campaign = %campaign.id, "follow-up suppressed: cap");
+                    }
+                }
             }
         }
         Ok(())

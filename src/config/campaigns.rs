@@ -11,7 +11,8 @@ use super::daemon::Daemon;
 use super::zones::{Zones, parse_ranges};
 use super::{Dur, Source, did_you_mean, valid_id};
 use crate::core::campaign::{
-    Campaign, ChannelSpec, Conditions, Days, Engine, Fallback, MessageIdx, Reached, Rules, Trigger,
+    Campaign, ChannelSpec, Conditions, Days, Engine, Fallback, FollowUp, MessageIdx, Reached,
+    Rules, Trigger,
 };
 use crate::core::message::{Medium, Message, Rich, Vars, render, sms_size};
 use crate::core::types::Purpose;
@@ -75,8 +76,16 @@ struct RawCampaign {
     min_days_since_last_visit: Option<u32>,
     purpose: Option<Spanned<String>>,
     fallback: Option<Spanned<RawFallback>>,
+    follow_up: Option<Spanned<RawFollowUp>>,
     #[serde(default)]
     not_private: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFollowUp {
+    message: Spanned<String>,
+    after: Dur,
 }
 
 #[derive(Deserialize)]
@@ -428,6 +437,39 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
                 channel: Arc::from(channel),
             }
         });
+        let follow_up = c.follow_up.as_ref().and_then(|f| {
+            let raw = f.get_ref();
+            if c.message.is_none() {
+                src.error(
+                    f.span(),
+                    "a follow-up needs a message to follow up on",
+                    Some("remove `follow_up` or give the campaign a `message`".into()),
+                );
+            }
+            match message_names
+                .iter()
+                .position(|n| n == raw.message.get_ref())
+            {
+                Some(i) => Some(FollowUp {
+                    message: MessageIdx(u16::try_from(i).unwrap_or(0)),
+                    after: raw.after.0,
+                }),
+                None => {
+                    src.error(
+                        raw.message.span(),
+                        format!(
+                            "campaign `{id}`: follow_up names unknown message `{}`",
+                            raw.message.get_ref()
+                        ),
+                        Some(did_you_mean(
+                            raw.message.get_ref(),
+                            message_names.iter().map(String::as_str),
+                        )),
+                    );
+                    None
+                }
+            }
+        });
         let mut not_private = Vec::new();
         for ch in &c.not_private {
             if channel_names.contains(&ch.get_ref().as_str()) {
@@ -468,6 +510,7 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
             cooldown: c.cooldown.0,
             purpose,
             fallback,
+            follow_up,
             not_private,
         });
     }

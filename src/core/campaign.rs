@@ -162,6 +162,8 @@ pub struct Campaign {
     pub purpose: Purpose,
     /// The delivery-timeout fallback for its message, if any.
     pub fallback: Option<Fallback>,
+    /// The follow-up for a read message that no purchase followed.
+    pub follow_up: Option<FollowUp>,
     /// Channels this campaign counts as not private enough for personal
     /// data, besides those configured `private = false`.
     pub not_private: Vec<ChannelName>,
@@ -197,6 +199,17 @@ pub struct Fallback {
     pub unless: Reached,
     /// Where the plain variant goes.
     pub channel: Arc<str>,
+}
+
+/// "If the message was read and no purchase followed within `after`,
+/// send `message`" (an extra-discount reminder), once, under the store's
+/// caps and quiet hours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowUp {
+    /// The reminder.
+    pub message: MessageIdx,
+    /// How long after the read.
+    pub after: Duration,
 }
 
 /// Store-wide rules.
@@ -960,6 +973,7 @@ mod tests {
                     cooldown: Duration::from_secs(24 * 3600),
                     purpose: Purpose::Welcome,
                     fallback: None,
+                    follow_up: None,
                     not_private: Vec::new(),
                 },
                 Campaign {
@@ -974,6 +988,7 @@ mod tests {
                     cooldown: Duration::from_secs(3600),
                     purpose: Purpose::Offers,
                     fallback: None,
+                    follow_up: None,
                     not_private: Vec::new(),
                 },
                 Campaign {
@@ -985,6 +1000,7 @@ mod tests {
                     cooldown: Duration::ZERO,
                     purpose: Purpose::Loyalty,
                     fallback: None,
+                    follow_up: None,
                     not_private: Vec::new(),
                 },
             ],
@@ -1217,6 +1233,7 @@ mod tests {
             cooldown: Duration::from_secs(3600),
             purpose: Purpose::Offers,
             fallback: None,
+            follow_up: None,
             not_private: Vec::new(),
         });
         let idx = e.find_campaign("flash").unwrap();

@@ -484,6 +484,101 @@ impl Store {
         Ok(id)
     }
 
+    /// Messages of `campaign` read in `read` (a window of read times) with
+    /// no purchase by the customer since they were sent, no follow-up
+    /// decided for them yet, from customers who have not opted out:
+    /// `(row id, channel)`, oldest first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn follow_ups_due(
+        &self,
+        campaign: &str,
+        read: std::ops::Range<Timestamp>,
+    ) -> Result<Vec<(i64, String)>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT o.id, o.channel FROM outbox o JOIN customers c ON c.key = o.customer
+                 WHERE o.campaign = ?1 AND o.relation IS NULL AND o.read_at >= ?2 AND o.read_at < ?3
+                   AND c.opted_out_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM conversions v WHERE v.customer = o.customer AND v.at >= o.sent_at)
+                   AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.customer = o.customer AND d.campaign = o.campaign
+                                   AND d.event = 'follow_up' AND d.at >= o.read_at)
+                 ORDER BY o.read_at, o.id",
+            )?
+            .query_map(params![campaign, read.start.0, read.end.0], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Decides the follow-up of row `parent`: `message` in `variant` on
+    /// the parent's channel, unless the customer's daily or weekly cap
+    /// (`caps`, counted from `day_start`/`week_start`) is reached. Either
+    /// way the decision is recorded (event `follow_up`), so it is decided
+    /// once. Returns the new row's id, or `None` when capped.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_follow_up(
+        &mut self,
+        parent: i64,
+        now: Timestamp,
+        message: &str,
+        variant: &str,
+        expires_at: Timestamp,
+        (day_start, week_start): (Timestamp, Timestamp),
+        (per_day, per_week): (Option<u32>, Option<u32>),
+    ) -> Result<Option<i64>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (customer, campaign, channel): (i64, String, String) = tx
+            .prepare_cached("SELECT customer, campaign, channel FROM outbox WHERE id = ?1")?
+            .query_row([parent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let (today, week): (u32, u32) = tx
+            .prepare_cached(
+                "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
+            )?
+            .query_row(params![customer, day_start.0, week_start.0.min(day_start.0)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let capped = per_day.is_some_and(|m| today >= m) || per_week.is_some_and(|m| week >= m);
+        let id = if capped {
+            None
+        } else {
+            let n = tx.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
+                        created_at, due_at, expires_at, state, purpose, parent, relation)
+                 SELECT key || ':follow_up', customer, campaign, ?3, channel, ?4, 0, balance,
+                        ?2, ?2, ?5, 'queued', purpose, id, 'follow_up'
+                 FROM outbox WHERE id = ?1",
+            )?
+            .execute(params![parent, now.0, message, variant, expires_at.0])?;
+            if n == 0 {
+                // Already followed up (the key says so): nothing to record.
+                return Ok(None);
+            }
+            Some(tx.last_insert_rowid())
+        };
+        tx.prepare_cached(
+            "INSERT INTO decisions (at, customer, campaign, event, zone, outcome, reason, channel, outbox)
+             VALUES (?1, ?2, ?3, 'follow_up', '-', ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            now.0,
+            customer,
+            campaign,
+            if capped { "suppressed" } else { "act" },
+            capped.then_some("cap"),
+            channel,
+            id
+        ])?;
+        tx.commit()?;
+        Ok(id)
+    }
+
     /// Disarms row `id`'s fallback: nothing is to follow it.
     ///
     /// # Errors

@@ -13,7 +13,8 @@
 //! (repeated, at `next_due`, until nothing is queued). Each iteration checks
 //! that every message was sent and that the stand-in saw each request once.
 //!
-//! `cargo bench --bench outbox`. Under `cargo test` (criterion's test mode)
+//! `cargo bench --bench outbox` (`OUTBOX_N=…` sets the size of the
+//! immediate provider's queue). Under `cargo test` (criterion's test mode)
 //! the queues are small, so CI's one pass is quick.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -240,7 +241,11 @@ async fn drain(worker: &mut Worker) -> u64 {
 
 fn outbox(c: &mut Criterion) {
     let quick = test_mode();
-    let (n, n_slow) = if quick { (50, 10) } else { (N, N_SLOW) };
+    let (mut n, n_slow) = if quick { (50, 10) } else { (N, N_SLOW) };
+    // `OUTBOX_N=10000` shows how a round's cost grows with the queue.
+    if let Some(v) = std::env::var("OUTBOX_N").ok().and_then(|v| v.parse().ok()) {
+        n = v;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -360,3 +360,83 @@ async fn quiet_hours_and_closing_time_hold_a_broadcast_and_presence_campaigns_ca
     );
     let _ = std::io::stdout().flush();
 }
+
+/// The wall clock as tokio's time sees it: paused in a test, it moves only
+/// when every task waits, so pacing is checked without real waiting.
+struct TokioClock {
+    base: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.base.0 + i64::try_from(self.start.elapsed().as_millis()).unwrap())
+    }
+    fn monotonic(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// Records when each message was handed to it and says "sent".
+#[derive(Default)]
+struct Stamps(Mutex<Vec<Timestamp>>);
+
+impl Deliver for Stamps {
+    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
+        self.0.lock().unwrap().push(msg.at);
+        Box::pin(std::future::ready(SendResult::Sent {
+            provider_id: Some(format!("mock-{}", msg.item.id)),
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broadcast_keeps_to_the_channels_pace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let daemon = r#"
+[database]
+path = "nearcast.db"
+
+[channels.sms]
+adapter = "console"
+rate = 2.0
+burst = 1
+concurrency = 4
+"#;
+    std::fs::write(dir.join(config::DAEMON_FILE), daemon).unwrap();
+    std::fs::write(dir.join(config::ZONES_FILE), common::ZONES).unwrap();
+    std::fs::write(dir.join(config::CAMPAIGNS_FILE), CAMPAIGNS).unwrap();
+    let config = config::load(dir).unwrap();
+    let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
+    let mut csv =
+        "id,first_name,phone,channels,consent_at,consent_source,identities,segments\n".to_owned();
+    for i in 0..6 {
+        csv.push_str(&format!(
+            "c{i},Kunde{i},+491510000000{i},sms,2026-01-01T10:00:00Z,app,mac:02:00:00:00:01:0{i},\n"
+        ));
+    }
+    store
+        .import_customers(csv.as_bytes(), &hasher, Timestamp::from_secs(1_767_261_600))
+        .unwrap();
+    drop(store);
+
+    let stamps = Arc::new(Stamps::default());
+    let adapters: HashMap<String, Adapter> =
+        HashMap::from([("sms".to_owned(), stamps.clone() as Adapter)]);
+    let clock = TokioClock {
+        base: common::at(11, 0, 0),
+        start: tokio::time::Instant::now(),
+    };
+    let sink: Sink = Arc::new(Mutex::new(std::io::sink()));
+    let s = broadcast(&config, &opts(None, false), &clock, adapters, sink)
+        .await
+        .unwrap();
+    assert_eq!((s.queued_total(), s.sent), (6, 6));
+    // Two a second, one at a time: never two within half a second.
+    let at = stamps.0.lock().unwrap().clone();
+    assert_eq!(at.len(), 6);
+    for pair in at.windows(2) {
+        assert!(pair[1].0 - pair[0].0 >= 500, "{at:?}");
+    }
+}

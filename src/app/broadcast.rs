@@ -294,7 +294,11 @@ pub async fn broadcast(
             adapters,
             config.daemon.outbox.lease,
             config.daemon.outbox.batch,
-        );
+        )
+        // The channels' pace and the retry policy, as in the daemon: a
+        // broadcast is exactly when a provider's rate limit is reached.
+        .with_policy(crate::channel::RetryPolicy::from(&config.daemon.outbox))
+        .with_limits(super::limits(config));
         let ttl = campaign
             .message
             .map_or(Duration::ZERO, |m| engine.message(m).ttl);

@@ -81,6 +81,16 @@ impl StandIn {
         addr: SocketAddr,
         script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> StandIn {
+        StandIn::start_delayed(addr, Duration::ZERO, script).await
+    }
+
+    /// On a given address, holding each answer for `delay` first (a
+    /// provider's own latency; other connections are served meanwhile).
+    pub async fn start_delayed(
+        addr: SocketAddr,
+        delay: Duration,
+        script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> StandIn {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -90,7 +100,7 @@ impl StandIn {
             while let Ok((stream, _)) = listener.accept().await {
                 let (script, log) = (script.clone(), log.clone());
                 tokio::spawn(async move {
-                    let _ = serve(stream, script, log).await;
+                    let _ = serve(stream, script, log, delay).await;
                 });
             }
         });
@@ -120,6 +130,7 @@ async fn serve(
     mut stream: TcpStream,
     script: Script,
     log: Arc<Mutex<Vec<Recorded>>>,
+    delay: Duration,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
@@ -128,6 +139,9 @@ async fn serve(
         };
         let reply = script(&req);
         log.lock().unwrap().push(req);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         match reply {
             Reply::Hang => {
                 // Hold the connection until the client gives up.
@@ -144,8 +158,10 @@ async fn serve(
                     head.push_str(&format!("{n}: {v}\r\n"));
                 }
                 head.push_str("\r\n");
+                // One write: head and body in two would wait out the
+                // client's delayed ACK (Nagle), 40 ms a request.
+                head.push_str(&body);
                 stream.write_all(head.as_bytes()).await?;
-                stream.write_all(body.as_bytes()).await?;
                 stream.flush().await?;
             }
         }

@@ -211,6 +211,11 @@ pub struct Worker {
     limits: HashMap<String, ChannelLimits>,
     lanes: HashMap<String, Lane>,
     rng: fastrand::Rng,
+    /// Channels that may have rows waiting: the configured ones and any
+    /// found in the queue at the last full look.
+    known: Vec<String>,
+    /// When expiry, the sweeps and the full look last ran.
+    last_sweep: Option<Timestamp>,
     /// Totals since start.
     pub totals: Report,
     /// Send outcomes and latency per channel, for `/healthz` and `/metrics`.
@@ -247,6 +252,8 @@ impl Worker {
             limits: HashMap::new(),
             lanes: HashMap::new(),
             rng: fastrand::Rng::new(),
+            known: Vec::new(),
+            last_sweep: None,
             totals: Report::default(),
             metrics: Arc::default(),
         }
@@ -293,6 +300,7 @@ impl Worker {
         self.engine = engine;
         self.store_name = store_name;
         self.adapters = adapters;
+        self.last_sweep = None;
         self.set_limits(limits);
         for lane in self.lanes.values_mut() {
             lane.paused_until = Timestamp(i64::MIN);
@@ -328,18 +336,34 @@ impl Worker {
     /// # Errors
     /// Database failures.
     pub async fn run_once(&mut self, now: Timestamp) -> Result<Report, Error> {
-        let mut report = Report {
-            expired: self.store.expire_outbox(now)? as u64,
-            ..Report::default()
-        };
-        self.sweep_fallbacks(now, &mut report)?;
-        self.sweep_follow_ups(now, &mut report)?;
+        let mut report = Report::default();
+        // Expiry, the sweeps and the full look at the queue once a second:
+        // their cost grows with the backlog; a round's does not (claims
+        // skip expired rows themselves).
+        if self
+            .last_sweep
+            .is_none_or(|t| now < t || now.0 - t.0 >= 1000)
+        {
+            self.last_sweep = Some(now);
+            report.expired = self.store.expire_outbox(now)? as u64;
+            self.sweep_fallbacks(now, &mut report)?;
+            self.sweep_follow_ups(now, &mut report)?;
+            let mut known: Vec<String> = self.adapters.keys().cloned().collect();
+            for (channel, _) in self.store.outbox_channels()? {
+                if !known.contains(&channel) {
+                    known.push(channel);
+                }
+            }
+            known.sort();
+            self.known = known;
+        }
         loop {
             let mut claimed = Vec::new();
             let mut took = 0;
-            for (channel, due) in self.store.outbox_channels()? {
-                if due > now {
-                    continue;
+            for channel in self.known.clone() {
+                match self.store.outbox_channel_due(&channel)? {
+                    Some(due) if due <= now => {}
+                    _ => continue,
                 }
                 let batch = self.batch;
                 let budget = self.lane(&channel).budget(now, batch);
@@ -617,7 +641,10 @@ impl Worker {
     /// Database failures.
     pub fn next_due(&mut self, now: Timestamp) -> Result<Option<Timestamp>, Error> {
         let mut next: Option<Timestamp> = None;
-        for (channel, due) in self.store.outbox_channels()? {
+        for channel in self.known.clone() {
+            let Some(due) = self.store.outbox_channel_due(&channel)? else {
+                continue;
+            };
             let at = due.max(self.lane(&channel).ready_at(now));
             next = Some(next.map_or(at, |n| n.min(at)));
         }

@@ -279,6 +279,31 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// When `channel`'s next row is due (queued and due, or a lease that
+    /// lapses), if it has any waiting; an index lookup, however long the
+    /// queue.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn outbox_channel_due(&self, channel: &str) -> Result<Option<Timestamp>> {
+        let queued: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT min(due_at) FROM outbox WHERE state = 'queued' AND channel = ?1",
+            )?
+            .query_row([channel], |r| r.get(0))?;
+        let sending: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT min(lease_until) FROM outbox WHERE state = 'sending' AND channel = ?1",
+            )?
+            .query_row([channel], |r| r.get(0))?;
+        Ok(match (queued, sending) {
+            (Some(a), Some(b)) => Some(Timestamp(a.min(b))),
+            (a, b) => a.or(b).map(Timestamp),
+        })
+    }
+
     /// Marks rows past their TTL as expired, then claims up to `limit` due
     /// rows of every channel (see [`Store::claim_channel`]).
     ///
@@ -312,14 +337,25 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let due: Vec<(i64, bool)> = tx
-            .prepare_cached(
-                "SELECT id, state = 'sending' FROM outbox
-                 WHERE channel = ?1 AND ((state = 'queued' AND due_at <= ?2) OR (state = 'sending' AND lease_until <= ?2))
-                 ORDER BY created_at, id LIMIT ?3",
-            )?
-            .query_map(params![channel, now.0, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<std::result::Result<_, _>>()?;
+        // One walk per state along (channel, state, created_at), stopping
+        // after `limit` matches: the cost does not grow with the backlog.
+        let mut due: Vec<(i64, i64, bool)> = Vec::new();
+        for (state, time) in [("queued", "due_at"), ("sending", "lease_until")] {
+            let rows = tx
+                .prepare_cached(&format!(
+                    "SELECT created_at, id FROM outbox INDEXED BY outbox_channel
+                     WHERE channel = ?1 AND state = ?4 AND {time} <= ?2 AND expires_at > ?2
+                     ORDER BY created_at, id LIMIT ?3"
+                ))?
+                .query_map(params![channel, now.0, limit, state], |r| {
+                    Ok((r.get(0)?, r.get(1)?, state == "sending"))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            due.extend(rows);
+        }
+        due.sort_unstable();
+        due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let due: Vec<(i64, bool)> = due.into_iter().map(|(_, id, s)| (id, s)).collect();
         let mut items = Vec::with_capacity(due.len());
         {
             let mut claim = tx.prepare_cached(

@@ -46,5 +46,8 @@ CREATE TABLE inbound (
     PRIMARY KEY (customer, channel)
 ) STRICT, WITHOUT ROWID;
 
--- The worker claims per channel, oldest decision first.
+-- The worker claims per channel, oldest decision first, and asks each
+-- channel when its next row is due: both without scanning the backlog.
 CREATE INDEX outbox_channel ON outbox(channel, state, created_at);
+CREATE INDEX outbox_queued ON outbox(channel, due_at) WHERE state = 'queued';
+CREATE INDEX outbox_sending ON outbox(channel, lease_until) WHERE state = 'sending';

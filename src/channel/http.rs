@@ -437,6 +437,34 @@ impl Client {
     }
 }
 
+/// Every provider adapter's `send`: loads the secret (a missing one is a
+/// misconfigured channel), builds the request with it (or the result to
+/// record instead), sends it and classifies the answer.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_with(
+    client: &Client,
+    env: &dyn Env,
+    secret: &crate::config::SecretRef,
+    timeout: Duration,
+    msg: &super::Outgoing<'_>,
+    what: &str,
+    build: impl FnOnce(&Secret) -> Result<HttpRequest, SendResult>,
+    classify: fn(&HttpResponse, Timestamp) -> SendResult,
+) -> SendResult {
+    let secret = match load_secret(secret, env) {
+        Ok(s) => s,
+        Err(error) => {
+            return SendResult::Misconfigured {
+                error: format!("{what}: {error}"),
+            };
+        }
+    };
+    match build(&secret) {
+        Ok(req) => deliver(client, &req, timeout, msg, what, classify).await,
+        Err(result) => result,
+    }
+}
+
 /// Sends `req` and classifies the answer: the thin part every provider
 /// adapter shares. Logs the outbox id and status at debug, nothing else.
 pub async fn deliver(

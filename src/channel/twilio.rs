@@ -54,30 +54,16 @@ impl Twilio {
 
 impl Deliver for Twilio {
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(async move {
-            let token = match http::load_secret(&self.settings.token, &*self.env) {
-                Ok(t) => t,
-                Err(error) => {
-                    return SendResult::Misconfigured {
-                        error: format!("twilio: {error}"),
-                    };
-                }
-            };
-            match build_request(msg, &self.settings, &token) {
-                Ok(req) => {
-                    http::deliver(
-                        &self.client,
-                        &req,
-                        self.settings.timeout,
-                        msg,
-                        "twilio",
-                        classify,
-                    )
-                    .await
-                }
-                Err(result) => result,
-            }
-        })
+        Box::pin(http::send_with(
+            &self.client,
+            &*self.env,
+            &self.settings.token,
+            self.settings.timeout,
+            msg,
+            "twilio",
+            |token| build_request(msg, &self.settings, token),
+            classify,
+        ))
     }
 }
 

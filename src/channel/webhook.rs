@@ -66,26 +66,16 @@ impl Deliver for Webhook {
     }
 
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(async move {
-            let key = match http::load_secret(&self.settings.token, &*self.env) {
-                Ok(t) => t,
-                Err(error) => {
-                    return SendResult::Misconfigured {
-                        error: format!("webhook: {error}"),
-                    };
-                }
-            };
-            let req = build_request(msg, &self.settings, &key);
-            http::deliver(
-                &self.client,
-                &req,
-                self.settings.timeout,
-                msg,
-                "webhook",
-                classify,
-            )
-            .await
-        })
+        Box::pin(http::send_with(
+            &self.client,
+            &*self.env,
+            &self.settings.token,
+            self.settings.timeout,
+            msg,
+            "webhook",
+            |key| Ok(build_request(msg, &self.settings, key)),
+            classify,
+        ))
     }
 }
 

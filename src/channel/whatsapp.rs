@@ -48,30 +48,16 @@ impl WhatsApp {
 
 impl Deliver for WhatsApp {
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(async move {
-            let token = match http::load_secret(&self.settings.token, &*self.env) {
-                Ok(t) => t,
-                Err(error) => {
-                    return SendResult::Misconfigured {
-                        error: format!("whatsapp: {error}"),
-                    };
-                }
-            };
-            match build_request(msg, &self.settings, &token) {
-                Ok(req) => {
-                    http::deliver(
-                        &self.client,
-                        &req,
-                        self.settings.timeout,
-                        msg,
-                        "whatsapp",
-                        classify,
-                    )
-                    .await
-                }
-                Err(result) => result,
-            }
-        })
+        Box::pin(http::send_with(
+            &self.client,
+            &*self.env,
+            &self.settings.token,
+            self.settings.timeout,
+            msg,
+            "whatsapp",
+            |token| build_request(msg, &self.settings, token),
+            classify,
+        ))
     }
 }
 

@@ -648,17 +648,6 @@ impl Store {
         Ok(())
     }
 
-    /// The earliest time a queued row is due or a lease lapses.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn outbox_next_due(&self) -> Result<Option<Timestamp>> {
-        let t: Option<i64> = self.conn.prepare_cached(
-            "SELECT min(CASE state WHEN 'queued' THEN due_at ELSE lease_until END) FROM outbox WHERE state IN ('queued', 'sending')",
-        )?.query_row([], |r| r.get(0))?;
-        Ok(t.map(Timestamp))
-    }
-
     /// Outbox rows, newest first, optionally of one state.
     ///
     /// # Errors

@@ -151,14 +151,11 @@ fn benches(c: &mut Criterion) {
             let mut t = Tracker::new(config.layout.clone());
             let mut out = Vec::new();
             for (i, s) in sightings.iter().enumerate() {
-                t.observe_ble(
-                    s.at,
-                    CustomerKey((i % 500) as u32),
-                    s.scanner,
-                    s.rssi,
-                    -59,
-                    &mut out,
-                );
+                // Ticks run as the daemon runs them, before each sighting.
+                while let Some(due) = t.poll_timeout().filter(|d| *d <= s.at) {
+                    t.handle_timeout(due, &mut out);
+                }
+                t.observe_ble(s.at, CustomerKey((i % 500) as u32), s.scanner, s.rssi, -59);
                 out.clear();
             }
             black_box(t.stats())

@@ -38,13 +38,17 @@ fn arrival_welcome_and_a_segment_offer_at_the_door() {
         &walk_in(1, ANNA_PHONE, at(10, 0, 0), 20, 1.0),
         at(10, 5, 0),
     );
+    // Presence runs on a one-second tick: heard from 10:00:00, counted from
+    // the 10:00:01 tick, so the store's 2 s and the entrance's 3 s minimum
+    // dwell complete at 10:00:03 and 10:00:04 (the entrance counts while
+    // the arrival is pending, not after it).
     assert_eq!(
         out,
         [
-            "10:00:02 arrived anna store",
-            "10:00:02 act welcome anna whatsapp/rich",
-            "10:00:05 entered anna entrance",
-            "10:00:05 act door-offer anna whatsapp/plain",
+            "10:00:03 arrived anna store",
+            "10:00:03 act welcome anna whatsapp/rich",
+            "10:00:04 entered anna entrance",
+            "10:00:04 act door-offer anna whatsapp/plain",
             // Last heard 10:00:20; unheard for the 10 s signal timeout, then
             // the entrance's 5 s and the store's 30 s absence timeouts.
             "10:00:35 exited anna entrance",
@@ -71,10 +75,10 @@ fn a_customer_outside_the_segment_is_suppressed_with_the_reason() {
     assert_eq!(
         out,
         [
-            "10:00:02 arrived ben store",
-            "10:00:02 act welcome ben sms/plain",
-            "10:00:05 entered ben entrance",
-            "10:00:05 suppressed door-offer ben segment",
+            "10:00:03 arrived ben store",
+            "10:00:03 act welcome ben sms/plain",
+            "10:00:04 entered ben entrance",
+            "10:00:04 suppressed door-offer ben segment",
         ]
     );
 }
@@ -93,8 +97,8 @@ fn quiet_hours_suppress_the_message_with_its_reason() {
     assert_eq!(
         out,
         [
-            "19:30:02 arrived ben store",
-            "19:30:02 suppressed welcome ben quiet_hours"
+            "19:30:03 arrived ben store",
+            "19:30:03 suppressed welcome ben quiet_hours"
         ]
     );
     let stats = p.ledger_mut().stats().unwrap();
@@ -118,8 +122,8 @@ fn a_cooldown_holds_across_a_restart() {
     assert_eq!(
         visit(&mut p, 10, 0),
         [
-            "10:00:02 arrived ben store",
-            "10:00:02 act welcome ben sms/plain",
+            "10:00:03 arrived ben store",
+            "10:00:03 act welcome ben sms/plain",
             "10:00:43 left ben store"
         ]
     );
@@ -128,8 +132,8 @@ fn a_cooldown_holds_across_a_restart() {
     assert_eq!(
         visit(&mut p, 14, 0),
         [
-            "14:00:02 arrived ben store",
-            "14:00:02 suppressed welcome ben cooldown",
+            "14:00:03 arrived ben store",
+            "14:00:03 suppressed welcome ben cooldown",
             "14:00:43 left ben store"
         ]
     );
@@ -156,8 +160,8 @@ fn an_opted_out_customer_gets_nothing() {
     assert_eq!(
         out,
         [
-            "10:00:02 arrived anna store",
-            "10:00:02 suppressed welcome anna opted_out"
+            "10:00:03 arrived anna store",
+            "10:00:03 suppressed welcome anna opted_out"
         ]
     );
     // A fresh snapshot does not recognise her at all.
@@ -261,9 +265,9 @@ fn wifi_and_ble_for_one_customer_make_one_visit_and_one_greeting() {
     assert_eq!(
         out,
         [
-            "10:00:02 arrived cleo store",
-            "10:00:02 act welcome cleo sms/plain",
-            "10:20:30 left cleo store"
+            "10:00:03 arrived cleo store",
+            "10:00:03 act welcome cleo sms/plain",
+            "10:20:31 left cleo store"
         ]
     );
 }

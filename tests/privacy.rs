@@ -100,8 +100,8 @@ fn app_tokens_are_recognised_in_their_window_and_across_a_window_change() {
     assert_eq!(
         out,
         [
-            "10:14:52 arrived dora store",
-            "10:14:52 act welcome dora sms/plain",
+            "10:14:53 arrived dora store",
+            "10:14:53 act welcome dora sms/plain",
             "10:15:50 left dora store"
         ]
     );
@@ -130,7 +130,7 @@ fn a_replayed_token_from_an_old_window_earns_nothing() {
     });
     assert_eq!(
         run(&mut p, &obs, at(10, 20, 5))[0],
-        "10:20:02 arrived dora store"
+        "10:20:03 arrived dora store"
     );
 }
 
@@ -157,8 +157,8 @@ fn eddystone_eid_beacons_resolve_only_in_their_window() {
     assert_eq!(
         run(&mut p, &now, at(10, 2, 5)),
         [
-            "10:02:02 arrived emil store",
-            "10:02:02 act welcome emil sms/plain"
+            "10:02:03 arrived emil store",
+            "10:02:03 act welcome emil sms/plain"
         ]
     );
 }
@@ -189,9 +189,9 @@ fn offers_need_a_confirmed_consent_for_offers() {
     assert_eq!(
         lines,
         [
-            "11:00:05 suppressed door-offer X no_consent", // gina: not confirmed
-            "11:00:05 act door-offer X sms/plain",         // hans: confirmed
-            "11:00:05 suppressed door-offer X no_consent", // ines: no consent to offers
+            "11:00:04 suppressed door-offer X no_consent", // gina: not confirmed
+            "11:00:04 act door-offer X sms/plain",         // hans: confirmed
+            "11:00:04 suppressed door-offer X no_consent", // ines: no consent to offers
         ]
     );
 }

@@ -224,6 +224,9 @@ impl<L: Ledger> Pipeline<L> {
         match obs {
             Observation::Ble(s) => {
                 self.counters.sightings += 1;
+                // Any advertisement shows the scanner is alive (presence
+                // holds a room whose scanners have gone silent).
+                self.tracker.heard_scanner(s.scanner, s.at);
                 self.frames.clear();
                 let frames = &mut self.frames;
                 advert::decode(s, &mut self.counters.decode, |f| frames.push(f));
@@ -238,15 +241,14 @@ impl<L: Ledger> Pipeline<L> {
                     .layout
                     .measured_power(self.frames.iter().find(|f| f.measured_power_1m().is_some()));
                 self.tracker
-                    .observe_ble(s.at, key, s.scanner, s.rssi, power, &mut self.events);
+                    .observe_ble(s.at, key, s.scanner, s.rssi, power);
             }
             Observation::Wifi(w) => {
                 self.counters.wifi += 1;
                 let Some(key) = self.resolver.resolve(&Identity::Mac(w.mac)) else {
                     return Ok(());
                 };
-                self.tracker
-                    .observe_wifi(w.at, key, w.kind, &mut self.events);
+                self.tracker.observe_wifi(w.at, key, w.kind);
             }
         }
         if self.events.is_empty() {

@@ -471,8 +471,10 @@ mod load_tests {
 
     #[test]
     fn syntax_errors_point_at_the_character() {
-        let msg = one_error(ZONES_FILE, |t| t.replace("window = 5 ", "window = = 5 "));
-        let line = line_of(ZONES_FILE, "window = 5");
+        let msg = one_error(ZONES_FILE, |t| {
+            t.replace("tick = \"1s\" ", "tick = = \"1s\" ")
+        });
+        let line = line_of(ZONES_FILE, "tick = \"1s\"");
         assert!(msg.starts_with(&format!("{line}:")), "{msg}");
     }
 

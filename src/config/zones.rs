@@ -2,6 +2,7 @@
 //! calibration and zones, built into a `Layout` and the opening hours.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -48,9 +49,24 @@ struct RawRadio {
     #[serde(default = "default_exponent")]
     path_loss_exponent: f64,
     #[serde(default = "default_window")]
-    window: Spanned<usize>,
+    window: Spanned<Window>,
+    #[serde(default = "default_tick")]
+    tick: Spanned<Dur>,
     #[serde(default = "default_signal_timeout")]
     signal_timeout: Dur,
+    #[serde(default = "default_wall_loss")]
+    wall_loss: Spanned<f64>,
+    #[serde(default = "default_scanner_silence")]
+    scanner_silence: Spanned<Dur>,
+}
+
+/// `[radio] window`: a duration (`"2s"`), or a number of ticks as written
+/// before presence ran on a tick (it counted samples then).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Window {
+    Ticks(u64),
+    Time(Dur),
 }
 
 impl Default for RawRadio {
@@ -59,7 +75,10 @@ impl Default for RawRadio {
             measured_power: default_power(),
             path_loss_exponent: default_exponent(),
             window: default_window(),
+            tick: default_tick(),
             signal_timeout: default_signal_timeout(),
+            wall_loss: default_wall_loss(),
+            scanner_silence: default_scanner_silence(),
         }
     }
 }
@@ -70,8 +89,17 @@ fn default_power() -> i8 {
 fn default_exponent() -> f64 {
     2.0
 }
-fn default_window() -> Spanned<usize> {
-    Spanned::new(0..0, 5)
+fn default_window() -> Spanned<Window> {
+    Spanned::new(0..0, Window::Time(Dur(Radio::default().window)))
+}
+fn default_tick() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(Radio::default().tick))
+}
+fn default_wall_loss() -> Spanned<f64> {
+    Spanned::new(0..0, Radio::default().wall_loss_db)
+}
+fn default_scanner_silence() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(Radio::default().scanner_silence))
 }
 fn default_signal_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(10))
@@ -113,6 +141,7 @@ struct RawZone {
     exit: Option<Spanned<f64>>,
     polygon: Option<Spanned<Vec<[f64; 2]>>>,
     exit_margin: Option<Spanned<f64>>,
+    group: Option<Spanned<String>>,
     range: Option<Spanned<f64>>,
     #[serde(default)]
     min_dwell: Dur,
@@ -154,18 +183,7 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
     let opening =
         [&h.mon, &h.tue, &h.wed, &h.thu, &h.fri, &h.sat, &h.sun].map(|d| day_hours(src, d));
 
-    let radio = Radio {
-        measured_power: raw.radio.measured_power,
-        window: *raw.radio.window.get_ref(),
-        signal_timeout: raw.radio.signal_timeout.0,
-    };
-    if !(1..=8).contains(&radio.window) {
-        src.error(
-            raw.radio.window.span(),
-            "radio.window must be between 1 and 8 samples",
-            Some("5 suits most phones".into()),
-        );
-    }
+    let radio = radio(src, &raw.radio);
     let default_exponent = raw.radio.path_loss_exponent;
 
     let mut scanners = Vec::new();
@@ -245,6 +263,7 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
     }
 
     let mut zones: Vec<Zone> = Vec::new();
+    let mut groups: Vec<std::sync::Arc<str>> = Vec::new();
     let mut store_zone = None;
     let mut seen = HashSet::new();
     for z in &raw.zones {
@@ -358,16 +377,32 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
                     }
                 };
                 let margin = z.exit_margin.as_ref().map_or(1.0, |m| *m.get_ref());
-                if margin < 0.0 {
+                if !(margin >= 0.0 && margin.is_finite()) {
                     src.error(
                         z.exit_margin.as_ref().map_or(z.kind.span(), Spanned::span),
-                        "`exit_margin` must not be negative",
+                        "`exit_margin` must be a distance of 0 m or more",
                         None,
                     );
                 }
+                let name = z
+                    .group
+                    .as_ref()
+                    .map_or(DEFAULT_GROUP, |g| g.get_ref().as_str());
+                if !valid_id(name) {
+                    src.error(
+                        z.group.as_ref().map_or(z.kind.span(), Spanned::span),
+                        format!("group `{name}` must be lowercase letters, digits, `-` or `_`"),
+                        None,
+                    );
+                }
+                let group = groups.iter().position(|g| &**g == name).unwrap_or_else(|| {
+                    groups.push(name.into());
+                    groups.len() - 1
+                });
                 ZoneKind::Area {
                     polygon,
                     exit_margin_m: margin,
+                    group: u16::try_from(group).unwrap_or(u16::MAX),
                 }
             }
         };
@@ -381,6 +416,7 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
                 "exit_margin",
                 z.exit_margin.as_ref().map(Spanned::span),
             );
+            unused(src, "group", z.group.as_ref().map(Spanned::span));
         }
         if !matches!(z.kind.get_ref(), KindName::Store) {
             unused(src, "range", z.range.as_ref().map(Spanned::span));
@@ -423,6 +459,7 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
             Some("merge zones; each one costs work per sighting".into()),
         );
     }
+    overlapping_areas(src, &raw.zones, &zones, &groups);
     if src.errors.len() > before {
         return None;
     }
@@ -432,12 +469,103 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
             store_name: raw.store,
             scanners,
             zones,
+            groups,
             radio,
             calibrations,
         },
         tz,
         opening,
     })
+}
+
+/// The group of area zones that do not name one.
+const DEFAULT_GROUP: &str = "areas";
+
+fn radio(src: &mut Source, raw: &RawRadio) -> Radio {
+    let tick = raw.tick.get_ref().0;
+    if tick < Duration::from_millis(100) || tick > Duration::from_secs(10) {
+        src.error(
+            raw.tick.span(),
+            "radio.tick must be between 100ms and 10s",
+            Some("\"1s\" decides presence once a second".into()),
+        );
+    }
+    let window = match raw.window.get_ref() {
+        Window::Ticks(n) => tick.saturating_mul(u32::try_from(*n).unwrap_or(u32::MAX)),
+        Window::Time(d) => d.0,
+    };
+    if window < tick || window > tick.saturating_mul(8) {
+        src.error(
+            raw.window.span(),
+            "radio.window must be at least one tick and at most eight",
+            Some("\"2s\" averages each scanner over two ticks of a second".into()),
+        );
+    }
+    let wall_loss = *raw.wall_loss.get_ref();
+    if !(0.0..=20.0).contains(&wall_loss) {
+        src.error(
+            raw.wall_loss.span(),
+            "radio.wall_loss must be between 0 and 20 dB",
+            Some("3 dB per light wall or shelf; 0 if the areas are open floor".into()),
+        );
+    }
+    let silence = raw.scanner_silence.get_ref().0;
+    if silence < raw.signal_timeout.0 {
+        src.error(
+            raw.scanner_silence.span(),
+            "radio.scanner_silence must be at least signal_timeout",
+            Some("a scanner that hears nobody for a minute is likely down: \"1m\"".into()),
+        );
+    }
+    Radio {
+        measured_power: raw.measured_power,
+        tick,
+        window,
+        signal_timeout: raw.signal_timeout.0,
+        wall_loss_db: wall_loss,
+        scanner_silence: silence,
+    }
+}
+
+/// The areas of one group are exclusive, so they must not overlap.
+fn overlapping_areas(
+    src: &mut Source,
+    raw: &[RawZone],
+    zones: &[Zone],
+    groups: &[std::sync::Arc<str>],
+) {
+    use geo::BooleanOps;
+    let areas: Vec<(&RawZone, &geo::Polygon<f64>, u16)> = raw
+        .iter()
+        .zip(zones)
+        .filter_map(|(r, z)| match &z.kind {
+            ZoneKind::Area { polygon, group, .. } => Some((r, polygon, *group)),
+            _ => None,
+        })
+        .collect();
+    for (i, (ra, a, ga)) in areas.iter().enumerate() {
+        for (rb, b, gb) in &areas[..i] {
+            if ga != gb {
+                continue;
+            }
+            let shared = geo::Area::unsigned_area(&a.intersection(*b));
+            if shared > 0.01 {
+                let group = groups.get(usize::from(*ga)).map_or(DEFAULT_GROUP, |g| &**g);
+                src.error(
+                    ra.polygon.as_ref().map_or(ra.id.span(), Spanned::span),
+                    format!(
+                        "area `{}` overlaps area `{}` ({shared:.1} m²); both are in group `{group}`, where a customer is in one area at a time",
+                        ra.id.get_ref(),
+                        rb.id.get_ref()
+                    ),
+                    Some(format!(
+                        "move the shared corner, or put one of them in its own group: group = \"{}\"",
+                        ra.id.get_ref()
+                    )),
+                );
+            }
+        }
+    }
 }
 
 /// `"09:00-20:00"`, `"09:00-13:00, 14:00-18:00"` or `"closed"`.

@@ -23,8 +23,11 @@ use super::types::{BdAddr, ScannerIdx, Sighting, Timestamp};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuardConfig {
     /// At most one sighting per (scanner, address) in this time; the rest
-    /// are dropped. Presence keeps a median of a few samples over seconds,
-    /// so 4 per second and scanner lose nothing it needs.
+    /// are dropped. Presence averages every sample of a short window, and
+    /// each one it keeps narrows the estimate (measured on a real
+    /// recording: 10 per second and scanner place a tag in the right room
+    /// clearly more often than 4), so the default lets a 10 Hz beacon
+    /// through whole.
     pub min_interval: Duration,
     /// At most one sighting per (scanner, beacon identity) in this time,
     /// however many addresses advertise it (cloned or rotating beacons).
@@ -43,8 +46,8 @@ pub struct GuardConfig {
 impl Default for GuardConfig {
     fn default() -> GuardConfig {
         GuardConfig {
-            min_interval: Duration::from_millis(250),
-            identity_interval: Duration::from_millis(250),
+            min_interval: Duration::from_millis(100),
+            identity_interval: Duration::from_millis(100),
             max_addresses: 4096,
             max_identities: 3,
             identity_window: Duration::from_secs(600),
@@ -289,23 +292,29 @@ mod tests {
     use Verdict::{AddressRate, Admit, IdentityRate, Spoofing};
 
     #[test]
-    fn a_ten_hertz_beacon_is_cut_to_four_per_second_per_scanner() {
-        let input: Vec<_> = (0..10).map(|i| (i * 100, 0, 1, Some(7))).collect();
+    fn a_beacon_faster_than_ten_hertz_is_cut_to_ten_per_second_per_scanner() {
+        // 20 advertisements a second: every other one goes through.
+        let input: Vec<_> = (0..8).map(|i| (i * 50, 0, 1, Some(7))).collect();
         let v = check(&input, GuardConfig::default());
         assert_eq!(
             v,
             [
                 Admit,
                 AddressRate,
+                Admit,
                 AddressRate,
                 Admit,
                 AddressRate,
-                AddressRate,
                 Admit,
-                AddressRate,
-                AddressRate,
-                Admit
+                AddressRate
             ]
+        );
+        // A 10 Hz beacon, the fastest common rate, goes through whole.
+        let input: Vec<_> = (0..10).map(|i| (i * 100, 0, 1, Some(7))).collect();
+        assert!(
+            check(&input, GuardConfig::default())
+                .iter()
+                .all(|v| *v == Admit)
         );
         // Another scanner hearing the same beacon is limited on its own.
         let v = check(
@@ -321,7 +330,7 @@ mod tests {
             &[
                 (0, 0, 1, Some(7)),
                 (50, 0, 2, Some(7)),
-                (100, 0, 3, Some(7)),
+                (80, 0, 3, Some(7)),
                 (300, 0, 4, Some(7)),
                 (300, 0, 5, Some(8)),
             ],
@@ -417,6 +426,6 @@ mod tests {
         assert_eq!(seen(&mut g, 0, 1), Admit);
         assert_eq!(seen(&mut g, 0, 2), Admit);
         assert_eq!(seen(&mut g, 0, 3), Admit); // rotates: {1,2} now previous
-        assert_eq!(seen(&mut g, 100, 1), AddressRate); // promoted back, still limited
+        assert_eq!(seen(&mut g, 50, 1), AddressRate); // promoted back, still limited
     }
 }

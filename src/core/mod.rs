@@ -11,6 +11,7 @@ pub mod guard;
 pub mod identity;
 pub mod message;
 pub mod presence;
+pub mod rooms;
 pub mod rotating;
 pub mod types;
 pub mod zones;

@@ -1,13 +1,13 @@
 //! The store's floor plan: scanners with positions and calibration, zones
-//! (`store`, `near`, `area`), and the geometry that turns signal strength
-//! into distance and position.
+//! (`store`, `near`, `area` in groups), the radio model's settings, and the
+//! path-loss arithmetic that turns signal strength into distance.
 //!
 //! Pure data and arithmetic, built by `config` from `zones.toml`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use geo::{Contains, Distance, Euclidean, Point, Polygon};
+use geo::Polygon;
 
 use super::advert::Frame;
 use super::types::{ScannerIdx, ZoneId};
@@ -63,13 +63,16 @@ pub enum ZoneKind {
         /// Leave when the estimate is more than this, metres (≥ `enter_m`).
         exit_m: f64,
     },
-    /// A floor-plan polygon; the position is estimated from the scanners
-    /// that hear the device.
+    /// A floor-plan polygon. The areas of one group are exclusive: a
+    /// customer is in at most one of them (see `core::rooms`).
     Area {
         /// The polygon, metres.
         polygon: Polygon<f64>,
-        /// Leave only when the estimate is more than this far outside, metres.
+        /// Toward the open floor (outside every area of the group), the
+        /// customer still counts as inside up to this far out, metres.
         exit_margin_m: f64,
+        /// Index into [`Layout::groups`].
+        group: u16,
     },
 }
 
@@ -88,25 +91,49 @@ pub struct Zone {
     pub dwell_after: Option<Duration>,
 }
 
-/// The radio model's defaults and the RSSI filter's shape.
+/// The radio model's defaults and the presence filter's beat.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Radio {
     /// RSSI at 1 m when neither config nor frame says, dBm.
     pub measured_power: i8,
-    /// Median over at most this many recent samples per (customer, scanner).
-    pub window: usize,
+    /// Presence is decided once per tick, from each scanner's mean RSSI
+    /// over the last `window`.
+    pub tick: Duration,
+    /// The averaging window per (customer, scanner): a whole number of ticks.
+    pub window: Duration,
     /// A scanner's samples older than this no longer count; a device not
     /// heard for this long is out of range of that scanner.
     pub signal_timeout: Duration,
+    /// Signal lost per area outline between a scanner and a device, dB
+    /// (outlines usually follow walls, shelving or counters).
+    pub wall_loss_db: f64,
+    /// A scanner that heard nothing at all for this long is taken as
+    /// silent (adapter lost, node offline): rooms that depend on it are
+    /// unknown rather than guessed.
+    pub scanner_silence: Duration,
 }
 
 impl Default for Radio {
     fn default() -> Radio {
         Radio {
             measured_power: -59,
-            window: 5,
+            tick: Duration::from_secs(1),
+            window: Duration::from_secs(2),
             signal_timeout: Duration::from_secs(10),
+            wall_loss_db: 3.0,
+            scanner_silence: Duration::from_secs(60),
         }
+    }
+}
+
+impl Radio {
+    /// The averaging window in ticks (at least one).
+    #[must_use]
+    pub fn window_ticks(&self) -> usize {
+        let tick = self.tick.as_millis().max(1);
+        usize::try_from(self.window.as_millis().div_ceil(tick))
+            .unwrap_or(1)
+            .max(1)
     }
 }
 
@@ -119,6 +146,9 @@ pub struct Layout {
     pub scanners: Vec<Scanner>,
     /// Zones; index 0 is the store.
     pub zones: Vec<Zone>,
+    /// Names of the groups of exclusive areas (`group = "…"`; areas
+    /// without one share the group `areas`).
+    pub groups: Vec<Arc<str>>,
     /// Radio defaults.
     pub radio: Radio,
     /// Per-beacon-family calibration.
@@ -153,6 +183,7 @@ impl Layout {
                 exit_after: Duration::from_secs(60),
                 dwell_after: None,
             }],
+            groups: Vec::new(),
             radio: Radio::default(),
             calibrations: Vec::new(),
         }
@@ -236,56 +267,6 @@ impl Layout {
             .map_or((0.0, 2.0), |s| (s.rssi_offset, s.path_loss_exponent));
         (f64::from(measured_power) - (rssi + offset)) / (10.0 * n.max(0.5))
     }
-
-    /// Estimated floor-plan position from (scanner, distance) pairs: one
-    /// scanner → its own position (nearest-scanner fallback); several → the
-    /// centroid weighted by 1/d², which leans toward the nearest scanners and
-    /// never lands outside their hull.
-    #[must_use]
-    pub fn position(
-        &self,
-        heard: impl IntoIterator<Item = (ScannerIdx, f64)>,
-    ) -> Option<(f64, f64)> {
-        self.position_log(heard.into_iter().map(|(s, d)| (s, d.max(1e-9).log10())))
-    }
-
-    /// [`Layout::position`] from `log10` distances.
-    #[must_use]
-    pub fn position_log(
-        &self,
-        heard: impl IntoIterator<Item = (ScannerIdx, f64)>,
-    ) -> Option<(f64, f64)> {
-        self.position_weighted(
-            heard
-                .into_iter()
-                .map(|(s, log_d)| (s, position_weight(log_d))),
-        )
-    }
-
-    /// [`Layout::position`] from precomputed [`position_weight`]s.
-    #[must_use]
-    pub fn position_weighted(
-        &self,
-        heard: impl IntoIterator<Item = (ScannerIdx, f64)>,
-    ) -> Option<(f64, f64)> {
-        let (mut wx, mut wy, mut w) = (0.0, 0.0, 0.0);
-        for (idx, weight) in heard {
-            let Some(s) = self.scanners.get(usize::from(idx.0)) else {
-                continue;
-            };
-            wx += s.position.0 * weight;
-            wy += s.position.1 * weight;
-            w += weight;
-        }
-        (w > 0.0).then(|| (wx / w, wy / w))
-    }
-}
-
-/// A scanner's weight in the position estimate for a `log10` distance:
-/// 1/d², with d floored at 10 cm.
-#[must_use]
-pub fn position_weight(log_d: f64) -> f64 {
-    (-2.0 * std::f64::consts::LN_10 * log_d.max(-1.0)).exp()
 }
 
 /// The log-distance path-loss model, in metres.
@@ -305,23 +286,6 @@ pub enum Membership {
     Outside,
 }
 
-/// Where `point` lies relative to an `area` polygon with an exit margin.
-#[must_use]
-pub fn area_membership(
-    polygon: &Polygon<f64>,
-    exit_margin_m: f64,
-    point: (f64, f64),
-) -> Membership {
-    let p = Point::new(point.0, point.1);
-    if polygon.contains(&p) {
-        Membership::Inside
-    } else if Euclidean.distance(&p, polygon) <= exit_margin_m {
-        Membership::Band
-    } else {
-        Membership::Outside
-    }
-}
-
 /// Where a distance lies relative to `near` thresholds.
 #[must_use]
 pub fn near_membership(distance_m: f64, enter_m: f64, exit_m: f64) -> Membership {
@@ -337,7 +301,6 @@ pub fn near_membership(distance_m: f64, enter_m: f64, exit_m: f64) -> Membership
 #[cfg(test)]
 mod tests {
     use super::*;
-    use geo::polygon;
 
     #[test]
     fn path_loss_model() {
@@ -382,35 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn position_falls_back_to_the_only_scanner_and_weights_the_nearest() {
-        let mut l = Layout::single("S", "a");
-        l.scanners.push(Scanner {
-            id: "b".into(),
-            position: (10.0, 0.0),
-            rssi_offset: 0.0,
-            path_loss_exponent: 2.0,
-        });
-        assert_eq!(l.position([(ScannerIdx(1), 4.0)]), Some((10.0, 0.0)));
-        let (x, _) = l
-            .position([(ScannerIdx(0), 1.0), (ScannerIdx(1), 3.0)])
-            .unwrap();
-        assert!((x - 1.0).abs() < 1e-9, "{x}"); // weights 1 and 1/9 → x = 10·(1/9)/(10/9)
-        assert_eq!(l.position([]), None);
-    }
-
-    #[test]
     fn membership_bands() {
-        let square =
-            polygon![(x: 0.0, y: 0.0), (x: 4.0, y: 0.0), (x: 4.0, y: 4.0), (x: 0.0, y: 4.0)];
-        assert_eq!(
-            area_membership(&square, 1.0, (2.0, 2.0)),
-            Membership::Inside
-        );
-        assert_eq!(area_membership(&square, 1.0, (4.5, 2.0)), Membership::Band);
-        assert_eq!(
-            area_membership(&square, 1.0, (5.5, 2.0)),
-            Membership::Outside
-        );
         assert_eq!(near_membership(1.9, 2.0, 3.0), Membership::Inside);
         assert_eq!(near_membership(2.5, 2.0, 3.0), Membership::Band);
         assert_eq!(near_membership(3.1, 2.0, 3.0), Membership::Outside);

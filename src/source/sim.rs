@@ -607,6 +607,7 @@ impl<'l> World<'l> {
             ZoneKind::Area {
                 polygon,
                 exit_margin_m,
+                ..
             } => {
                 let centroid = polygon.centroid()?;
                 if edge {
@@ -1111,11 +1112,13 @@ mod tests {
                 exit_m: 5.0,
             },
         ));
+        l.groups = vec!["areas".into()];
         l.zones.push(zone(
             "cafe",
             ZoneKind::Area {
                 polygon: polygon![(x: 16.0, y: 11.0), (x: 24.0, y: 11.0), (x: 24.0, y: 19.0), (x: 16.0, y: 19.0)],
                 exit_margin_m: 1.0,
+                group: 0,
             },
         ));
         Arc::new(l)

@@ -165,6 +165,19 @@ fn benches(c: &mut Criterion) {
 
     let hasher = Hasher::new(&[7; 32]);
     let dir = Arc::new(directory(&hasher));
+    if std::env::var_os("PIPELINE_COUNTS").is_some() {
+        let mut p = Pipeline::new(
+            config.layout.clone(),
+            config.engine.clone(),
+            hasher.clone(),
+            dir.clone(),
+            MemoryLedger::new(),
+        );
+        for o in &obs {
+            p.handle(o, &mut |_| {}).unwrap();
+        }
+        eprintln!("{:?}", p.counters());
+    }
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(obs.len() as u64));
     g.sample_size(20);

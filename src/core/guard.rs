@@ -10,6 +10,7 @@
 //! per-entry recency bookkeeping), and the drops are counted.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -127,16 +128,18 @@ impl<K: Hash + Eq + Copy, V: Default> Generations<K, V> {
     }
 
     /// The entry for `k`, created if new; adds dropped entries to `evicted`.
+    /// One probe of `current` when the key is there (the common case).
     fn entry(&mut self, k: K, evicted: &mut u64) -> &mut V {
-        if !self.current.contains_key(&k) {
+        if self.current.len() >= self.half && !self.current.contains_key(&k) {
             let v = self.previous.remove(&k).unwrap_or_default();
-            if self.current.len() >= self.half {
-                *evicted += self.previous.len() as u64;
-                self.previous = std::mem::take(&mut self.current);
-            }
-            self.current.insert(k, v);
+            *evicted += self.previous.len() as u64;
+            self.previous = std::mem::take(&mut self.current);
+            return self.current.entry(k).or_insert(v);
         }
-        self.current.entry(k).or_default()
+        match self.current.entry(k) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.previous.remove(&k).unwrap_or_default()),
+        }
     }
 
     fn len(&self) -> usize {

@@ -25,8 +25,7 @@
 //! when the shell must call back. It only ever sees customers who were
 //! identified; unknown devices never reach it.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,29 +168,25 @@ impl Link {
 
     /// Recomputes the mean over ticks `k - window + 1 ..= k`.
     fn average(&mut self, k: i64, window: usize) {
-        let (mut sum, mut n) = (0i64, 0u32);
-        for back in 0..window.min(MAX_BINS) {
-            let Some(i) = self
-                .head
-                .checked_sub(k)
-                .and_then(|d| d.checked_add(i64::try_from(back).ok()?))
-                .and_then(|d| usize::try_from(d).ok())
-            else {
-                continue;
-            };
-            if let Some(&(s, c)) = self.bins.get(i) {
-                sum += i64::from(s);
-                n += u32::from(c);
-            }
+        // bins[i] is tick head - i: the window is indices head - k and the
+        // `window - 1` after it (the ones before are ticks still to come).
+        let lo = self.head.saturating_sub(k);
+        let hi = lo.saturating_add(i64::try_from(window).unwrap_or(1));
+        let first = usize::try_from(lo.max(0)).unwrap_or(MAX_BINS);
+        let end = usize::try_from(hi.max(0)).unwrap_or(0).min(MAX_BINS);
+        let (mut sum, mut n) = (0i32, 0u32);
+        for &(s, c) in self.bins.get(first..end).unwrap_or(&[]) {
+            sum += s;
+            n += u32::from(c);
         }
         self.samples = u16::try_from(n).unwrap_or(u16::MAX);
-        self.this_tick = self.head == k && self.bins[0].1 > 0;
         if n > 0 {
             #[allow(clippy::cast_precision_loss)]
             {
                 self.mean = sum as f32 / n as f32;
             }
         }
+        self.this_tick = self.head == k && self.bins[0].1 > 0;
     }
 
     fn fresh(&self, now: Timestamp, timeout: Duration) -> bool {
@@ -231,11 +226,6 @@ impl State {
     fn is_in(self) -> bool {
         matches!(self, State::Present { .. } | State::Leaving { .. })
     }
-
-    /// Counting ticks: needs a look at every tick.
-    fn pending(self) -> bool {
-        matches!(self, State::Entering { .. } | State::Leaving { .. })
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,17 +261,6 @@ impl Room {
         inside: 0,
         outside: 0,
     };
-
-    fn pending(self) -> bool {
-        match self {
-            Room::Outside { since, .. } => since.is_some(),
-            Room::In {
-                challenger,
-                leaving,
-                ..
-            } => challenger.is_some() || leaving.is_some(),
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -297,6 +276,8 @@ struct GroupTrack {
 struct Track {
     links: SmallVec<[Link; 4]>,
     wifi: bool,
+    /// A Wi-Fi report arrived since the last tick (evidence, like a sample).
+    wifi_news: bool,
     zones: SmallVec<[State; 8]>,
     groups: SmallVec<[GroupTrack; 1]>,
     scheduled: Option<Timestamp>,
@@ -308,13 +289,20 @@ struct Track {
 pub struct Tracker {
     layout: Arc<Layout>,
     rooms: Rooms,
+    near: Vec<(f64, f64)>,
     tick_ms: i64,
     window: usize,
     /// Per scanner: when it last heard anything at all, and whether its
     /// source says it is down.
     scanners: Vec<(Timestamp, bool)>,
+    /// Which scanners were silent at tick `silent_at`.
+    silent: Vec<bool>,
+    silent_at: Timestamp,
     tracks: HashMap<CustomerKey, Track, foldhash::fast::RandomState>,
-    timers: BinaryHeap<Reverse<(Timestamp, CustomerKey)>>,
+    /// Customers to look at, by tick (every time is a tick boundary).
+    timers: BTreeMap<Timestamp, Vec<CustomerKey>>,
+    /// Spare customer lists, so that a tick allocates nothing.
+    spare: Vec<Vec<CustomerKey>>,
     stats: PresenceStats,
 }
 
@@ -324,14 +312,27 @@ impl Tracker {
     pub fn new(layout: Arc<Layout>) -> Tracker {
         Tracker {
             rooms: Rooms::new(&layout),
+            near: layout
+                .zones
+                .iter()
+                .map(|z| match z.kind {
+                    ZoneKind::Near {
+                        enter_m, exit_m, ..
+                    } => (enter_m.log10(), exit_m.log10()),
+                    _ => (f64::NAN, f64::NAN),
+                })
+                .collect(),
             tick_ms: i64::try_from(layout.radio.tick.as_millis())
                 .unwrap_or(1000)
                 .max(1),
             window: layout.radio.window_ticks(),
             scanners: vec![(Timestamp::MIN, false); layout.scanners.len()],
+            silent: Vec::new(),
+            silent_at: Timestamp::MIN,
             layout,
             tracks: HashMap::default(),
-            timers: BinaryHeap::new(),
+            timers: BTreeMap::new(),
+            spare: Vec::new(),
             stats: PresenceStats::default(),
         }
     }
@@ -414,7 +415,9 @@ impl Tracker {
         if kind == WifiKind::Left && !self.tracks.contains_key(&customer) {
             return;
         }
-        self.track(customer).wifi = kind != WifiKind::Left;
+        let track = self.track(customer);
+        track.wifi = kind != WifiKind::Left;
+        track.wifi_news = true;
         let next = self.at_tick(self.tick_of(now));
         self.schedule(customer, next);
     }
@@ -424,24 +427,29 @@ impl Tracker {
     /// signal going stale).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.keys().next().copied()
     }
 
     /// Runs every tick due at or before `now`.
     pub fn handle_timeout(&mut self, now: Timestamp, out: &mut Vec<ZoneEvent>) {
-        while let Some(&Reverse((t, key))) = self.timers.peek() {
+        while let Some(entry) = self.timers.first_entry() {
+            let t = *entry.key();
             if t > now {
                 break;
             }
-            self.timers.pop();
-            let Some(track) = self.tracks.get_mut(&key) else {
-                continue;
-            };
-            if track.scheduled != Some(t) {
-                continue; // superseded by an earlier timer
+            let mut keys = entry.remove();
+            for &key in &keys {
+                let Some(track) = self.tracks.get_mut(&key) else {
+                    continue;
+                };
+                if track.scheduled != Some(t) {
+                    continue; // superseded by an earlier timer
+                }
+                track.scheduled = None;
+                self.update(t, key, out);
             }
-            track.scheduled = None;
-            self.update(t, key, out);
+            keys.clear();
+            self.spare.push(keys);
         }
     }
 
@@ -484,7 +492,11 @@ impl Tracker {
             && track.scheduled.is_none_or(|s| at < s)
         {
             track.scheduled = Some(at);
-            self.timers.push(Reverse((at, customer)));
+            let spare = &mut self.spare;
+            self.timers
+                .entry(at)
+                .or_insert_with(|| spare.pop().unwrap_or_default())
+                .push(customer);
         }
     }
 
@@ -494,6 +506,7 @@ impl Tracker {
         self.tracks.entry(customer).or_insert_with(|| Track {
             links: SmallVec::new(),
             wifi: false,
+            wifi_news: false,
             zones: std::iter::repeat_n(State::Absent, zones).collect(),
             groups: rooms
                 .groups
@@ -513,15 +526,22 @@ impl Tracker {
     /// the track.
     fn update(&mut self, now: Timestamp, customer: CustomerKey, out: &mut Vec<ZoneEvent>) {
         let k = now.0.div_euclid(self.tick_ms);
-        let silent: SmallVec<[bool; 8]> = (0..self.scanners.len())
-            .map(|s| u16::try_from(s).is_ok_and(|s| self.scanner_silent(ScannerIdx(s), now)))
-            .collect();
+        if self.silent_at != now {
+            // Once per tick, not per customer.
+            let silent: Vec<bool> = (0..self.scanners.len())
+                .map(|s| u16::try_from(s).is_ok_and(|s| self.scanner_silent(ScannerIdx(s), now)))
+                .collect();
+            self.stats.silent_scanners = silent.iter().filter(|s| **s).count() as u64;
+            self.silent = silent;
+            self.silent_at = now;
+        }
         let ctx = Context {
             layout: &self.layout,
+            near: &self.near,
             rooms: &self.rooms,
             tick: Duration::from_millis(u64::try_from(self.tick_ms).unwrap_or(1000)),
             window: self.window,
-            silent: &silent,
+            silent: &self.silent,
         };
         let Some(track) = self.tracks.get_mut(&customer) else {
             return;
@@ -529,7 +549,6 @@ impl Tracker {
         let before = out.len();
         evaluate(&ctx, track, customer, now, k, out);
         self.stats.events += (out.len() - before) as u64;
-        self.stats.silent_scanners = silent.iter().filter(|s| **s).count() as u64;
 
         let timeout = self.layout.radio.signal_timeout;
         let idle = !track.wifi
@@ -540,7 +559,7 @@ impl Tracker {
             self.tracks.remove(&customer);
             return;
         }
-        if let Some(d) = deadline(&self.layout, track, now) {
+        if let Some(d) = deadline(&self.layout, &self.rooms, track, now) {
             // Round up to a tick boundary: everything is decided on the beat.
             let d = Timestamp(
                 d.0.div_euclid(self.tick_ms)
@@ -556,6 +575,8 @@ impl Tracker {
 /// What a tick needs besides the track.
 struct Context<'a> {
     layout: &'a Layout,
+    /// Per zone: `log10` of a `near` zone's enter and exit distances.
+    near: &'a [(f64, f64)],
     rooms: &'a Rooms,
     tick: Duration,
     window: usize,
@@ -604,7 +625,7 @@ fn evaluate(
         };
         for l in &track.links {
             let near_enough = range.is_none_or(|r| {
-                layout.distance_m(l.scanner, f64::from(l.mean), l.measured_power) <= r
+                layout.log_distance(l.scanner, f64::from(l.mean), l.measured_power) <= r.log10()
             });
             if near_enough {
                 // Not heard this tick: keeps a customer in, but does not
@@ -620,7 +641,17 @@ fn evaluate(
         }
         m
     };
-    let store_tr = step(&mut track.zones[0], &layout.zones[0], store_m, now, true);
+    let evidence = track.links.iter().any(|l| l.this_tick);
+    // Associated to the store's Wi-Fi is evidence at every tick.
+    let wifi_news = std::mem::take(&mut track.wifi_news);
+    let store_tr = step(
+        &mut track.zones[0],
+        &layout.zones[0],
+        store_m,
+        now,
+        true,
+        evidence || wifi_news || track.wifi,
+    );
     match store_tr {
         Some(Transition::Entered) => out.push(event(EventKind::Arrived)),
         Some(Transition::Dwelled(d)) => out.push(event(EventKind::Dwelled(ZoneIdx::STORE, d))),
@@ -642,12 +673,7 @@ fn evaluate(
         }
     } else {
         for (i, zone) in layout.zones.iter().enumerate().skip(1) {
-            let ZoneKind::Near {
-                scanner,
-                enter_m,
-                exit_m,
-            } = zone.kind
-            else {
+            let ZoneKind::Near { scanner, .. } = zone.kind else {
                 continue;
             };
             if ctx.silent(scanner) {
@@ -658,14 +684,18 @@ fn evaluate(
             let m = track.links.iter().find(|l| l.scanner == scanner).map_or(
                 Membership::Outside,
                 |l| {
-                    let d = layout.distance_m(scanner, f64::from(l.mean), l.measured_power);
-                    match near_membership(d, enter_m, exit_m) {
+                    // Compared as logarithms: no power of ten per tick.
+                    let log_d = layout.log_distance(scanner, f64::from(l.mean), l.measured_power);
+                    let (log_enter, log_exit) = ctx.near[i];
+                    match near_membership(log_d, log_enter, log_exit) {
                         Membership::Inside if !l.this_tick => Membership::Band,
                         m => m,
                     }
                 },
             );
-            match step(&mut track.zones[i], zone, m, now, in_store) {
+            // A tick votes when the customer was heard at all: not heard by
+            // this zone's scanner while heard by others is a vote out.
+            match step(&mut track.zones[i], zone, m, now, in_store, evidence) {
                 Some(Transition::Entered) => out.push(event(EventKind::Entered(zone_idx(i)))),
                 Some(Transition::Dwelled(d)) => {
                     out.push(event(EventKind::Dwelled(zone_idx(i), d)));
@@ -703,34 +733,35 @@ fn rooms_tick(
         return;
     };
     let layout = ctx.layout;
-    let heard: SmallVec<[Heard; 8]> = track
-        .links
-        .iter()
-        .filter(|l| l.samples > 0)
-        .map(|l| {
-            let offset = layout
-                .scanners
-                .get(usize::from(l.scanner.0))
-                .map_or(0.0, |s| s.rssi_offset);
-            #[allow(clippy::cast_possible_truncation)]
-            Heard {
-                scanner: l.scanner,
-                level: l.mean + offset as f32 - f32::from(l.measured_power),
-                samples: l.samples,
-            }
-        })
-        .collect();
     let gt = &mut track.groups[g];
     let current = match gt.room {
         Room::In { state, .. } => Some(state),
         Room::Outside { .. } => None,
     };
-    // Unheard, nothing moves: the probabilities wait for evidence (and
-    // then allow for all the walking the gap could have held).
-    if !heard.is_empty() {
+    // Only a tick with new samples is evidence. Unheard, nothing moves:
+    // the probabilities wait (and then allow for all the walking the gap
+    // could have held).
+    let evidence = track.links.iter().any(|l| l.this_tick);
+    if evidence {
+        let heard: SmallVec<[Heard; 8]> = track
+            .links
+            .iter()
+            .filter(|l| l.samples > 0)
+            .map(|l| {
+                let offset = layout
+                    .scanners
+                    .get(usize::from(l.scanner.0))
+                    .map_or(0.0, |s| s.rssi_offset);
+                #[allow(clippy::cast_possible_truncation)]
+                Heard {
+                    scanner: l.scanner,
+                    level: l.mean + offset as f32 - f32::from(l.measured_power),
+                    samples: l.samples,
+                }
+            })
+            .collect();
         let elapsed = gt.filtered.map_or(0, |f| k.saturating_sub(f));
-        #[allow(clippy::cast_precision_loss)]
-        model.predict(&mut gt.p, elapsed as f64 * ctx.tick.as_secs_f64());
+        model.predict(&mut gt.p, elapsed);
         model.update(&mut gt.p, &heard, current);
         gt.filtered = Some(k);
     }
@@ -744,6 +775,7 @@ fn rooms_tick(
     let area = |s: usize| model.zone(s);
 
     match gt.room {
+        Room::Outside { .. } if !evidence => {}
         Room::Outside {
             since,
             inside,
@@ -799,7 +831,20 @@ fn rooms_tick(
                 challenger: None,
                 leaving,
             };
-            if unknown(state) || (best != state && unknown(best)) {
+            if !evidence {
+                // No new samples: nothing votes, but a begun exit completes
+                // on time.
+                if let Some((since, inside, outside)) = leaving
+                    && now.since(since) >= layout.zone(zone).exit_after
+                    && outside >= inside
+                {
+                    track.zones[usize::from(zone.0)] = State::Absent;
+                    emit(EventKind::Exited(zone));
+                    next = Room::OUTSIDE;
+                } else {
+                    next = gt.room;
+                }
+            } else if unknown(state) || (best != state && unknown(best)) {
                 // Hold: the scanners that would tell are silent.
                 track.unknown = true;
                 next = gt.room;
@@ -843,7 +888,7 @@ fn rooms_tick(
                 // if the floor keeps the majority of the ticks.
                 let (since, inside, outside) = leaving.unwrap_or((now, 0, 0));
                 let outside = outside.saturating_add(1);
-                if now.since(since) >= layout.zone(zone).exit_after && outside > inside {
+                if now.since(since) >= layout.zone(zone).exit_after && outside >= inside {
                     track.zones[usize::from(zone.0)] = State::Absent;
                     emit(EventKind::Exited(zone));
                     next = Room::OUTSIDE;
@@ -871,18 +916,21 @@ fn rooms_tick(
     }
 }
 
-/// One zone's state machine step for the store and `near` zones. Entry
-/// needs the majority of the ticks since it began inside; an exit that has
-/// begun is cancelled once the ticks inside catch up. `may_enter` is false
-/// while the store arrival is still pending: counting goes on, entering
-/// waits for it.
+/// One zone's state machine step for the store and `near` zones. Only a
+/// tick with `evidence` (new samples for this zone) votes: entry needs the
+/// majority of the votes since it began inside, and completes only on
+/// evidence; an exit that has begun is cancelled once the votes inside
+/// catch up, and completes by time. `may_enter` is false while the store
+/// arrival is still pending: counting goes on, entering waits for it.
 fn step(
     state: &mut State,
     zone: &Zone,
     m: Membership,
     now: Timestamp,
     may_enter: bool,
+    evidence: bool,
 ) -> Option<Transition> {
+    let vote = u16::from(evidence);
     let dwell = |since: Timestamp, dwelled: &mut bool| {
         let due = zone
             .dwell_after
@@ -895,7 +943,7 @@ fn step(
         }
     };
     match (*state, m) {
-        (State::Absent, Membership::Inside) => {
+        (State::Absent, Membership::Inside) if evidence => {
             if zone.min_dwell.is_zero() && may_enter {
                 *state = State::Present {
                     since: now,
@@ -920,7 +968,7 @@ fn step(
             },
             Membership::Inside,
         ) => {
-            let inside = inside.saturating_add(1);
+            let inside = inside.saturating_add(vote);
             *state = State::Entering {
                 since,
                 inside,
@@ -931,7 +979,7 @@ fn step(
                 since,
                 zone.min_dwell,
                 now,
-                may_enter && inside > outside,
+                evidence && may_enter && inside > outside,
             )
         }
         (
@@ -942,8 +990,9 @@ fn step(
             },
             Membership::Outside,
         ) => {
-            let outside = outside.saturating_add(1);
-            *state = if outside > inside {
+            let outside = outside.saturating_add(vote);
+            // Outside with no new samples: the signal was lost.
+            *state = if outside > inside || !evidence {
                 State::Absent
             } else {
                 State::Entering {
@@ -969,9 +1018,9 @@ fn step(
             },
             Membership::Inside | Membership::Band,
         ) => {
-            let inside = inside.saturating_add(1);
+            let inside = inside.saturating_add(vote);
             let t = dwell(since, &mut dwelled);
-            *state = if inside >= outside {
+            *state = if evidence && inside >= outside {
                 State::Present { since, dwelled }
             } else {
                 State::Leaving {
@@ -996,7 +1045,7 @@ fn step(
                     dwelled,
                     outside_since: now,
                     inside: 0,
-                    outside: 1,
+                    outside: vote,
                 };
                 t
             }
@@ -1011,8 +1060,8 @@ fn step(
             },
             Membership::Outside,
         ) => {
-            let outside = outside.saturating_add(1);
-            if now.since(outside_since) >= zone.exit_after && outside > inside {
+            let outside = outside.saturating_add(vote);
+            if now.since(outside_since) >= zone.exit_after && outside >= inside {
                 *state = State::Absent;
                 Some(Transition::Exited)
             } else {
@@ -1049,30 +1098,65 @@ fn promote(
     }
 }
 
-/// When this track next needs a look without new samples.
-fn deadline(layout: &Layout, track: &Track, now: Timestamp) -> Option<Timestamp> {
-    let counting =
-        track.zones.iter().any(|s| s.pending()) || track.groups.iter().any(|g| g.room.pending());
-    if counting {
-        return Some(now.saturating_add(layout.radio.tick));
-    }
+/// When this track next needs a look without new samples: a signal going
+/// stale, an exit or a dwell time coming due. Votes need samples, so
+/// nothing else can change in between.
+fn deadline(layout: &Layout, rooms: &Rooms, track: &Track, now: Timestamp) -> Option<Timestamp> {
     let links = track
         .links
         .iter()
         .map(|l| l.last_heard.saturating_add(layout.radio.signal_timeout));
-    let zones = track
-        .zones
-        .iter()
-        .zip(&layout.zones)
-        .filter_map(|(s, z)| match *s {
+    let zones = track.zones.iter().zip(&layout.zones).flat_map(|(s, z)| {
+        let (dwell, exit) = match *s {
             State::Present {
                 since,
                 dwelled: false,
-            } => z.dwell_after.map(|d| since.saturating_add(d)),
+            } => (z.dwell_after.map(|d| since.saturating_add(d)), None),
+            State::Leaving {
+                since,
+                dwelled,
+                outside_since,
+                ..
+            } => (
+                z.dwell_after
+                    .filter(|_| !dwelled)
+                    .map(|d| since.saturating_add(d)),
+                Some(outside_since.saturating_add(z.exit_after)),
+            ),
+            _ => (None, None),
+        };
+        dwell.into_iter().chain(exit)
+    });
+    let groups = track
+        .groups
+        .iter()
+        .zip(&rooms.groups)
+        .filter_map(|(g, model)| match g.room {
+            Room::In {
+                state,
+                leaving: Some((since, _, _)),
+                ..
+            } => model
+                .zone(state)
+                .map(|z| since.saturating_add(layout.zone(z).exit_after)),
             _ => None,
         });
-    links.chain(zones).filter(|t| *t > now).min()
+    // On the Wi-Fi, arriving needs no further samples: it completes on time.
+    let wifi = match track.zones.first() {
+        Some(State::Entering { since, .. }) if track.wifi => layout
+            .zones
+            .first()
+            .map(|z| since.saturating_add(z.min_dwell)),
+        _ => None,
+    };
+    links
+        .chain(zones)
+        .chain(groups)
+        .chain(wifi)
+        .filter(|t| *t > now)
+        .min()
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1510,6 +1594,12 @@ mod tests {
         assert_eq!((link.mean, link.samples), (-60.0, 1));
         link.average(11, 4);
         assert_eq!((link.mean, link.samples), (-65.0, 2));
+        // A tick later the window still holds tick 11, not tick 8.
+        link.average(12, 2);
+        assert_eq!((link.mean, link.samples, link.this_tick), (-60.0, 1, false));
+        // Two ticks later it is empty: the mean is held, with no samples.
+        link.average(13, 2);
+        assert_eq!((link.mean, link.samples), (-60.0, 0));
     }
 
     #[test]

@@ -42,9 +42,13 @@ const ANY_STATE: f32 = 0.001;
 /// are taken in 3-D with this height difference (metres).
 const HEIGHT_M: f64 = 1.0;
 /// Support points per area, about.
-const POINTS_PER_AREA: f64 = 6.0;
+const POINTS_PER_AREA: f64 = 4.0;
 /// Support points over the whole floor plan for the open floor, about.
-const FLOOR_POINTS: f64 = 16.0;
+const FLOOR_POINTS: f64 = 8.0;
+/// At most this many areas in one group (`config` refuses more).
+pub const MAX_AREAS: usize = 31;
+/// At most this many support points in one group.
+const MAX_POINTS: usize = 256;
 /// Outline crossings closer than this along a line count as one wall (m).
 const SAME_WALL_M: f64 = 0.05;
 
@@ -78,10 +82,13 @@ pub struct Group {
     /// Whether state `zones.len()` is the open floor (parts of the floor
     /// plan in none of the group's areas).
     pub floor: bool,
-    support: Vec<Support>,
     /// Expected level at each support point from each scanner, relative to
-    /// the device's power at 1 m: `[point * scanners + scanner]` (dB).
+    /// the device's power at 1 m: `[scanner * points + point]` (dB), so
+    /// that one scanner's evidence runs over contiguous memory.
     gain: Vec<f32>,
+    /// Per support point: the state it counts for while the customer is
+    /// outside `margin_of`'s area, and while inside it.
+    point_state: Vec<(u8, Option<u8>)>,
     scanners: usize,
     /// Where a customer who moves goes: `[from * states + to]`, rows sum
     /// to 1 (no self-moves).
@@ -89,6 +96,9 @@ pub struct Group {
     /// Per area state: the scanners it depends on (the strongest expected
     /// at one of its points). When one is silent, the room is unknown.
     depends: Vec<SmallVec<[ScannerIdx; 4]>>,
+    /// The share that moves in one tick.
+    leave_per_tick: f32,
+    tick_seconds: f64,
 }
 
 impl Group {
@@ -125,27 +135,36 @@ impl Group {
         std::iter::repeat_n(p, n).collect()
     }
 
-    /// Moves `p` forward by `seconds` of possible walking: some of each
+    /// Moves `p` forward by `ticks` ticks of possible walking: some of each
     /// state's probability flows to its neighbours.
-    pub fn predict(&self, p: &mut [f32], seconds: f64) {
+    pub fn predict(&self, p: &mut [f32], ticks: i64) {
         let n = self.states();
-        if n < 2 || seconds <= 0.0 {
+        if n < 2 || ticks <= 0 || p.len() != n {
             return;
         }
-        #[allow(clippy::cast_possible_truncation)]
-        let leave = (1.0 - (1.0 - MOVE_PER_SECOND).powf(seconds)) as f32;
-        let mut next: SmallVec<[f32; 8]> = p.iter().map(|x| x * (1.0 - leave)).collect();
+        let leave = if ticks == 1 {
+            self.leave_per_tick
+        } else {
+            #[allow(clippy::cast_precision_loss)]
+            let seconds = ticks as f64 * self.tick_seconds;
+            #[allow(clippy::cast_possible_truncation)]
+            let l = (1.0 - (1.0 - MOVE_PER_SECOND).powf(seconds)) as f32;
+            l
+        };
+        // Rows of `moves` sum to one, so the total stays one.
+        let mut next = [0.0f32; MAX_AREAS + 1];
         for (from, &mass) in p.iter().enumerate() {
+            let out = mass * leave;
+            next[from] += mass - out;
             let row = &self.moves[from * n..(from + 1) * n];
-            for (to, w) in row.iter().enumerate() {
-                next[to] += mass * leave * w;
+            for (x, w) in next.iter_mut().zip(row) {
+                *x += out * w;
             }
         }
         #[allow(clippy::cast_precision_loss)]
         let any = ANY_STATE / n as f32;
-        let sum: f32 = next.iter().sum();
         for (x, y) in p.iter_mut().zip(&next) {
-            *x = (1.0 - ANY_STATE) * y / sum.max(f32::MIN_POSITIVE) + any;
+            *x = (1.0 - ANY_STATE) * y + any;
         }
     }
 
@@ -154,60 +173,61 @@ impl Group {
     /// without evidence from a scanner of this floor plan.
     pub fn update(&self, p: &mut [f32], heard: &[Heard], current: Option<usize>) {
         let n = self.states();
-        // Per heard scanner: its inverse variance, and the pieces of the
-        // power-marginalised Gaussian that do not depend on the point.
-        let mut obs: SmallVec<[(usize, f32, f32); 8]> = SmallVec::new();
+        if p.len() != n {
+            return;
+        }
+        // Per heard scanner: its inverse variance. The device's power is
+        // unknown around its calibrated value; integrating it out leaves a
+        // Gaussian in the levels whose precision is `w - shrink w wᵀ`.
+        let mut obs = [(0usize, 0.0f32, 0.0f32); 16];
+        let mut count = 0;
         let mut precision_sum = 0.0f32;
         for h in heard {
             let s = usize::from(h.scanner.0);
-            if s >= self.scanners || h.samples == 0 {
+            if s >= self.scanners || h.samples == 0 || count == obs.len() {
                 continue;
             }
             let var =
                 SIGMA_MODEL_DB.powi(2) + SIGMA_SAMPLE_DB.powi(2) / f32::from(h.samples.max(1));
             let w = 1.0 / var;
             precision_sum += w;
-            obs.push((s, h.level, w));
+            obs[count] = (s, h.level, w);
+            count += 1;
         }
-        if obs.is_empty() {
+        if count == 0 {
             return;
         }
+        let obs = &obs[..count];
         let tau2 = SIGMA_POWER_DB.powi(2);
         let shrink = tau2 / (1.0 + tau2 * precision_sum);
-        // Log-likelihood of each point, then log-mean-exp per state.
-        let mut best: SmallVec<[f32; 8]> = std::iter::repeat_n(f32::NEG_INFINITY, n).collect();
-        let mut lls: SmallVec<[(usize, f32); 64]> = SmallVec::with_capacity(self.support.len());
-        for (i, sp) in self.support.iter().enumerate() {
-            let gains = &self.gain[i * self.scanners..(i + 1) * self.scanners];
-            let (mut a, mut b) = (0.0f32, 0.0f32);
-            for &(s, level, w) in &obs {
-                let e = level - gains[s];
-                a += e * e * w;
-                b += e * w;
+        // Log-likelihood of each point; a state is as likely as its best
+        // point (a mean over the points would cost an exponential each and
+        // measured no better on real recordings).
+        let points = self.point_state.len().min(MAX_POINTS);
+        let (mut a, mut b) = ([0.0f32; MAX_POINTS], [0.0f32; MAX_POINTS]);
+        for &(s, level, w) in obs {
+            let gains = &self.gain[s * self.point_state.len()..][..points];
+            for ((a, b), g) in a.iter_mut().zip(b.iter_mut()).zip(gains) {
+                let e = level - g;
+                *a += e * e * w;
+                *b += e * w;
             }
+        }
+        let mut state_ll = [f32::NEG_INFINITY; MAX_AREAS + 1];
+        for ((a, b), &(state, margin_of)) in a.iter().zip(&b).zip(&self.point_state) {
             let ll = -0.5 * (a - shrink * b * b);
-            let state = match (sp.margin_of, current) {
+            let state = match (margin_of, current) {
                 (Some(m), Some(c)) if usize::from(m) == c => c,
-                _ => usize::from(sp.state),
+                _ => usize::from(state),
             };
-            best[state] = best[state].max(ll);
-            lls.push((state, ll));
+            if let Some(x) = state_ll.get_mut(state) {
+                *x = x.max(ll);
+            }
         }
-        let mut sums: SmallVec<[(f32, u16); 8]> = std::iter::repeat_n((0.0, 0), n).collect();
-        for &(state, ll) in &lls {
-            sums[state].0 += (ll - best[state]).exp();
-            sums[state].1 += 1;
-        }
-        let mut state_ll: SmallVec<[f32; 8]> = SmallVec::with_capacity(n);
-        for s in 0..n {
-            let (sum, count) = sums[s];
-            state_ll.push(if count == 0 {
-                f32::NEG_INFINITY
-            } else {
-                best[s] + (sum / f32::from(count)).ln()
-            });
-        }
-        let top = state_ll.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let top = state_ll[..n]
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
         if !top.is_finite() {
             return;
         }
@@ -267,7 +287,9 @@ impl Rooms {
                 })
                 .collect();
             if !members.is_empty() {
-                groups.push(build_group(layout, &members, &outlines));
+                // `config` refuses larger groups; a hand-built layout is cut.
+                let members = &members[..members.len().min(MAX_AREAS)];
+                groups.push(build_group(layout, members, &outlines));
             }
         }
         Rooms { groups }
@@ -355,6 +377,8 @@ fn build_group(
     }
     let states = areas + usize::from(floor);
 
+    points.truncate(MAX_POINTS);
+    support.truncate(MAX_POINTS);
     let scanners = layout.scanners.len();
     let mut gain = Vec::with_capacity(points.len() * scanners);
     for p in &points {
@@ -430,14 +454,27 @@ fn build_group(
         }
     }
 
+    // Stored scanner-major for the evidence loop.
+    let mut by_scanner = vec![0.0f32; gain.len()];
+    for (i, row) in gain.chunks(scanners.max(1)).enumerate() {
+        for (s, g) in row.iter().enumerate() {
+            by_scanner[s * points.len() + i] = *g;
+        }
+    }
+    let point_state = support.iter().map(|sp| (sp.state, sp.margin_of)).collect();
+    let tick_seconds = layout.radio.tick.as_secs_f64();
+    #[allow(clippy::cast_possible_truncation)]
+    let leave_per_tick = (1.0 - (1.0 - MOVE_PER_SECOND).powf(tick_seconds)) as f32;
     Group {
         zones: members.iter().map(|(z, _, _)| *z).collect(),
         floor,
-        support,
-        gain,
+        gain: by_scanner,
+        point_state,
         scanners,
         moves,
         depends,
+        leave_per_tick,
+        tick_seconds,
     }
 }
 
@@ -630,7 +667,7 @@ mod tests {
             p = p2;
         }
         // Moving forward spreads some of it back.
-        g.predict(&mut p, 1.0);
+        g.predict(&mut p, 1);
         assert!(p[1] < 0.99 && p[1] > 0.8, "{p:?}");
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
@@ -660,11 +697,7 @@ mod tests {
         let g = &Rooms::new(&l).groups[0];
         assert!(g.floor);
         assert_eq!(g.zone(1), None);
-        assert!(g.support.iter().any(|s| s.margin_of == Some(0)));
-        assert!(
-            g.support
-                .iter()
-                .any(|s| s.state == 1 && s.margin_of.is_none())
-        );
+        assert!(g.point_state.iter().any(|s| s.1 == Some(0)));
+        assert!(g.point_state.iter().any(|s| s.0 == 1 && s.1.is_none()));
     }
 }

@@ -286,7 +286,8 @@ pub enum Membership {
     Outside,
 }
 
-/// Where a distance lies relative to `near` thresholds.
+/// Where a distance lies relative to `near` thresholds (or its logarithm
+/// relative to theirs).
 #[must_use]
 pub fn near_membership(distance_m: f64, enter_m: f64, exit_m: f64) -> Membership {
     if distance_m <= enter_m {

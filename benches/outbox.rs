@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use nearcast::channel::ChannelLimits;
 use nearcast::channel::{Adapter, Deliver, Outgoing, SendFuture, Worker};
-use nearcast::config::{ChannelLimits, Config};
+use nearcast::config::Config;
 use nearcast::core::campaign::{Ledger, Outcome};
 use nearcast::core::types::Timestamp;
 use nearcast::store::{SendResult, Store};

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use nearcast::app::{self, Clock, SystemClock};
+use nearcast::app;
+use nearcast::clock::{Clock, SystemClock};
 use nearcast::config::{self, Config};
 use nearcast::core::types::Timestamp;
 use nearcast::store::OutboxState;

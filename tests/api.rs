@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use nearcast::api::signature::{sign_hs256, sign_meta, sign_twilio};
 use nearcast::api::{self, Api};
-use nearcast::app::Clock;
-use nearcast::app::metrics::Metrics;
-use nearcast::config::{ApiConfig, Config, MetaWebhook, SecretRef};
+use nearcast::api::{ApiSettings, MetaWebhook};
+use nearcast::clock::Clock;
+use nearcast::config::Config;
 use nearcast::core::identity::{Hasher, Identity};
 use nearcast::core::types::Timestamp;
+use nearcast::credentials::SecretRef;
+use nearcast::metrics::Metrics;
 use nearcast::source::health::Health;
 use nearcast::store::Store;
 use serde_json::{Value, json};
@@ -69,7 +71,7 @@ async fn start() -> Harness {
     let (store, hasher) = common::store_with_customers(&config);
     drop(store);
     let db = config.daemon.database.clone();
-    let settings = ApiConfig {
+    let settings = ApiSettings {
         bind: "127.0.0.1:0".parse().unwrap(),
         token: Some(SecretRef::Env("API_TOKEN".into())),
         public_url: Some(PUBLIC.into()),

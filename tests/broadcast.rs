@@ -10,11 +10,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nearcast::app::Clock;
 use nearcast::app::broadcast::{
     BroadcastOptions, BroadcastSummary, ProgressStyle, Sink, broadcast,
 };
 use nearcast::channel::{Adapter, Deliver, Outgoing, SendFuture};
+use nearcast::clock::Clock;
 use nearcast::config::{self, Config};
 use nearcast::core::campaign::{Ledger, Reason};
 use nearcast::core::message::Variant;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nearcast::app::Clock;
+use nearcast::clock::Clock;
 use nearcast::core::types::Timestamp;
 
 /// Wall time that follows tokio's (paused) clock from a fixed start.

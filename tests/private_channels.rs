@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nearcast::app::Clock;
 use nearcast::app::broadcast::{BroadcastOptions, ProgressStyle, Sink, broadcast};
 use nearcast::channel::{Adapter, Deliver, Outgoing, SendFuture};
+use nearcast::clock::Clock;
 use nearcast::config;
 use nearcast::core::types::Timestamp;
 use nearcast::store::{OutboxState, SendResult};

@@ -11,13 +11,14 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nearcast::channel::http::{Client, RETRY_THROTTLED, RETRY_TRANSIENT, Secret};
-use nearcast::channel::{Deliver, Outgoing, twilio, vonage, webhook, whatsapp};
-use nearcast::config::{
-    SecretRef, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings,
+use nearcast::channel::http::{Client, RETRY_THROTTLED, RETRY_TRANSIENT};
+use nearcast::channel::{
+    Deliver, Outgoing, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings, twilio,
+    vonage, webhook, whatsapp,
 };
 use nearcast::core::message::{Rendered, Variant};
 use nearcast::core::types::Timestamp;
+use nearcast::credentials::{Secret, SecretRef};
 use nearcast::store::{OutboxItem, SendResult};
 use support::fixtures::*;
 use support::{Recorded, Reply, StandIn};

@@ -10,40 +10,34 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Clock, Counters};
-use crate::config::SourceConfig;
+use super::Counters;
+use crate::clock::Clock;
 use crate::core::guard::GuardStats;
 use crate::core::types::{Observation, Timestamp};
+use crate::source::SourceSettings;
 use crate::source::health::{Health, HealthSnapshot};
-use crate::source::{Feed, Now, ble, wifi};
-
-/// The clock as a live source reads it.
-#[must_use]
-pub fn now_fn(clock: Arc<dyn Clock>) -> Now {
-    Arc::new(move || clock.now())
-}
+use crate::source::{Feed, ble, wifi};
 
 /// Starts a live source feeding `tx`; `None` for the simulator and
 /// recordings, which are not live.
 #[must_use]
 pub fn spawn(
-    source: &SourceConfig,
+    source: &SourceSettings,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<Observation>,
 ) -> Option<(JoinHandle<()>, Arc<Health>)> {
-    let now = now_fn(clock);
     match source {
-        SourceConfig::Ble(b) => {
+        SourceSettings::Ble(b) => {
             let health = Arc::new(Health::new(format!("ble:{}", b.adapter)));
             let feed = Feed::new(tx, health.clone());
-            Some((tokio::spawn(ble::run(b.clone(), now, feed)), health))
+            Some((tokio::spawn(ble::run(b.clone(), clock, feed)), health))
         }
-        SourceConfig::Wifi(w) => {
+        SourceSettings::Wifi(w) => {
             let health = Arc::new(Health::new(format!("wifi:{}", w.backend.name())));
             let feed = Feed::new(tx, health.clone());
-            Some((tokio::spawn(wifi::run(w.clone(), now, feed)), health))
+            Some((tokio::spawn(wifi::run(w.clone(), clock, feed)), health))
         }
-        SourceConfig::Sim { .. } | SourceConfig::Replay { .. } => None,
+        SourceSettings::Sim { .. } | SourceSettings::Replay { .. } => None,
     }
 }
 

@@ -5,10 +5,8 @@
 //! reads the clock only through the `Clock` it is given.
 
 pub mod broadcast;
-pub mod clock;
 pub mod demo;
 pub mod live;
-pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod record;
@@ -28,7 +26,6 @@ use crate::core::identity::Hasher;
 use crate::core::types::Timestamp;
 use crate::store::{self, Store};
 
-pub use clock::{Clock, SystemClock};
 pub use pipeline::{Counters, Output, Pipeline};
 
 /// Errors a command can end with.
@@ -182,7 +179,7 @@ pub fn worker(
 
 /// Each configured channel's pace.
 #[must_use]
-pub fn limits(config: &Config) -> HashMap<String, crate::config::ChannelLimits> {
+pub fn limits(config: &Config) -> HashMap<String, crate::channel::ChannelLimits> {
     config
         .daemon
         .channels
@@ -203,7 +200,7 @@ pub fn adapters(
     let mut providers = None;
     for c in &config.daemon.channels {
         let adapter = match &c.adapter {
-            config::Adapter::Console => Arc::new(Console::new(
+            crate::channel::AdapterSettings::Console => Arc::new(Console::new(
                 console.clone(),
                 config.engine.rules.tz.clone(),
             )) as Adapter,

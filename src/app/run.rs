@@ -16,13 +16,16 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{Clock, Error, Output, database_path, open_database, worker};
+use super::{Error, Output, database_path, open_database, worker};
+use crate::channel::ChannelLimits;
 use crate::channel::{Adapter, Worker};
-use crate::config::{ChannelLimits, Config, SourceConfig};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::core::campaign::Outcome;
 use crate::core::clock_guard::{ClockGuard, Distrust};
 use crate::core::types::Observation;
 use crate::source::sim::{SimConfig, SimCustomer, Simulator};
+use crate::source::{SimSettings, SourceSettings};
 
 /// How many observations may wait between the sources and the pipeline;
 /// beyond that, new ones are dropped and counted (the radio keeps talking).
@@ -76,7 +79,7 @@ pub async fn run_with_reload(
     let api_hasher = hasher.clone();
     let mut pipeline = super::pipeline(&config, hasher, loaded, store);
     let mut worker = worker(&config, &db, console.clone())?;
-    let metrics = Arc::new(super::metrics::Metrics::default());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     worker.metrics = metrics.clone();
     let mut watcher = crate::store::Store::open(&db)?;
 
@@ -331,12 +334,12 @@ async fn drive(
 /// Binds the local API and serves it on its own task until the returned
 /// sender fires.
 async fn start_api(
-    settings: &crate::config::ApiConfig,
+    settings: &crate::api::ApiSettings,
     config: &Config,
     db: &std::path::Path,
     hasher: crate::core::identity::Hasher,
     clock: &Arc<dyn Clock>,
-    metrics: &Arc<super::metrics::Metrics>,
+    metrics: &Arc<crate::metrics::Metrics>,
     healths: &[Arc<crate::source::health::Health>],
 ) -> Result<
     (
@@ -359,7 +362,7 @@ async fn start_api(
         hasher,
         settings.clone(),
         config.daemon.channels.clone(),
-        Arc::new(crate::channel::http::ProcessEnv),
+        Arc::new(crate::credentials::ProcessEnv),
         clock.clone(),
         metrics.clone(),
         healths.to_vec(),
@@ -447,19 +450,19 @@ fn log_output(o: &Output<'_>) {
 
 /// Starts one source task feeding `tx`, paced by the wall clock.
 fn spawn_source(
-    source: SourceConfig,
+    source: SourceSettings,
     config: &Config,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<Observation>,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let layout = config.layout.clone();
     match source {
-        SourceConfig::Sim {
+        SourceSettings::Sim(SimSettings {
             shoppers_per_hour,
             seed,
             opted_in_share,
             customers,
-        } => {
+        }) => {
             let sim_customers = super::demo::sim_customers(&customers)?
                 .into_iter()
                 .map(|(_, c)| c)
@@ -497,7 +500,7 @@ fn spawn_source(
                 }
             }))
         }
-        SourceConfig::Replay { file } => {
+        SourceSettings::Replay { file } => {
             let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
             Ok(tokio::spawn(async move {
                 let mut reader =
@@ -514,7 +517,7 @@ fn spawn_source(
                 tracing::info!(file = %file.display(), stats = ?reader.stats(), "replay source finished");
             }))
         }
-        SourceConfig::Ble(_) | SourceConfig::Wifi(_) => {
+        SourceSettings::Ble(_) | SourceSettings::Wifi(_) => {
             Err(Error::Usage("live sources are started by app::live".into()))
         }
     }

@@ -17,13 +17,15 @@ use std::time::Duration;
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
-use super::{Clock, Error, database_path};
-use crate::config::{Config, SourceConfig};
+use super::{Error, database_path};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::core::advert::{self, DecodeStats, Frame};
 use crate::core::identity::{Hasher, Resolver};
 use crate::core::types::{BdAddr, Observation, ScannerIdx, Sighting, Timestamp};
 use crate::core::zones::Layout;
 use crate::source::Feed;
+use crate::source::SourceSettings;
 use crate::source::ble::{self, BleSettings};
 use crate::source::health::Health;
 use crate::store::{self, Store};
@@ -262,7 +264,7 @@ impl Table {
 fn layout_for(config: Option<&Config>, adapter: &str) -> (Arc<Layout>, ScannerIdx) {
     if let Some(c) = config {
         for s in &c.daemon.sources {
-            if let SourceConfig::Ble(b) = s
+            if let SourceSettings::Ble(b) = s
                 && b.adapter == adapter
             {
                 return (c.layout.clone(), b.scanner);
@@ -317,7 +319,7 @@ pub async fn scan(
     let mut settings = BleSettings::new(&opts.adapter, scanner);
     if let Some(c) = config {
         for s in &c.daemon.sources {
-            if let SourceConfig::Ble(b) = s
+            if let SourceSettings::Ble(b) = s
                 && b.adapter == opts.adapter
             {
                 settings = b.clone();
@@ -326,11 +328,7 @@ pub async fn scan(
     }
     let (tx, mut rx) = mpsc::channel::<Observation>(4096);
     let health = Arc::new(Health::new(format!("ble:{}", opts.adapter)));
-    let task = tokio::spawn(ble::run(
-        settings,
-        super::live::now_fn(clock.clone()),
-        Feed::new(tx, health),
-    ));
+    let task = tokio::spawn(ble::run(settings, clock.clone(), Feed::new(tx, health)));
     let io = |e: std::io::Error| Error::io(std::path::Path::new("<stdout>"), e);
     let deadline = opts
         .seconds

@@ -17,18 +17,45 @@
 //! reconciled by the worker, not here. `build_request` and `classify` are
 //! pure; `Twilio` only sends.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::{
-    self, Client, Env, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT, Secret,
-};
+use super::http::{self, Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
 use super::{Deliver, Outgoing, SendFuture};
-use crate::config::TwilioSettings;
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
+use crate::credentials::{Env, Secret, SecretRef};
 use crate::store::SendResult;
+
+/// Twilio Programmable Messaging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TwilioSettings {
+    /// `https://api.twilio.com` unless overridden.
+    pub base_url: String,
+    /// `AC…`: the account the messages are sent from.
+    pub account_sid: String,
+    /// `SK…`: an API key to authenticate with instead of the account SID.
+    pub api_key: Option<String>,
+    /// Auth token (or the API key's secret).
+    pub token: SecretRef,
+    /// Sender: E.164 number, alphanumeric sender id, or `whatsapp:+…`.
+    pub from: Option<String>,
+    /// `MG…`: a Messaging Service whose sender pool picks the sender.
+    pub messaging_service_sid: Option<String>,
+    /// WhatsApp through Twilio (`provider_channel = "whatsapp"`) rather than SMS/MMS.
+    pub whatsapp: bool,
+    /// Content template SIDs (`HX…`) by message id, for WhatsApp.
+    pub content_sids: BTreeMap<String, String>,
+    /// Free text on WhatsApp (see [`WhatsAppSettings::allow_text`]).
+    pub allow_text: bool,
+    /// Where Twilio posts delivery status.
+    pub status_callback: Option<String>,
+    /// Time a request may take.
+    pub timeout: Duration,
+}
 
 /// Twilio's longest `ValidityPeriod`, in seconds.
 const MAX_VALIDITY: i64 = 36_000;
@@ -251,8 +278,8 @@ fn meaning(code: i64) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SecretRef;
     use crate::core::message::{Rendered, TemplateCall};
+    use crate::credentials::SecretRef;
     use std::collections::BTreeMap;
     use std::time::Duration;
 

@@ -14,17 +14,61 @@
 //! `build_request` and `classify` are pure; `Vonage` only sends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::http::{
-    self, Client, Env, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT, Secret,
-};
+use super::http::{self, Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
 use super::{Deliver, Outgoing, SendFuture};
-use crate::config::{VonageChannel, VonageSettings};
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
+use crate::credentials::{Env, Secret, SecretRef};
 use crate::store::SendResult;
+
+/// Which of Vonage's channels a `vonage` channel uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VonageChannel {
+    /// SMS.
+    Sms,
+    /// MMS (US and Canada).
+    Mms,
+    /// WhatsApp.
+    WhatsApp,
+    /// Viber Business Messages.
+    Viber,
+}
+
+impl VonageChannel {
+    /// The Messages API's `channel` value.
+    #[must_use]
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            VonageChannel::Sms => "sms",
+            VonageChannel::Mms => "mms",
+            VonageChannel::WhatsApp => "whatsapp",
+            VonageChannel::Viber => "viber_service",
+        }
+    }
+}
+
+/// Vonage Messages API v1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VonageSettings {
+    /// `https://api.nexmo.com` unless overridden.
+    pub base_url: String,
+    /// API key (an account id, not a secret).
+    pub api_key: String,
+    /// API secret.
+    pub token: SecretRef,
+    /// Sender: number (digits), alphanumeric id (SMS), or Viber service id.
+    pub from: String,
+    /// Vonage channel.
+    pub channel: VonageChannel,
+    /// Free text on WhatsApp (see [`WhatsAppSettings::allow_text`]).
+    pub allow_text: bool,
+    /// Time a request may take.
+    pub timeout: Duration,
+}
 
 /// The Vonage adapter.
 pub struct Vonage {
@@ -231,8 +275,8 @@ fn meaning(code: u32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SecretRef;
     use crate::core::message::{Rendered, TemplateCall};
+    use crate::credentials::SecretRef;
     use std::time::Duration;
 
     fn settings(channel: VonageChannel) -> VonageSettings {

@@ -26,11 +26,22 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::http::{self, Client, Env, HttpRequest, HttpResponse, Secret};
+use super::http::{self, Client, HttpRequest, HttpResponse};
 use super::{Deliver, Outgoing, SendFuture};
-use crate::config::WebhookSettings;
 use crate::core::types::Timestamp;
+use crate::credentials::{Env, Secret, SecretRef};
 use crate::store::SendResult;
+
+/// JSON POST to the retailer's own system, signed with HMAC-SHA256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Where to post.
+    pub url: String,
+    /// The signing key.
+    pub token: SecretRef,
+    /// Time a request may take.
+    pub timeout: Duration,
+}
 
 /// The header carrying the signature.
 pub const SIGNATURE: &str = "X-Nearcast-Signature";
@@ -201,8 +212,8 @@ pub fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
 mod tests {
     use super::*;
     use crate::channel::http::{RETRY_THROTTLED, RETRY_TRANSIENT};
-    use crate::config::SecretRef;
     use crate::core::message::{Rendered, TemplateCall, Variant};
+    use crate::credentials::SecretRef;
 
     fn settings() -> WebhookSettings {
         WebhookSettings {

@@ -15,17 +15,35 @@
 //! `build_request` and `classify` are pure; `WhatsApp` only sends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::http::{
-    self, Client, Env, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT, Secret,
-};
+use super::http::{self, Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
 use super::{Deliver, Outgoing, SendFuture};
-use crate::config::WhatsAppSettings;
 use crate::core::message::{Rendered, TemplateCall, Variant};
 use crate::core::types::Timestamp;
+use crate::credentials::{Env, Secret, SecretRef};
 use crate::store::SendResult;
+
+/// WhatsApp Business Cloud API (Meta).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhatsAppSettings {
+    /// `https://graph.facebook.com` unless overridden (tests, demo stand-in).
+    pub base_url: String,
+    /// Graph API version, `v23.0`.
+    pub api_version: String,
+    /// The business phone number's id.
+    pub phone_number_id: String,
+    /// Access token (system user token).
+    pub token: SecretRef,
+    /// Send a message without a template as free text. Meta delivers free
+    /// text only inside a customer-initiated 24-hour window, which nearcast
+    /// does not track; outside it the answer (131047) falls over.
+    pub allow_text: bool,
+    /// Time a request may take.
+    pub timeout: Duration,
+}
 
 /// The WhatsApp Cloud API adapter.
 pub struct WhatsApp {
@@ -281,7 +299,7 @@ fn meaning(code: i64) -> Option<&'static str> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::SecretRef;
+    use crate::credentials::SecretRef;
     use crate::store::OutboxItem;
     use std::time::Duration;
 

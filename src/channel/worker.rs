@@ -24,8 +24,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use super::ChannelLimits;
 use super::{Adapter, Error, Outgoing};
-use crate::config::ChannelLimits;
 use crate::core::campaign::Engine;
 use crate::core::message::{Variant, Vars};
 use crate::core::types::{Timestamp, millis};
@@ -34,6 +34,38 @@ use crate::store::{OutboxItem, OutboxState, SendResult, Store};
 /// How long a misconfigured channel rests before it is tried again (a
 /// configuration reload tries it at once).
 pub const MISCONFIGURED_PAUSE: Duration = Duration::from_secs(300);
+
+/// Outbox worker settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// A claimed row is someone else's to retry after this long.
+    pub lease: Duration,
+    /// Rows claimed per round.
+    pub batch: u32,
+    /// How often the worker looks for due rows when idle.
+    pub poll: Duration,
+    /// Attempts before a message that keeps failing is given up (`dead`).
+    pub max_attempts: u32,
+    /// First wait after a failed attempt; it doubles with each attempt
+    /// (with jitter) up to `backoff_max`. A provider's `Retry-After` is
+    /// honoured when it asks for longer.
+    pub backoff_min: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> OutboxSettings {
+        OutboxSettings {
+            lease: Duration::from_secs(30),
+            batch: 32,
+            poll: Duration::from_secs(1),
+            max_attempts: 10,
+            backoff_min: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(900),
+        }
+    }
+}
 
 /// What one round did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,13 +118,13 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
-        let d = crate::config::OutboxConfig::default();
+        let d = OutboxSettings::default();
         RetryPolicy::from(&d)
     }
 }
 
-impl From<&crate::config::OutboxConfig> for RetryPolicy {
-    fn from(c: &crate::config::OutboxConfig) -> RetryPolicy {
+impl From<&OutboxSettings> for RetryPolicy {
+    fn from(c: &OutboxSettings) -> RetryPolicy {
         RetryPolicy {
             max_attempts: c.max_attempts,
             backoff_min: c.backoff_min,
@@ -219,7 +251,7 @@ pub struct Worker {
     /// Totals since start.
     pub totals: Report,
     /// Send outcomes and latency per channel, for `/healthz` and `/metrics`.
-    pub metrics: Arc<crate::app::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Limits for a channel the configuration does not pace (tests' adapters).

@@ -13,39 +13,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Source;
-use super::daemon::{Adapter, ChannelConfig};
-use super::providers::SecretRef;
-
-/// Where the API listens unless `bind` says otherwise: loopback only.
-pub const DEFAULT_BIND: &str = "127.0.0.1:8787";
-
-/// The local HTTP API.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiConfig {
-    /// Address to listen on (`127.0.0.1:8787` by default).
-    pub bind: SocketAddr,
-    /// Bearer token for the mutating `/v1` calls; without one they are refused.
-    pub token: Option<SecretRef>,
-    /// The URL the providers call this box at (behind a tunnel or proxy),
-    /// without the `/webhooks/…` path: Twilio signs the full URL.
-    pub public_url: Option<String>,
-    /// Meta's WhatsApp Cloud API webhook.
-    pub whatsapp: Option<MetaWebhook>,
-    /// Twilio's auth token for `X-Twilio-Signature` (defaults to the first
-    /// twilio channel's token).
-    pub twilio: Option<SecretRef>,
-    /// Vonage's signature secret for the JWT on its webhooks.
-    pub vonage: Option<SecretRef>,
-}
-
-/// Meta's webhook secrets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetaWebhook {
-    /// The app secret that keys `X-Hub-Signature-256`.
-    pub app_secret: SecretRef,
-    /// The token Meta echoes in its verification handshake.
-    pub verify_token: SecretRef,
-}
+use crate::api::{ApiSettings, DEFAULT_BIND, MetaWebhook};
+use crate::channel::{AdapterSettings, ChannelSettings};
+use crate::credentials::SecretRef;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,8 +117,8 @@ pub(super) fn build(
     src: &mut Source,
     api: Option<&Spanned<RawApi>>,
     hooks: Option<&Spanned<RawWebhooks>>,
-    channels: &[ChannelConfig],
-) -> Option<ApiConfig> {
+    channels: &[ChannelSettings],
+) -> Option<ApiSettings> {
     let Some(api) = api else {
         if let Some(h) = hooks {
             src.error(
@@ -196,7 +166,7 @@ pub(super) fn build(
         }
         v.trim_end_matches('/').to_owned()
     });
-    let mut config = ApiConfig {
+    let mut config = ApiSettings {
         bind,
         token,
         public_url,
@@ -253,7 +223,7 @@ pub(super) fn build(
     // Twilio signs with the account's auth token, which a twilio channel
     // already names: that is the default.
     let channel_token = channels.iter().find_map(|c| match &c.adapter {
-        Adapter::Twilio(t) => Some(t.token.clone()),
+        AdapterSettings::Twilio(t) => Some(t.token.clone()),
         _ => None,
     });
     config.twilio = match &h.twilio {

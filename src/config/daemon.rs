@@ -7,14 +7,16 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Dur, Source, valid_id};
+use super::{Dur, Source};
+use crate::channel::{ChannelSettings, OutboxSettings};
+use crate::clock::ClockSettings;
 use crate::core::guard::GuardConfig;
 use crate::core::identity::AppBeacons;
-use crate::core::message::Variant;
 use crate::core::types::Uuid128;
 use crate::core::zones::Layout;
 use crate::source::ble::BleSettings;
 use crate::source::wifi::{Backend, WifiSettings};
+use crate::source::{SimSettings, SourceSettings};
 
 /// Daemon settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,42 +26,21 @@ pub struct Daemon {
     /// Installation secret (identity hashing key); beside the database unless set.
     pub secret_file: Option<PathBuf>,
     /// Where observations come from.
-    pub sources: Vec<SourceConfig>,
+    pub sources: Vec<SourceSettings>,
     /// Delivery channels by name.
-    pub channels: Vec<ChannelConfig>,
+    pub channels: Vec<ChannelSettings>,
     /// Outbox worker settings.
-    pub outbox: OutboxConfig,
+    pub outbox: OutboxSettings,
     /// tracing filter (`RUST_LOG` syntax).
     pub log_filter: String,
     /// Privacy settings.
     pub privacy: Privacy,
     /// When the wall clock is trusted.
-    pub clock: ClockConfig,
+    pub clock: ClockSettings,
     /// Flood and junk guards before identity lookup (`[guard]`).
     pub guard: GuardConfig,
     /// The local HTTP API (`[api]`, `[webhooks.*]`); `None` when off.
-    pub api: Option<super::api::ApiConfig>,
-}
-
-/// When the wall clock is trusted (the box has no real-time clock).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClockConfig {
-    /// Wait for the kernel to report NTP synchronisation.
-    pub require_sync: bool,
-    /// A step larger than this (wall against monotonic) is a jump.
-    pub max_jump: Duration,
-    /// After a jump, trust again once steady this long.
-    pub settle: Duration,
-}
-
-impl Default for ClockConfig {
-    fn default() -> ClockConfig {
-        ClockConfig {
-            require_sync: true,
-            max_jump: Duration::from_secs(120),
-            settle: Duration::from_secs(60),
-        }
-    }
+    pub api: Option<crate::api::ApiSettings>,
 }
 
 /// Privacy settings: rotating app tokens and retention.
@@ -84,6 +65,16 @@ impl Default for Privacy {
 }
 
 impl Daemon {
+    /// The first simulator source, if any (the demo and `record` take
+    /// their shoppers from it).
+    #[must_use]
+    pub fn sim(&self) -> Option<&SimSettings> {
+        self.sources.iter().find_map(|s| match s {
+            SourceSettings::Sim(sim) => Some(sim),
+            _ => None,
+        })
+    }
+
     /// The secret file: configured, or `secret.key` beside `database`.
     #[must_use]
     pub fn secret_path(&self, database: &Path) -> PathBuf {
@@ -95,138 +86,6 @@ impl Daemon {
     }
 }
 
-/// A configured source of observations.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SourceConfig {
-    /// The built-in store simulator.
-    Sim {
-        /// Shoppers per hour.
-        shoppers_per_hour: u32,
-        /// Random seed.
-        seed: u64,
-        /// Share of shoppers who are enrolled customers.
-        opted_in_share: f64,
-        /// Enrolled customers' identities in clear (the demo's customers CSV).
-        customers: PathBuf,
-    },
-    /// A recording, replayed in real time.
-    Replay {
-        /// The JSON Lines file.
-        file: PathBuf,
-    },
-    /// A BlueZ adapter (`kind = "ble"`).
-    Ble(BleSettings),
-    /// Wi-Fi presence (`kind = "wifi"`).
-    Wifi(WifiSettings),
-}
-
-impl SourceConfig {
-    /// True for sources that listen to the store (BLE, Wi-Fi), as opposed
-    /// to the simulator and recordings.
-    #[must_use]
-    pub fn is_live(&self) -> bool {
-        matches!(self, SourceConfig::Ble(_) | SourceConfig::Wifi(_))
-    }
-}
-
-/// How a channel is delivered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Adapter {
-    /// Print to standard output (demos, dry runs).
-    Console,
-    /// WhatsApp Business Cloud API.
-    WhatsApp(super::providers::WhatsAppSettings),
-    /// Twilio Programmable Messaging (SMS, MMS, WhatsApp).
-    Twilio(super::providers::TwilioSettings),
-    /// Vonage Messages API (SMS, MMS, WhatsApp, Viber).
-    Vonage(super::providers::VonageSettings),
-    /// Signed JSON POST to the retailer's own system.
-    Webhook(super::providers::WebhookSettings),
-}
-
-/// A delivery channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChannelConfig {
-    /// Name customers' preferences refer to (`whatsapp`, `sms`, `mms`).
-    pub name: String,
-    /// Richest variant it carries.
-    pub variant: Variant,
-    /// Whether personal data (name, balance) may go over it.
-    pub private: bool,
-    /// Adapter.
-    pub adapter: Adapter,
-    /// How fast and how many at once messages go out on it.
-    pub limits: ChannelLimits,
-}
-
-/// A channel's pace: a token bucket (`rate` messages a second, at most
-/// `burst` at once after a quiet spell) and at most `concurrency` requests
-/// in flight. Providers throttle per sender; sending faster than they
-/// accept only earns 429s.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ChannelLimits {
-    /// Messages a second.
-    pub rate: f64,
-    /// Tokens the bucket holds.
-    pub burst: u32,
-    /// Requests in flight.
-    pub concurrency: u32,
-}
-
-impl Eq for ChannelLimits {}
-
-impl ChannelLimits {
-    /// Defaults: a console prints as fast as it is asked; a provider gets
-    /// 10 messages a second, one at a time after a lull, 4 in flight.
-    #[must_use]
-    pub fn default_for(adapter: &Adapter) -> ChannelLimits {
-        match adapter {
-            Adapter::Console => ChannelLimits {
-                rate: 1000.0,
-                burst: 1000,
-                concurrency: 1,
-            },
-            _ => ChannelLimits {
-                rate: 10.0,
-                burst: 1,
-                concurrency: 4,
-            },
-        }
-    }
-}
-
-/// Outbox worker settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutboxConfig {
-    /// A claimed row is someone else's to retry after this long.
-    pub lease: Duration,
-    /// Rows claimed per round.
-    pub batch: u32,
-    /// How often the worker looks for due rows when idle.
-    pub poll: Duration,
-    /// Attempts before a message that keeps failing is given up (`dead`).
-    pub max_attempts: u32,
-    /// First wait after a failed attempt; it doubles with each attempt
-    /// (with jitter) up to `backoff_max`. A provider's `Retry-After` is
-    /// honoured when it asks for longer.
-    pub backoff_min: Duration,
-    /// Longest wait between attempts.
-    pub backoff_max: Duration,
-}
-
-impl Default for OutboxConfig {
-    fn default() -> OutboxConfig {
-        OutboxConfig {
-            lease: Duration::from_secs(30),
-            batch: 32,
-            poll: Duration::from_secs(1),
-            max_attempts: 10,
-            backoff_min: Duration::from_secs(2),
-            backoff_max: Duration::from_secs(900),
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
@@ -234,7 +93,7 @@ struct Raw {
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
     #[serde(default)]
-    channels: BTreeMap<String, Spanned<RawChannel>>,
+    channels: BTreeMap<String, Spanned<super::providers::RawChannel>>,
     #[serde(default)]
     outbox: RawOutbox,
     #[serde(default)]
@@ -351,41 +210,6 @@ fn default_shoppers() -> u32 {
     120
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawChannel {
-    adapter: Spanned<String>,
-    variant: Option<Spanned<String>>,
-    rate: Option<Spanned<f64>>,
-    burst: Option<Spanned<u32>>,
-    concurrency: Option<Spanned<u32>>,
-    private: Option<bool>,
-    // Provider settings, checked per adapter in `providers`.
-    pub(super) base_url: Option<Spanned<String>>,
-    pub(super) api_version: Option<Spanned<String>>,
-    pub(super) phone_number_id: Option<Spanned<String>>,
-    pub(super) account_sid: Option<Spanned<String>>,
-    pub(super) api_key: Option<Spanned<String>>,
-    pub(super) from: Option<Spanned<String>>,
-    pub(super) messaging_service_sid: Option<Spanned<String>>,
-    pub(super) content_sids: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
-    pub(super) provider_channel: Option<Spanned<String>>,
-    pub(super) allow_text: Option<Spanned<bool>>,
-    pub(super) status_callback: Option<Spanned<String>>,
-    pub(super) url: Option<Spanned<String>>,
-    pub(super) token_env: Option<Spanned<String>>,
-    pub(super) token_file: Option<Spanned<String>>,
-    pub(super) timeout: Option<Spanned<Dur>>,
-    // Secrets written inline: read only to be refused with a hint.
-    pub(super) token: Option<Spanned<toml::Value>>,
-    pub(super) auth_token: Option<Spanned<toml::Value>>,
-    pub(super) access_token: Option<Spanned<toml::Value>>,
-    pub(super) api_secret: Option<Spanned<toml::Value>>,
-    pub(super) secret: Option<Spanned<toml::Value>>,
-    pub(super) password: Option<Spanned<toml::Value>>,
-    pub(super) signing_key: Option<Spanned<toml::Value>>,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawOutbox {
@@ -408,15 +232,6 @@ impl Default for RawLog {
         RawLog {
             filter: "info".into(),
         }
-    }
-}
-
-/// The variant a channel carries when config doesn't say.
-fn default_variant(name: &str) -> Variant {
-    match name {
-        "whatsapp" | "viber" | "messenger" | "rcs" => Variant::Rich,
-        "mms" => Variant::Medium,
-        _ => Variant::Plain,
     }
 }
 
@@ -449,12 +264,12 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
                     );
                     continue;
                 };
-                sources.push(SourceConfig::Sim {
+                sources.push(SourceSettings::Sim(SimSettings {
                     shoppers_per_hour: s.shoppers_per_hour.unwrap_or_else(default_shoppers),
                     seed: s.seed.unwrap_or(0),
                     opted_in_share: share,
                     customers: rel(customers),
-                });
+                }));
             }
             "replay" => {
                 refuse_keys(src, &s, &["file"]);
@@ -462,17 +277,17 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
                     src.error(s.kind.span(), "a replay source needs `file`", None);
                     continue;
                 };
-                sources.push(SourceConfig::Replay { file: rel(file) });
+                sources.push(SourceSettings::Replay { file: rel(file) });
             }
             "ble" => {
                 refuse_keys(src, &s, BLE_KEYS);
                 if let Some(b) = ble_source(src, &s, layout) {
-                    sources.push(SourceConfig::Ble(b));
+                    sources.push(SourceSettings::Ble(b));
                 }
             }
             "wifi" => {
                 if let Some(w) = wifi_source(src, &s, &rel) {
-                    sources.push(SourceConfig::Wifi(w));
+                    sources.push(SourceSettings::Wifi(w));
                 }
             }
             other => src.error(
@@ -483,86 +298,9 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
         }
     }
 
-    let mut channels = Vec::new();
-    for (name, ch) in &raw.channels {
-        if !valid_id(name) {
-            src.error(
-                ch.span(),
-                format!("channel name `{name}` must be lowercase letters, digits, `-` or `_`"),
-                None,
-            );
-        }
-        let c = ch.get_ref();
-        let adapter = match c.adapter.get_ref().as_str() {
-            "console" => {
-                super::providers::check_keys("console", c, name, src);
-                Adapter::Console
-            }
-            "whatsapp" | "twilio" | "vonage" | "webhook" => {
-                super::providers::build(&c.adapter, c, name, src).unwrap_or(Adapter::Console)
-            }
-            other => {
-                src.error(
-                    c.adapter.span(),
-                    format!("unknown adapter `{other}`"),
-                    Some("this build knows: console, whatsapp, twilio, vonage, webhook".into()),
-                );
-                Adapter::Console
-            }
-        };
-        let variant = match &c.variant {
-            None => default_variant(name),
-            Some(v) => Variant::parse(v.get_ref()).unwrap_or_else(|| {
-                src.error(
-                    v.span(),
-                    format!("unknown variant `{}`", v.get_ref()),
-                    Some("one of: rich, medium, plain".into()),
-                );
-                Variant::Plain
-            }),
-        };
-        let mut limits = ChannelLimits::default_for(&adapter);
-        if let Some(r) = &c.rate {
-            if r.get_ref().is_finite() && *r.get_ref() > 0.0 {
-                limits.rate = *r.get_ref();
-            } else {
-                src.error(
-                    r.span(),
-                    format!(
-                        "rate must be above 0 messages a second, not {}",
-                        r.get_ref()
-                    ),
-                    Some("e.g. rate = 10.0; the provider's per-sender limit is the ceiling".into()),
-                );
-            }
-        }
-        for (v, field, what) in [
-            (&c.burst, &mut limits.burst, "burst"),
-            (&c.concurrency, &mut limits.concurrency, "concurrency"),
-        ] {
-            if let Some(v) = v {
-                if (1..=256).contains(v.get_ref()) {
-                    *field = *v.get_ref();
-                } else {
-                    src.error(
-                        v.span(),
-                        format!("{what} must be between 1 and 256, not {}", v.get_ref()),
-                        None,
-                    );
-                }
-            }
-        }
-        channels.push(ChannelConfig {
-            name: name.clone(),
-            variant,
-            private: c.private.unwrap_or(true),
-            adapter,
-            limits,
-        });
-    }
-
-    let defaults = OutboxConfig::default();
-    let outbox = OutboxConfig {
+    let channels = super::channels::build(&raw.channels, src);
+    let defaults = OutboxSettings::default();
+    let outbox = OutboxSettings {
         lease: raw.outbox.lease.map_or(defaults.lease, |d| d.0),
         batch: raw.outbox.batch.unwrap_or(defaults.batch).clamp(1, 1000),
         poll: raw.outbox.poll.map_or(defaults.poll, |d| d.0),
@@ -645,8 +383,8 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
     if src.errors.len() > before {
         return None;
     }
-    let clock_defaults = ClockConfig::default();
-    let clock = ClockConfig {
+    let clock_defaults = ClockSettings::default();
+    let clock = ClockSettings {
         require_sync: raw
             .clock
             .require_sync
@@ -917,13 +655,13 @@ mod tests {
              [guard]\nmax_identities = 2\n",
         );
         let c = r.unwrap_or_else(|e| panic!("{e}"));
-        let live: Vec<&SourceConfig> = c.daemon.sources.iter().filter(|s| s.is_live()).collect();
-        let SourceConfig::Ble(b) = live[0] else {
+        let live: Vec<&SourceSettings> = c.daemon.sources.iter().filter(|s| s.is_live()).collect();
+        let SourceSettings::Ble(b) = live[0] else {
             panic!("{live:?}")
         };
         assert_eq!((b.adapter.as_str(), b.scanner.0), ("hci1", 1));
         assert_eq!(b.silence, std::time::Duration::from_secs(120));
-        let SourceConfig::Wifi(w) = live[1] else {
+        let SourceSettings::Wifi(w) = live[1] else {
             panic!("{live:?}")
         };
         assert_eq!(
@@ -933,7 +671,7 @@ mod tests {
                 ping_every: std::time::Duration::from_secs(10)
             }
         );
-        let SourceConfig::Wifi(w) = live[2] else {
+        let SourceSettings::Wifi(w) = live[2] else {
             panic!("{live:?}")
         };
         assert_eq!(w.seen_every, std::time::Duration::from_secs(10));

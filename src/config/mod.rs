@@ -8,6 +8,7 @@
 
 mod api;
 mod campaigns;
+mod channels;
 mod daemon;
 mod providers;
 mod zones;
@@ -23,13 +24,7 @@ use serde::{Deserialize, Deserializer};
 use crate::core::campaign::Engine;
 use crate::core::zones::Layout;
 
-pub use api::{ApiConfig, DEFAULT_BIND, MetaWebhook};
-pub use daemon::{
-    Adapter, ChannelConfig, ChannelLimits, ClockConfig, Daemon, OutboxConfig, Privacy, SourceConfig,
-};
-pub use providers::{
-    SecretRef, TwilioSettings, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings,
-};
+pub use daemon::{Daemon, Privacy};
 
 /// The file names in a config directory.
 pub const DAEMON_FILE: &str = "nearcast.toml";

@@ -11,121 +11,50 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
 use toml::Spanned;
 
-use super::Source;
-use super::daemon::RawChannel;
+use super::{Dur, Source};
+use crate::channel::{
+    AdapterSettings, TwilioSettings, VonageChannel, VonageSettings, WebhookSettings,
+    WhatsAppSettings,
+};
+use crate::credentials::SecretRef;
 
-/// Where a secret comes from. Never the config file itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretRef {
-    /// An environment variable's name (`token_env`).
-    Env(String),
-    /// A file (`token_file`); a relative path is a systemd credential name,
-    /// resolved against `$CREDENTIALS_DIRECTORY`.
-    File(PathBuf),
-}
-
-/// WhatsApp Business Cloud API (Meta).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WhatsAppSettings {
-    /// `https://graph.facebook.com` unless overridden (tests, demo stand-in).
-    pub base_url: String,
-    /// Graph API version, `v23.0`.
-    pub api_version: String,
-    /// The business phone number's id.
-    pub phone_number_id: String,
-    /// Access token (system user token).
-    pub token: SecretRef,
-    /// Send a message without a template as free text. Meta delivers free
-    /// text only inside a customer-initiated 24-hour window, which nearcast
-    /// does not track; outside it the answer (131047) falls over.
-    pub allow_text: bool,
-    /// Time a request may take.
-    pub timeout: Duration,
-}
-
-/// Twilio Programmable Messaging.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TwilioSettings {
-    /// `https://api.twilio.com` unless overridden.
-    pub base_url: String,
-    /// `AC…`: the account the messages are sent from.
-    pub account_sid: String,
-    /// `SK…`: an API key to authenticate with instead of the account SID.
-    pub api_key: Option<String>,
-    /// Auth token (or the API key's secret).
-    pub token: SecretRef,
-    /// Sender: E.164 number, alphanumeric sender id, or `whatsapp:+…`.
-    pub from: Option<String>,
-    /// `MG…`: a Messaging Service whose sender pool picks the sender.
-    pub messaging_service_sid: Option<String>,
-    /// WhatsApp through Twilio (`provider_channel = "whatsapp"`) rather than SMS/MMS.
-    pub whatsapp: bool,
-    /// Content template SIDs (`HX…`) by message id, for WhatsApp.
-    pub content_sids: BTreeMap<String, String>,
-    /// Free text on WhatsApp (see [`WhatsAppSettings::allow_text`]).
-    pub allow_text: bool,
-    /// Where Twilio posts delivery status.
-    pub status_callback: Option<String>,
-    /// Time a request may take.
-    pub timeout: Duration,
-}
-
-/// Which of Vonage's channels a `vonage` channel uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VonageChannel {
-    /// SMS.
-    Sms,
-    /// MMS (US and Canada).
-    Mms,
-    /// WhatsApp.
-    WhatsApp,
-    /// Viber Business Messages.
-    Viber,
-}
-
-impl VonageChannel {
-    /// The Messages API's `channel` value.
-    #[must_use]
-    pub fn wire_name(self) -> &'static str {
-        match self {
-            VonageChannel::Sms => "sms",
-            VonageChannel::Mms => "mms",
-            VonageChannel::WhatsApp => "whatsapp",
-            VonageChannel::Viber => "viber_service",
-        }
-    }
-}
-
-/// Vonage Messages API v1.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VonageSettings {
-    /// `https://api.nexmo.com` unless overridden.
-    pub base_url: String,
-    /// API key (an account id, not a secret).
-    pub api_key: String,
-    /// API secret.
-    pub token: SecretRef,
-    /// Sender: number (digits), alphanumeric id (SMS), or Viber service id.
-    pub from: String,
-    /// Vonage channel.
-    pub channel: VonageChannel,
-    /// Free text on WhatsApp (see [`WhatsAppSettings::allow_text`]).
-    pub allow_text: bool,
-    /// Time a request may take.
-    pub timeout: Duration,
-}
-
-/// JSON POST to the retailer's own system, signed with HMAC-SHA256.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebhookSettings {
-    /// Where to post.
-    pub url: String,
-    /// The signing key.
-    pub token: SecretRef,
-    /// Time a request may take.
-    pub timeout: Duration,
+/// One `[channels.NAME]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChannel {
+    pub(super) adapter: Spanned<String>,
+    pub(super) variant: Option<Spanned<String>>,
+    pub(super) rate: Option<Spanned<f64>>,
+    pub(super) burst: Option<Spanned<u32>>,
+    pub(super) concurrency: Option<Spanned<u32>>,
+    pub(super) private: Option<bool>,
+    // Provider settings, checked per adapter in `providers`.
+    pub(super) base_url: Option<Spanned<String>>,
+    pub(super) api_version: Option<Spanned<String>>,
+    pub(super) phone_number_id: Option<Spanned<String>>,
+    pub(super) account_sid: Option<Spanned<String>>,
+    pub(super) api_key: Option<Spanned<String>>,
+    pub(super) from: Option<Spanned<String>>,
+    pub(super) messaging_service_sid: Option<Spanned<String>>,
+    pub(super) content_sids: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub(super) provider_channel: Option<Spanned<String>>,
+    pub(super) allow_text: Option<Spanned<bool>>,
+    pub(super) status_callback: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) token_env: Option<Spanned<String>>,
+    pub(super) token_file: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<Dur>>,
+    // Secrets written inline: read only to be refused with a hint.
+    pub(super) token: Option<Spanned<toml::Value>>,
+    pub(super) auth_token: Option<Spanned<toml::Value>>,
+    pub(super) access_token: Option<Spanned<toml::Value>>,
+    pub(super) api_secret: Option<Spanned<toml::Value>>,
+    pub(super) secret: Option<Spanned<toml::Value>>,
+    pub(super) password: Option<Spanned<toml::Value>>,
+    pub(super) signing_key: Option<Spanned<toml::Value>>,
 }
 
 /// Key names that would put a secret into the file.
@@ -245,7 +174,7 @@ pub(super) fn build(
     c: &RawChannel,
     name: &str,
     src: &mut Source,
-) -> Option<super::Adapter> {
+) -> Option<AdapterSettings> {
     let before = src.errors.len();
     check_keys(adapter.get_ref(), c, name, src);
     let need = |src: &mut Source, key: &str, example: &str| {
@@ -363,7 +292,7 @@ pub(super) fn build(
                 }
             };
             token.map(|token| {
-                super::Adapter::WhatsApp(WhatsAppSettings {
+                AdapterSettings::WhatsApp(WhatsAppSettings {
                     base_url,
                     api_version,
                     phone_number_id,
@@ -449,7 +378,7 @@ pub(super) fn build(
             }
             let status_callback = c.status_callback.as_ref().map(|v| url(src, v));
             token.map(|token| {
-                super::Adapter::Twilio(TwilioSettings {
+                AdapterSettings::Twilio(TwilioSettings {
                     base_url,
                     account_sid,
                     api_key,
@@ -530,7 +459,7 @@ pub(super) fn build(
                 }
             };
             token.map(|token| {
-                super::Adapter::Vonage(VonageSettings {
+                AdapterSettings::Vonage(VonageSettings {
                     base_url,
                     api_key,
                     token,
@@ -550,7 +479,7 @@ pub(super) fn build(
                 }
             };
             token.map(|token| {
-                super::Adapter::Webhook(WebhookSettings {
+                AdapterSettings::Webhook(WebhookSettings {
                     url: target,
                     token,
                     timeout,
@@ -623,11 +552,10 @@ fn is_api_version(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Adapter;
     use super::*;
 
     /// Builds `nearcast.toml` text; the errors as `line:column: message | hint`.
-    fn load(channels: &str) -> (Vec<Adapter>, Vec<String>) {
+    fn load(channels: &str) -> (Vec<AdapterSettings>, Vec<String>) {
         let text = format!("[database]\npath = \"x.db\"\n\n{channels}");
         let mut src = Source::inline("nearcast.toml", &text);
         let daemon =
@@ -689,12 +617,12 @@ token_file = "/etc/credstore/crm"
         assert_eq!(
             adapters,
             [
-                Adapter::Webhook(WebhookSettings {
+                AdapterSettings::Webhook(WebhookSettings {
                     url: "https://crm.example.com/nearcast".into(),
                     token: SecretRef::File("/etc/credstore/crm".into()),
                     timeout: Duration::from_secs(10),
                 }),
-                Adapter::Twilio(TwilioSettings {
+                AdapterSettings::Twilio(TwilioSettings {
                     base_url: "https://api.twilio.com".into(),
                     account_sid: "AC0123456789abcdef0123456789abcdef".into(),
                     api_key: None,
@@ -707,7 +635,7 @@ token_file = "/etc/credstore/crm"
                     status_callback: None,
                     timeout: Duration::from_secs(5),
                 }),
-                Adapter::Twilio(TwilioSettings {
+                AdapterSettings::Twilio(TwilioSettings {
                     base_url: "https://api.twilio.com".into(),
                     account_sid: "AC0123456789abcdef0123456789abcdef".into(),
                     api_key: None,
@@ -724,7 +652,7 @@ token_file = "/etc/credstore/crm"
                     status_callback: None,
                     timeout: Duration::from_secs(10),
                 }),
-                Adapter::Vonage(VonageSettings {
+                AdapterSettings::Vonage(VonageSettings {
                     base_url: "https://api.nexmo.com".into(),
                     api_key: "abcd1234".into(),
                     token: SecretRef::Env("VONAGE_SECRET".into()),
@@ -733,7 +661,7 @@ token_file = "/etc/credstore/crm"
                     allow_text: false,
                     timeout: Duration::from_secs(10),
                 }),
-                Adapter::WhatsApp(WhatsAppSettings {
+                AdapterSettings::WhatsApp(WhatsAppSettings {
                     base_url: "https://graph.facebook.com".into(),
                     api_version: "v23.0".into(),
                     phone_number_id: "106540352242922".into(),

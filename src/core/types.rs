@@ -431,6 +431,27 @@ string_id!(
     ChannelName
 );
 
+/// A stable numeric key for a customer (the registry's row id), used on the
+/// hot path instead of the retailer's string id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CustomerKey(pub u32);
+
+/// Why an identity string (customers file, API enrolment) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The kind before the first `:` is not one nearcast knows.
+    #[error("unknown identity kind `{0}` (expected ibeacon, altbeacon, eddystone-uid or mac)")]
+    UnknownKind(String),
+    /// The kind is known but the fields after it are malformed.
+    #[error("malformed {kind} identity: expected `{expected}`")]
+    Malformed {
+        /// The identity kind.
+        kind: &'static str,
+        /// The form expected.
+        expected: &'static str,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

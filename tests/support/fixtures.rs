@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use nearcast::config::{SecretRef, TwilioSettings, WhatsAppSettings};
+use nearcast::channel::{TwilioSettings, WhatsAppSettings};
 use nearcast::core::message::{Rendered, TemplateCall, Variant};
 use nearcast::core::types::Timestamp;
+use nearcast::credentials::SecretRef;
 use nearcast::store::{OutboxItem, SendResult};
 
 use super::{Recorded, Reply};

@@ -17,9 +17,10 @@ use std::time::Duration;
 use tokio::net::UnixDatagram;
 
 use super::{Ended, Roster, report, seen_all, up};
+use crate::clock::Clock;
 use crate::core::types::{BdAddr, WifiKind};
+use crate::source::Feed;
 use crate::source::health::Backoff;
-use crate::source::{Feed, Now};
 
 const SOURCE: &str = "hostapd";
 /// hostapd answers in milliseconds; a request not answered in this long
@@ -111,7 +112,7 @@ pub(crate) async fn session(
     control: &Path,
     ping_every: Duration,
     seen_every: Duration,
-    now: &Now,
+    clock: &dyn Clock,
     feed: &Feed,
     roster: &mut Roster,
     backoff: &mut Backoff,
@@ -128,7 +129,7 @@ pub(crate) async fn session(
         Err(_) => return Ended::Down("hostapd control socket unavailable"),
     };
     // Stations that left while we were away leave now; new ones join.
-    let at = now();
+    let at = clock.now();
     for (kind, mac) in roster.replace(list) {
         if !report(feed, SOURCE, at, kind, mac) {
             return Ended::Closed;
@@ -147,13 +148,13 @@ pub(crate) async fn session(
                 let msg = String::from_utf8_lossy(&buf[..n]);
                 let Some((kind, mac)) = parse_event(&msg) else { continue };
                 if roster.set(mac, kind == WifiKind::Joined).is_some()
-                    && !report(feed, SOURCE, now(), kind, mac)
+                    && !report(feed, SOURCE, clock.now(), kind, mac)
                 {
                     break Ended::Closed;
                 }
             }
             _ = seen.tick() => {
-                if !seen_all(feed, SOURCE, now(), roster) {
+                if !seen_all(feed, SOURCE, clock.now(), roster) {
                     break Ended::Closed;
                 }
             }

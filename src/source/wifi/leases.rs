@@ -17,9 +17,10 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::{Ended, Roster, report, seen_all, up};
+use crate::clock::Clock;
 use crate::core::types::{BdAddr, Timestamp};
+use crate::source::Feed;
 use crate::source::health::{Backoff, Health};
-use crate::source::{Feed, Now};
 
 const SOURCE: &str = "leases";
 
@@ -65,7 +66,7 @@ pub(crate) async fn session(
     file: &Path,
     poll: Duration,
     seen_every: Duration,
-    now: &Now,
+    clock: &dyn Clock,
     feed: &Feed,
     roster: &mut Roster,
     backoff: &mut Backoff,
@@ -107,7 +108,7 @@ pub(crate) async fn session(
             started = true;
             up(feed, backoff, SOURCE);
         }
-        let at = now();
+        let at = clock.now();
         for (kind, mac) in roster.replace(present(&leases, at)) {
             if !report(feed, SOURCE, at, kind, mac) {
                 return Ended::Closed;

@@ -21,10 +21,12 @@ pub mod neighbours;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::Feed;
 use super::health::{Backoff, Health};
-use super::{Feed, Now};
+use crate::clock::Clock;
 use crate::core::types::{BdAddr, Observation, Timestamp, WifiKind, WifiPresence};
 
 /// Which backend, with its settings.
@@ -182,7 +184,7 @@ pub(crate) enum Ended {
 
 /// Runs the configured backend until the pipeline goes away; retries with
 /// backoff whatever happens to the AP, the socket or the file.
-pub async fn run(settings: WifiSettings, now: Now, feed: Feed) {
+pub async fn run(settings: WifiSettings, clock: Arc<dyn Clock>, feed: Feed) {
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
     let mut roster = Roster::default();
     let name = settings.backend.name();
@@ -196,7 +198,7 @@ pub async fn run(settings: WifiSettings, now: Now, feed: Feed) {
                     control,
                     *ping_every,
                     settings.seen_every,
-                    &now,
+                    &*clock,
                     &feed,
                     &mut roster,
                     &mut backoff,
@@ -211,7 +213,7 @@ pub async fn run(settings: WifiSettings, now: Now, feed: Feed) {
                     interface.as_deref(),
                     *stale_after,
                     settings.seen_every,
-                    &now,
+                    &*clock,
                     &feed,
                     &mut roster,
                     &mut backoff,
@@ -223,7 +225,7 @@ pub async fn run(settings: WifiSettings, now: Now, feed: Feed) {
                     file,
                     *poll,
                     settings.seen_every,
-                    &now,
+                    &*clock,
                     &feed,
                     &mut roster,
                     &mut backoff,

@@ -24,9 +24,10 @@ use rtnetlink::packet_route::neighbour::{
 };
 
 use super::{Ended, Roster, report, seen_all, up};
+use crate::clock::Clock;
 use crate::core::types::{BdAddr, Timestamp};
+use crate::source::Feed;
 use crate::source::health::{Backoff, Health};
-use crate::source::{Feed, Now};
 
 const SOURCE: &str = "neighbours";
 
@@ -173,7 +174,7 @@ pub(crate) async fn session(
     interface: Option<&str>,
     stale_after: Duration,
     seen_every: Duration,
-    now: &Now,
+    clock: &dyn Clock,
     feed: &Feed,
     roster: &mut Roster,
     backoff: &mut Backoff,
@@ -203,7 +204,7 @@ pub(crate) async fn session(
         };
         let mut table = NeighbourTable::new(stale_after);
         let mut dump = handle.neighbours().get().execute();
-        let at = now();
+        let at = clock.now();
         loop {
             match dump.try_next().await {
                 Ok(Some(msg)) => {
@@ -222,7 +223,7 @@ pub(crate) async fn session(
         let mut seen = tokio::time::interval(seen_every.max(Duration::from_millis(100)));
         seen.tick().await;
         loop {
-            let t = now();
+            let t = clock.now();
             let wait = table
                 .next_deadline(t)
                 .map_or(Duration::from_secs(3600), |d| d.since(t));
@@ -230,7 +231,7 @@ pub(crate) async fn session(
                 got = messages.next() => {
                     let Some((msg, _)) = got else { return Ended::Down("netlink socket closed") };
                     Health::bump(&feed.health.events);
-                    let t = now();
+                    let t = clock.now();
                     match msg.payload {
                         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
                             if let Some((key, mac, class)) = parse(&n, ifindex) {
@@ -249,13 +250,13 @@ pub(crate) async fn session(
                     }
                 }
                 _ = seen.tick() => {
-                    let t = now();
+                    let t = clock.now();
                     if !sync(&table, roster, t, feed) || !seen_all(feed, SOURCE, t, roster) {
                         return Ended::Closed;
                     }
                 }
                 () = tokio::time::sleep(wait) => {
-                    if !sync(&table, roster, now(), feed) {
+                    if !sync(&table, roster, clock.now(), feed) {
                         return Ended::Closed;
                     }
                 }

@@ -5,6 +5,7 @@
 //! reads the clock only through the `Clock` it is given.
 
 pub mod broadcast;
+pub mod cli;
 pub mod demo;
 pub mod live;
 pub mod output;
@@ -54,6 +55,24 @@ pub enum Error {
     /// Anything else a command refuses, with what to do.
     #[error("{0}")]
     Usage(String),
+    /// The configuration a command needs was refused.
+    #[error("configuration refused:\n{0}")]
+    Refused(config::Errors),
+    /// An operating-system call failed while doing `what`.
+    #[error("{what}")]
+    Context {
+        /// What was being done.
+        what: String,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// An operating-system call failed (the runtime, a socket, standard
+    /// output).
+    #[error(transparent)]
+    Os(std::io::Error),
+    /// JSON output could not be written.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
 }
 
 impl Error {

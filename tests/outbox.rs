@@ -536,3 +536,46 @@ fn a_read_message_without_a_purchase_gets_one_follow_up_a_day_later() {
     }
     assert!(buf.take().is_empty());
 }
+
+#[test]
+fn a_follow_up_past_the_weekly_cap_is_suppressed_with_the_caps_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = CAMPAIGNS
+        .replace(
+            "max_messages_per_day = 3",
+            "max_messages_per_day = 3\nmax_messages_per_week = 1",
+        )
+        .replace(
+            "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"",
+            "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"\n\
+             follow_up = { message = \"offer\", after = \"24h\" }",
+        );
+    let config = config_dir(dir.path(), &campaigns);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0));
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    assert_eq!(rt().block_on(w.run_once(at(10, 0, 3))).unwrap().sent, 1);
+    let id = w.store().outbox_rows(None, 10).unwrap()[0].id;
+    status(
+        &config,
+        &format!("console-{id}"),
+        nearcast::store::DeliveryStatus::Read,
+        at(10, 5, 0),
+    );
+    // Thursday, the same week: Anna's one message this week was the welcome.
+    let r = rt()
+        .block_on(w.run_once(Timestamp(at(10, 5, 1).0 + 86_400_000)))
+        .unwrap();
+    assert_eq!((r.follow_ups, r.sent), (0, 0));
+    let reasons: Vec<(String, Option<String>)> =
+        rusqlite::Connection::open(&config.daemon.database)
+            .unwrap()
+            .prepare("SELECT outcome, reason FROM decisions WHERE event = 'follow_up'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(reasons, [("suppressed".into(), Some("cap_week".into()))]);
+}

@@ -29,7 +29,7 @@ use super::{Adapter, Error, Outgoing};
 use crate::core::campaign::Engine;
 use crate::core::message::{Variant, Vars};
 use crate::core::types::{Timestamp, millis};
-use crate::store::{OutboxItem, OutboxState, SendResult, Store};
+use crate::store::{FollowUpResult, OutboxItem, OutboxState, SendResult, Store};
 
 /// How long a misconfigured channel rests before it is tried again (a
 /// configuration reload tries it at once).
@@ -607,58 +607,32 @@ impl Worker {
         Ok(())
     }
 
-    /// Decides the follow-ups that are due: messages of a campaign with a
-    /// `follow_up`, read between one day and nothing before `after` ago,
-    /// with no purchase since. Quiet hours hold them; the caps apply as to
-    /// any message. A read older than that window (the box was off) is not
-    /// followed up: a reminder days late is noise.
+    /// Commits the follow-ups that are due, as the campaign engine decides
+    /// them: messages of a campaign with a `follow_up`, read in the window
+    /// the engine gives, with no purchase since.
     fn sweep_follow_ups(&mut self, now: Timestamp, report: &mut Report) -> Result<(), Error> {
         let engine = self.engine.clone();
         let local = engine.rules.local(now);
-        if engine
-            .rules
-            .quiet_hours
-            .iter()
-            .any(|r| r.contains(local.minute))
-        {
-            return Ok(());
-        }
         for campaign in &engine.campaigns {
-            let Some(f) = campaign.follow_up else {
+            let Some(f) = &campaign.follow_up else {
                 continue;
             };
-            let message = engine.message(f.message);
-            let until = now.saturating_sub(f.after);
-            let since = until.saturating_sub(Duration::from_secs(24 * 3600));
-            for (parent, channel) in self
-                .store
-                .follow_ups_due(campaign.id.as_str(), since..until)?
-            {
-                let variant = engine
-                    .channels
-                    .iter()
-                    .find(|c| c.name.as_str() == channel)
-                    .map_or(Variant::Plain, |c| message.best_for(c.variant));
-                let queued = self.store.decide_follow_up(
-                    parent,
-                    now,
-                    message.id.as_str(),
-                    variant.name(),
-                    now.saturating_add(message.ttl),
-                    (local.day_start, local.week_start),
-                    (
-                        engine.rules.max_messages_per_day,
-                        engine.rules.max_messages_per_week,
-                    ),
-                )?;
-                match queued {
-                    Some(id) => {
+            let Some(read) = engine.follow_up_window(f, now) else {
+                continue;
+            };
+            for parent in self.store.follow_ups_due(campaign.id.as_str(), read)? {
+                match self
+                    .store
+                    .commit_follow_up(parent, now, &local, &engine, f)?
+                {
+                    FollowUpResult::Queued(id) => {
                         tracing::info!(outbox = id, parent, campaign = %campaign.id, "follow-up queued");
                         report.follow_ups += 1;
                     }
-                    None => {
-                        tracing::info!(parent, campaign = %campaign.id, "follow-up suppressed: cap");
+                    FollowUpResult::Suppressed(reason) => {
+                        tracing::info!(parent, campaign = %campaign.id, reason = reason.name(), "follow-up suppressed");
                     }
+                    FollowUpResult::Done => {}
                 }
             }
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Result, Store};
+use crate::core::campaign::{Engine, FollowUp, Local, Reason};
 use crate::core::types::Timestamp;
 
 /// Where a message is in its life.
@@ -202,6 +203,17 @@ pub struct OutboxRow {
     /// A crash interrupted its send and it was not repeated: the provider
     /// may or may not have it.
     pub ambiguous: bool,
+}
+
+/// What [`Store::commit_follow_up`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowUpResult {
+    /// Queued as this row.
+    Queued(i64),
+    /// Suppressed, and recorded so.
+    Suppressed(Reason),
+    /// The row had been followed up already.
+    Done,
 }
 
 /// The outcome of one send attempt.
@@ -522,8 +534,8 @@ impl Store {
 
     /// Messages of `campaign` read in `read` (a window of read times) with
     /// no purchase by the customer since they were sent, no follow-up
-    /// decided for them yet, from customers who have not opted out:
-    /// `(row id, channel)`, oldest first.
+    /// decided for them yet, from customers who have not opted out: their
+    /// row ids, oldest first.
     ///
     /// # Errors
     /// SQLite errors.
@@ -531,11 +543,11 @@ impl Store {
         &self,
         campaign: &str,
         read: std::ops::Range<Timestamp>,
-    ) -> Result<Vec<(i64, String)>> {
+    ) -> Result<Vec<i64>> {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT o.id, o.channel FROM outbox o JOIN customers c ON c.key = o.customer
+                "SELECT o.id FROM outbox o JOIN customers c ON c.key = o.customer
                  WHERE o.campaign = ?1 AND o.relation IS NULL AND o.read_at >= ?2 AND o.read_at < ?3
                    AND c.opted_out_at IS NULL
                    AND NOT EXISTS (SELECT 1 FROM conversions v WHERE v.customer = o.customer AND v.at >= o.sent_at)
@@ -543,60 +555,61 @@ impl Store {
                                    AND d.event = 'follow_up' AND d.at >= o.read_at)
                  ORDER BY o.read_at, o.id",
             )?
-            .query_map(params![campaign, read.start.0, read.end.0], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![campaign, read.start.0, read.end.0], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
         Ok(rows)
     }
 
-    /// Decides the follow-up of row `parent`: `message` in `variant` on
-    /// the parent's channel, unless the customer's daily or weekly cap
-    /// (`caps`, counted from `day_start`/`week_start`) is reached. Either
-    /// way the decision is recorded (event `follow_up`), so it is decided
-    /// once. Returns the new row's id, or `None` when capped.
+    /// Commits follow-up `f` of row `parent` as the engine decides it
+    /// from the customer's counts read inside this transaction: queued as a
+    /// new row on the parent's channel, or suppressed by a cap. Either way
+    /// the decision is recorded (event `follow_up`), so it is decided once.
     ///
     /// # Errors
     /// SQLite errors.
-    #[allow(clippy::too_many_arguments)]
-    pub fn decide_follow_up(
+    pub fn commit_follow_up(
         &mut self,
         parent: i64,
         now: Timestamp,
-        message: &str,
-        variant: &str,
-        expires_at: Timestamp,
-        (day_start, week_start): (Timestamp, Timestamp),
-        (per_day, per_week): (Option<u32>, Option<u32>),
-    ) -> Result<Option<i64>> {
+        local: &Local,
+        engine: &Engine,
+        f: &FollowUp,
+    ) -> Result<FollowUpResult> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (customer, campaign, channel): (i64, String, String) = tx
             .prepare_cached("SELECT customer, campaign, channel FROM outbox WHERE id = ?1")?
             .query_row([parent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let (today, week): (u32, u32) = tx
-            .prepare_cached(
-                "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
-            )?
-            .query_row(params![customer, day_start.0, week_start.0.min(day_start.0)], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let capped = per_day.is_some_and(|m| today >= m) || per_week.is_some_and(|m| week >= m);
-        let id = if capped {
-            None
-        } else {
-            let n = tx.prepare_cached(
-                "INSERT OR IGNORE INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
-                        created_at, due_at, expires_at, state, purpose, parent, relation)
-                 SELECT key || ':follow_up', customer, campaign, ?3, channel, ?4, 0, balance,
-                        ?2, ?2, ?5, 'queued', purpose, id, 'follow_up'
-                 FROM outbox WHERE id = ?1",
-            )?
-            .execute(params![parent, now.0, message, variant, expires_at.0])?;
-            if n == 0 {
-                // Already followed up (the key says so): nothing to record.
-                return Ok(None);
+        let counts = super::ledger::counts(&tx, customer, local)?;
+        let (result, id) = match engine.decide_follow_up(f, &channel, counts, now) {
+            Err(reason) => (FollowUpResult::Suppressed(reason), None),
+            Ok(action) => {
+                let n = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
+                            created_at, due_at, expires_at, state, purpose, parent, relation)
+                     SELECT key || ':follow_up', customer, campaign, ?3, channel, ?4, 0, balance,
+                            ?2, ?2, ?5, 'queued', purpose, id, 'follow_up'
+                     FROM outbox WHERE id = ?1",
+                )?
+                .execute(params![
+                    parent,
+                    now.0,
+                    engine.message(action.message).id.as_str(),
+                    action.variant.name(),
+                    action.expires_at.0
+                ])?;
+                if n == 0 {
+                    // Already followed up (the key says so): nothing to record.
+                    return Ok(FollowUpResult::Done);
+                }
+                let id = tx.last_insert_rowid();
+                (FollowUpResult::Queued(id), Some(id))
             }
-            Some(tx.last_insert_rowid())
+        };
+        let reason = match result {
+            FollowUpResult::Suppressed(r) => Some(r.name()),
+            _ => None,
         };
         tx.prepare_cached(
             "INSERT INTO decisions (at, customer, campaign, event, zone, outcome, reason, channel, outbox)
@@ -606,13 +619,13 @@ impl Store {
             now.0,
             customer,
             campaign,
-            if capped { "suppressed" } else { "act" },
-            capped.then_some("cap"),
+            if reason.is_some() { "suppressed" } else { "act" },
+            reason,
             channel,
             id
         ])?;
         tx.commit()?;
-        Ok(id)
+        Ok(result)
     }
 
     /// Disarms row `id`'s fallback: nothing is to follow it.

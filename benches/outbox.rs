@@ -32,11 +32,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use nearcast::channel::ChannelLimits;
+use nearcast::channel::SendResult;
 use nearcast::channel::{Adapter, Deliver, Outgoing, SendFuture, Worker};
 use nearcast::config::Config;
 use nearcast::core::campaign::{Ledger, Outcome};
 use nearcast::core::types::Timestamp;
-use nearcast::store::{SendResult, Store};
+use nearcast::store::Store;
 use support::{Reply, StandIn};
 
 /// Messages per queue for an immediate provider.

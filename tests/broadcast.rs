@@ -13,6 +13,7 @@ use std::time::Duration;
 use nearcast::app::broadcast::{
     BroadcastOptions, BroadcastSummary, ProgressStyle, Sink, broadcast,
 };
+use nearcast::channel::SendResult;
 use nearcast::channel::{Adapter, Deliver, Outgoing, SendFuture};
 use nearcast::clock::Clock;
 use nearcast::config::{self, Config};
@@ -20,7 +21,7 @@ use nearcast::core::campaign::{Ledger, Reason};
 use nearcast::core::message::Variant;
 use nearcast::core::presence::{EventKind, ZoneEvent};
 use nearcast::core::types::Timestamp;
-use nearcast::store::{SendResult, Store};
+use nearcast::store::Store;
 
 const DAEMON: &str = r#"
 [database]
@@ -109,7 +110,7 @@ impl Deliver for Recorder {
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
         self.0.lock().unwrap().push((
             msg.item.customer.clone(),
-            msg.item.channel.clone(),
+            msg.item.channel.to_string(),
             msg.rendered.variant.name().to_owned(),
         ));
         Box::pin(std::future::ready(SendResult::Sent {

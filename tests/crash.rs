@@ -192,7 +192,7 @@ async fn experiment(
     let mut states = HashMap::new();
     let mut ambiguous = Vec::new();
     for r in &rows {
-        *states.entry(r.state.clone()).or_insert(0) += 1;
+        *states.entry(r.state.name().to_owned()).or_insert(0) += 1;
         if r.ambiguous {
             ambiguous.push(r.customer.clone());
         }

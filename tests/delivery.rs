@@ -238,7 +238,7 @@ async fn after_an_outage_every_unexpired_message_goes_out_once_in_order() {
             .find(|r| r.customer == format!("c{i:03}"))
             .unwrap()
             .state
-            .clone()
+            .name()
     };
     assert_eq!((0..5).map(state).collect::<Vec<_>>(), ["expired"; 5]);
     assert_eq!((5..10).map(state).collect::<Vec<_>>(), ["sent"; 5]);

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nearcast::app::broadcast::{BroadcastOptions, ProgressStyle, Sink, broadcast};
+use nearcast::channel::SendResult;
 use nearcast::channel::{Adapter, Deliver, Outgoing, SendFuture};
 use nearcast::clock::Clock;
 use nearcast::config;
 use nearcast::core::types::Timestamp;
-use nearcast::store::{OutboxState, SendResult};
+use nearcast::store::OutboxState;
 
 const DAEMON: &str = r#"
 [database]
@@ -161,7 +162,7 @@ impl Deliver for Recorder {
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
         self.0.lock().unwrap().push((
             msg.item.customer.clone(),
-            msg.item.channel.clone(),
+            msg.item.channel.to_string(),
             msg.rendered.text.clone(),
         ));
         Box::pin(std::future::ready(SendResult::Sent { provider_id: None }))
@@ -233,7 +234,7 @@ async fn the_worker_refuses_personal_data_on_a_channel_not_private_enough_and_fa
     let rows = store.outbox_rows(Some(OutboxState::Sent), 10).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(
-        (rows[0].channel.as_str(), rows[0].variant.as_str()),
+        (rows[0].channel.as_str(), rows[0].variant.name()),
         ("sms", "plain")
     );
 }

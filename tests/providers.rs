@@ -11,6 +11,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nearcast::channel::SendResult;
 use nearcast::channel::http::{Client, RETRY_THROTTLED, RETRY_TRANSIENT};
 use nearcast::channel::{
     Deliver, Outgoing, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings, twilio,
@@ -19,7 +20,7 @@ use nearcast::channel::{
 use nearcast::core::message::{Rendered, Variant};
 use nearcast::core::types::Timestamp;
 use nearcast::credentials::{Secret, SecretRef};
-use nearcast::store::{OutboxItem, SendResult};
+use nearcast::store::OutboxItem;
 use support::fixtures::*;
 use support::{Recorded, Reply, StandIn};
 
@@ -529,7 +530,7 @@ token_file = "{}"
     );
     let rows = w.store().outbox_rows(None, 10).unwrap();
     assert_eq!(
-        (rows[0].channel.as_str(), rows[0].state.as_str()),
+        (rows[0].channel.as_str(), rows[0].state.name()),
         ("sms", "sent")
     );
     // Neither token reached the database.

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Error, database_path};
+use crate::channel::SendResult;
 use crate::channel::{Adapter, Deliver, Outgoing, SendFuture, Worker};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -22,7 +23,7 @@ use crate::core::campaign::{CampaignIdx, Ledger, Outcome, Reason, Trigger};
 use crate::core::identity::CustomerInfo;
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
-use crate::store::{SendResult, Store};
+use crate::store::Store;
 
 /// Customers decided and committed per transaction.
 const BATCH: usize = 256;

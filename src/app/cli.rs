@@ -412,11 +412,11 @@ pub fn outbox_list(
             r.created_at.to_string().get(..19).unwrap_or(""),
             r.customer,
             r.campaign,
-            format!("{}/{}", r.channel, r.variant),
+            format!("{}/{}", r.channel, r.variant.name()),
             if r.ambiguous {
                 format!("{}?", r.state)
             } else {
-                r.state
+                r.state.name().to_owned()
             },
             r.attempts,
             r.error.unwrap_or_default()

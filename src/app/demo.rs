@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Error, database_path, open_database, output, worker};
+use crate::channel::SendResult;
 use crate::channel::{Adapter, Deliver, Outgoing, Providers, SendFuture, Worker, console};
 use crate::channel::{AdapterSettings, TwilioSettings, WhatsAppSettings};
 use crate::config;
@@ -19,7 +20,7 @@ use crate::credentials::Env;
 use crate::credentials::SecretRef;
 use crate::source::SimSettings;
 use crate::source::sim::{SimConfig, SimCustomer, Simulator};
-use crate::store::{SendResult, Store};
+use crate::store::Store;
 
 /// The example configuration, built into the binary so `nearcast demo`
 /// works from anywhere.

@@ -10,9 +10,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::SendResult;
 use crate::core::types::Timestamp;
 use crate::credentials::{Env, Secret, SecretRef, load_secret};
-use crate::store::SendResult;
 
 /// Sent as `User-Agent`; Meta's document constrains its form
 /// (`name/1.2.3`).

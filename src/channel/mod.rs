@@ -15,8 +15,10 @@ pub mod whatsapp;
 pub mod worker;
 
 use crate::core::message::{Rendered, Variant};
+use std::time::Duration;
+
 use crate::core::types::Timestamp;
-use crate::store::{OutboxItem, SendResult};
+use crate::store::OutboxItem;
 
 pub use twilio::TwilioSettings;
 pub use vonage::{VonageChannel, VonageSettings};
@@ -88,6 +90,41 @@ impl ChannelLimits {
             },
         }
     }
+}
+
+/// The outcome of one send attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendResult {
+    /// Accepted.
+    Sent {
+        /// The provider's message id.
+        provider_id: Option<String>,
+    },
+    /// Try again later.
+    Retry {
+        /// Not before this long.
+        after: Duration,
+        /// What happened.
+        error: String,
+    },
+    /// Not reachable on this channel (not a WhatsApp user, outside the
+    /// chat window, unsubscribed from this channel only): try the
+    /// customer's next channel.
+    Fallback {
+        /// What happened.
+        error: String,
+    },
+    /// Do not try again (the recipient unsubscribed, the number is invalid).
+    Failed {
+        /// What happened.
+        error: String,
+    },
+    /// The channel itself is misconfigured (bad credentials, unknown sender):
+    /// stop sending on it and alert; the message waits.
+    Misconfigured {
+        /// What happened.
+        error: String,
+    },
 }
 
 /// A message on its way out.

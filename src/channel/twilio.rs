@@ -24,11 +24,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::http::{self, Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
-use super::{Deliver, Outgoing, SendFuture};
+use super::{Deliver, Outgoing, SendFuture, SendResult};
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
 use crate::credentials::{Env, Secret, SecretRef};
-use crate::store::SendResult;
 
 /// Twilio Programmable Messaging.
 #[derive(Clone, Debug, PartialEq, Eq)]

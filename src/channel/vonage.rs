@@ -19,11 +19,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::http::{self, Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
-use super::{Deliver, Outgoing, SendFuture};
+use super::{Deliver, Outgoing, SendFuture, SendResult};
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
 use crate::credentials::{Env, Secret, SecretRef};
-use crate::store::SendResult;
 
 /// Which of Vonage's channels a `vonage` channel uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

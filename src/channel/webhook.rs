@@ -27,10 +27,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::http::{self, Client, HttpRequest, HttpResponse};
-use super::{Deliver, Outgoing, SendFuture};
+use super::{Deliver, Outgoing, SendFuture, SendResult};
 use crate::core::types::Timestamp;
 use crate::credentials::{Env, Secret, SecretRef};
-use crate::store::SendResult;
 
 /// JSON POST to the retailer's own system, signed with HMAC-SHA256.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,7 +106,7 @@ pub fn build_request(msg: &Outgoing<'_>, s: &WebhookSettings, key: &Secret) -> H
         "customer": i.customer,
         "first_name": i.first_name,
         "phone": i.phone,
-        "channel": i.channel,
+        "channel": i.channel.as_str(),
         "campaign": i.campaign,
         "message": i.message,
         "variant": r.variant.name(),

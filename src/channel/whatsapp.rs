@@ -20,11 +20,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::http::{self, Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
-use super::{Deliver, Outgoing, SendFuture};
+use super::{Deliver, Outgoing, SendFuture, SendResult};
 use crate::core::message::{Rendered, TemplateCall, Variant};
 use crate::core::types::Timestamp;
 use crate::credentials::{Env, Secret, SecretRef};
-use crate::store::SendResult;
 
 /// WhatsApp Business Cloud API (Meta).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -299,7 +298,7 @@ fn meaning(code: i64) -> Option<&'static str> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::credentials::SecretRef;
+    use crate::core::types::Purpose;
     use crate::store::OutboxItem;
     use std::time::Duration;
 
@@ -322,12 +321,12 @@ pub(crate) mod tests {
             first_name: "Anna".into(),
             phone: Some("+4915112345678".into()),
             channels: vec!["whatsapp".into(), "sms".into()],
-            purpose: "welcome".into(),
+            purpose: Purpose::Welcome,
             consented: vec!["whatsapp".into(), "sms".into()],
             campaign: "welcome".into(),
             message: "welcome".into(),
             channel: "whatsapp".into(),
-            variant: "rich".into(),
+            variant: Variant::Rich,
             points: 10,
             balance: 110,
             created_at: Timestamp(1_795_510_800_000),

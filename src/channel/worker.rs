@@ -25,11 +25,12 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::ChannelLimits;
+use super::SendResult;
 use super::{Adapter, Error, Outgoing};
 use crate::core::campaign::Engine;
 use crate::core::message::{Variant, Vars};
-use crate::core::types::{Timestamp, millis};
-use crate::store::{FollowUpResult, OutboxItem, OutboxState, SendResult, Store};
+use crate::core::types::{ChannelName, Timestamp, millis};
+use crate::store::{FollowUpResult, OutboxItem, OutboxState, Store};
 
 /// How long a misconfigured channel rests before it is tried again (a
 /// configuration reload tries it at once).
@@ -411,7 +412,7 @@ impl Worker {
                     if item.interrupted
                         && self
                             .adapters
-                            .get(&item.channel)
+                            .get(item.channel.as_str())
                             .is_some_and(|a| !a.dedupes())
                     {
                         let error = format!(
@@ -461,7 +462,7 @@ impl Worker {
                     SendResult::Retry { .. } | SendResult::Misconfigured { .. }
                 );
                 self.metrics
-                    .note_send(&item.channel, answered, latency, now);
+                    .note_send(item.channel.as_str(), answered, latency, now);
                 self.record(item, now, result, &mut report)?;
             }
         }
@@ -477,17 +478,18 @@ impl Worker {
         report: &mut Report,
     ) -> Result<(), Error> {
         match result {
-            SendResult::Sent { .. } => {
-                self.lane(&item.channel).failures = 0;
+            SendResult::Sent { provider_id } => {
+                self.lane(item.channel.as_str()).failures = 0;
                 report.sent += 1;
-                self.store.record_send(item.id, now, &result)?;
+                self.store
+                    .record_sent(item.id, now, provider_id.as_deref())?;
                 let campaign = self
                     .engine
                     .campaigns
                     .iter()
                     .find(|c| c.id.as_str() == item.campaign);
                 if let Some(f) = campaign.and_then(|c| c.fallback.as_ref())
-                    && *f.channel != *item.channel
+                    && *f.channel != *item.channel.as_str()
                 {
                     self.store.arm_fallback(
                         item.id,
@@ -499,9 +501,17 @@ impl Worker {
             }
             SendResult::Retry { after, error } => {
                 let policy = self.policy;
-                let lane = self.lanes.entry(item.channel.clone()).or_insert_with(|| {
-                    Lane::new(self.limits.get(&item.channel).copied().unwrap_or(UNPACED))
-                });
+                let lane = self
+                    .lanes
+                    .entry(item.channel.to_string())
+                    .or_insert_with(|| {
+                        Lane::new(
+                            self.limits
+                                .get(item.channel.as_str())
+                                .copied()
+                                .unwrap_or(UNPACED),
+                        )
+                    });
                 // The first failure after a success counts against the
                 // message; further ones are the channel being down.
                 let counts = lane.failures == 0;
@@ -509,7 +519,7 @@ impl Worker {
                 let n = lane.failures;
                 let wait = policy.backoff(n, &mut self.rng).max(after);
                 let until = now.saturating_add(wait);
-                let lane = self.lane(&item.channel);
+                let lane = self.lane(item.channel.as_str());
                 lane.paused_until = lane.paused_until.max(until);
                 if counts && item.attempts >= policy.max_attempts {
                     tracing::warn!(outbox = item.id, campaign = %item.campaign, channel = %item.channel, attempts = item.attempts, %error, "giving up on the message");
@@ -527,27 +537,29 @@ impl Worker {
                 }
             }
             SendResult::Fallback { ref error } => {
-                self.lane(&item.channel).failures = 0;
+                self.lane(item.channel.as_str()).failures = 0;
                 if let Some((channel, variant)) = self.next_channel(item) {
                     tracing::info!(outbox = item.id, from = %item.channel, to = %channel, %error, "falling over to the next channel");
                     self.store
-                        .fall_over(item.id, now, &channel, variant.name(), error)?;
+                        .fall_over(item.id, now, &channel, variant, error)?;
                     report.fell_over += 1;
                 } else {
                     tracing::warn!(outbox = item.id, campaign = %item.campaign, %error, "no further channel; message failed");
-                    self.store.record_send(item.id, now, &result)?;
+                    self.store
+                        .finish(item.id, OutboxState::Failed, error, false)?;
                     report.failed += 1;
                 }
             }
             SendResult::Failed { ref error } => {
-                self.lane(&item.channel).failures = 0;
+                self.lane(item.channel.as_str()).failures = 0;
                 tracing::warn!(outbox = item.id, campaign = %item.campaign, channel = %item.channel, %error, "message failed");
-                self.store.record_send(item.id, now, &result)?;
+                self.store
+                    .finish(item.id, OutboxState::Failed, error, false)?;
                 report.failed += 1;
             }
             SendResult::Misconfigured { error } => {
                 let until = now.saturating_add(MISCONFIGURED_PAUSE);
-                let lane = self.lane(&item.channel);
+                let lane = self.lane(item.channel.as_str());
                 let first = lane.paused_until < until;
                 lane.paused_until = lane.paused_until.max(until);
                 if first {
@@ -574,7 +586,7 @@ impl Worker {
                     .filter(|c| {
                         item.channels.contains(c)
                             && item.consented.contains(c)
-                            && self.adapters.contains_key(c)
+                            && self.adapters.contains_key(c.as_str())
                     })
                     .map(|c| (c, Variant::Plain))
             } else {
@@ -592,7 +604,7 @@ impl Worker {
                         item.id,
                         now,
                         &channel,
-                        variant.name(),
+                        variant,
                         "fallback",
                         now.saturating_add(ttl),
                     )?;
@@ -659,7 +671,7 @@ impl Worker {
 
     /// The customer's next configured channel after the item's, with the
     /// richest variant of its message that channel carries.
-    fn next_channel(&self, item: &OutboxItem) -> Option<(String, Variant)> {
+    fn next_channel(&self, item: &OutboxItem) -> Option<(ChannelName, Variant)> {
         let message = self
             .engine
             .messages
@@ -670,13 +682,9 @@ impl Worker {
             .iter()
             .filter(|c| item.consented.contains(c));
         consented.into_iter().find_map(|name| {
-            let spec = self
-                .engine
-                .channels
-                .iter()
-                .find(|c| c.name.as_str() == name)?;
+            let spec = self.engine.channels.iter().find(|c| c.name == *name)?;
             self.adapters
-                .contains_key(name)
+                .contains_key(name.as_str())
                 .then(|| (name.clone(), message.best_for(spec.variant)))
         })
     }
@@ -706,7 +714,7 @@ async fn deliver(
             error: format!("message {:?} is no longer configured", item.message),
         };
     };
-    let Some(adapter) = adapters.get(&item.channel) else {
+    let Some(adapter) = adapters.get(item.channel.as_str()) else {
         return SendResult::Failed {
             error: format!("channel {:?} is not configured", item.channel),
         };
@@ -717,10 +725,12 @@ async fn deliver(
         balance: item.balance,
         store: store_name.to_owned(),
     };
-    let variant = Variant::parse(&item.variant).unwrap_or(Variant::Plain);
+    let variant = item.variant;
     // Defence in depth behind check-config: no name or balance over a
     // channel not private enough for the campaign; try the next channel.
-    if let Err(error) = engine.privacy_guard(&item.campaign, &item.channel, message, variant) {
+    if let Err(error) =
+        engine.privacy_guard(&item.campaign, item.channel.as_str(), message, variant)
+    {
         return SendResult::Fallback { error };
     }
     let rendered = match message.render(variant, &vars) {

@@ -1,8 +1,14 @@
 //! The outbox: durable queue of messages with leases, attempts, TTL
 //! expiry and the result of each send.
 //!
-//! A worker claims due rows with `UPDATE … RETURNING` and a lease; if it
-//! dies mid-send, the lease runs out and the row is claimed again.
+//! A worker claims a channel's due rows in one immediate transaction: it
+//! selects them oldest decision first along the `outbox_channel` index,
+//! sets each to `sending` under a lease and counts the attempt, then reads
+//! it back typed (channel, variant, purpose parsed once, here; a row this
+//! build cannot read fails, saying why). If the worker dies mid-send, the
+//! lease runs out and the row is claimed again, marked interrupted. Which
+//! rows to queue, chain or follow up is the campaign engine's decision;
+//! this module only stores it atomically.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,7 +17,8 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Result, Store};
 use crate::core::campaign::{Engine, FollowUp, Local, Reason};
-use crate::core::types::Timestamp;
+use crate::core::message::Variant;
+use crate::core::types::{ChannelName, Purpose, Timestamp};
 
 /// Where a message is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,19 +96,19 @@ pub struct OutboxItem {
     /// Customer's phone, if any.
     pub phone: Option<String>,
     /// Customer's channels in preference order.
-    pub channels: Vec<String>,
-    /// The purpose the message serves (`welcome`, `loyalty`, `offers`).
-    pub purpose: String,
+    pub channels: Vec<ChannelName>,
+    /// The purpose the message serves.
+    pub purpose: Purpose,
     /// Channels with a usable consent for that purpose, now.
-    pub consented: Vec<String>,
+    pub consented: Vec<ChannelName>,
     /// Campaign id.
     pub campaign: String,
     /// Message id.
     pub message: String,
-    /// Channel name.
-    pub channel: String,
-    /// Variant name.
-    pub variant: String,
+    /// The channel it goes out on.
+    pub channel: ChannelName,
+    /// The variant that channel gets.
+    pub variant: Variant,
     /// Points awarded with it.
     pub points: u32,
     /// Balance after the award.
@@ -117,19 +124,44 @@ pub struct OutboxItem {
     pub interrupted: bool,
 }
 
-fn split(s: &str) -> Vec<String> {
+fn split(s: &str) -> Vec<ChannelName> {
     s.split('|')
         .filter(|c| !c.is_empty())
-        .map(str::to_owned)
+        .map(ChannelName::from)
         .collect()
 }
 
-/// Row `id` as the worker needs it.
+/// A typed column's text parsed once, here: an unknown value is named as
+/// the row's fault, never guessed at.
+fn typed<T>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    what: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<std::result::Result<T, String>> {
+    let text: String = r.get(idx)?;
+    Ok(parse(&text).ok_or_else(|| format!("unknown {what} {text:?}")))
+}
+
+/// The same, for a listing: an unknown value fails the read.
+fn column<T>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    what: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    typed(r, idx, what, parse)?.map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+/// Row `id` as the worker needs it; `Some(Err(why))` when a column holds
+/// a value this build does not know (a newer version wrote it).
 fn load_item(
     conn: &rusqlite::Connection,
     id: i64,
     interrupted: bool,
-) -> Result<Option<OutboxItem>> {
+) -> Result<Option<std::result::Result<OutboxItem, String>>> {
     let mut st = conn.prepare_cached(
         "SELECT o.id, o.key, c.id, c.first_name, c.phone, o.campaign, o.message, o.channel, o.variant,
                 o.points, o.balance, o.created_at, o.expires_at, o.attempts, c.channels, o.purpose,
@@ -140,26 +172,32 @@ fn load_item(
     )?;
     Ok(st
         .query_row([id], |r| {
-            Ok(OutboxItem {
+            let variant = typed(r, 8, "variant", Variant::parse)?;
+            let purpose = typed(r, 15, "purpose", Purpose::parse)?;
+            let (variant, purpose) = match (variant, purpose) {
+                (Ok(v), Ok(p)) => (v, p),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            };
+            Ok(Ok(OutboxItem {
                 id: r.get(0)?,
                 key: r.get(1)?,
                 customer: r.get(2)?,
                 first_name: r.get(3)?,
                 phone: r.get(4)?,
                 channels: split(&r.get::<_, String>(14)?),
-                purpose: r.get(15)?,
+                purpose,
                 consented: split(&r.get::<_, Option<String>>(16)?.unwrap_or_default()),
                 campaign: r.get(5)?,
                 message: r.get(6)?,
-                channel: r.get(7)?,
-                variant: r.get(8)?,
+                channel: ChannelName::from(r.get::<_, String>(7)?.as_str()),
+                variant,
                 points: r.get(9)?,
                 balance: r.get(10)?,
                 created_at: Timestamp(r.get(11)?),
                 expires_at: Timestamp(r.get(12)?),
                 attempts: r.get(13)?,
                 interrupted,
-            })
+            }))
         })
         .optional()?)
 }
@@ -174,7 +212,7 @@ pub struct DueFallback {
     /// It did not reach what its campaign's fallback asked for in time.
     pub unmet: bool,
     /// Where its campaign's fallback goes.
-    pub channel: Option<String>,
+    pub channel: Option<ChannelName>,
 }
 
 /// A row for `outbox list`.
@@ -187,11 +225,11 @@ pub struct OutboxRow {
     /// Campaign.
     pub campaign: String,
     /// Channel.
-    pub channel: String,
+    pub channel: ChannelName,
     /// Variant.
-    pub variant: String,
+    pub variant: Variant,
     /// State.
-    pub state: String,
+    pub state: OutboxState,
     /// Decided at.
     pub created_at: Timestamp,
     /// Sent at.
@@ -214,41 +252,6 @@ pub enum FollowUpResult {
     Suppressed(Reason),
     /// The row had been followed up already.
     Done,
-}
-
-/// The outcome of one send attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SendResult {
-    /// Accepted.
-    Sent {
-        /// The provider's message id.
-        provider_id: Option<String>,
-    },
-    /// Try again later.
-    Retry {
-        /// Not before this long.
-        after: Duration,
-        /// What happened.
-        error: String,
-    },
-    /// Not reachable on this channel (not a WhatsApp user, outside the
-    /// chat window, unsubscribed from this channel only): try the
-    /// customer's next channel.
-    Fallback {
-        /// What happened.
-        error: String,
-    },
-    /// Do not try again (the recipient unsubscribed, the number is invalid).
-    Failed {
-        /// What happened.
-        error: String,
-    },
-    /// The channel itself is misconfigured (bad credentials, unknown sender):
-    /// stop sending on it and alert; the message waits.
-    Misconfigured {
-        /// What happened.
-        error: String,
-    },
 }
 
 /// What one claim did.
@@ -375,34 +378,41 @@ impl Store {
             )?;
             for (id, interrupted) in due {
                 claim.execute(params![id, now.saturating_add(lease).0])?;
-                items.extend(load_item(&tx, id, interrupted)?);
+                match load_item(&tx, id, interrupted)? {
+                    Some(Ok(item)) => items.push(item),
+                    // Nothing can be sent from a row this build cannot
+                    // read; it fails, saying why, rather than being sent
+                    // as something else.
+                    Some(Err(why)) => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'failed', lease_until = NULL, error = ?2 WHERE id = ?1",
+                        )?
+                        .execute(params![id, format!("unreadable row: {why}")])?;
+                    }
+                    None => {}
+                }
             }
         }
         tx.commit()?;
         Ok(items)
     }
 
-    /// Records the outcome of sending row `id` as the adapter classified
-    /// it; a retry waits the adapter's minimum (see [`Store::retry_at`] for
-    /// the worker's backoff).
+    /// Records that the provider accepted row `id` at `now`, under its
+    /// message id if it gave one.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn record_send(&mut self, id: i64, now: Timestamp, result: &SendResult) -> Result<()> {
-        match result {
-            SendResult::Sent { provider_id } => self.conn.prepare_cached(
+    pub fn record_sent(
+        &mut self,
+        id: i64,
+        now: Timestamp,
+        provider_id: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
                 "UPDATE outbox SET state = 'sent', sent_at = ?2, provider_id = ?3, lease_until = NULL, error = NULL WHERE id = ?1",
-            )?.execute(params![id, now.0, provider_id])?,
-            SendResult::Retry { after, error } => {
-                return self.retry_at(id, now.saturating_add(*after), error, true);
-            }
-            SendResult::Failed { error } | SendResult::Fallback { error } => self.conn.prepare_cached(
-                "UPDATE outbox SET state = 'failed', lease_until = NULL, error = ?2 WHERE id = ?1",
-            )?.execute(params![id, error])?,
-            SendResult::Misconfigured { error } => {
-                return self.retry_at(id, now.saturating_add(Duration::from_secs(300)), error, false);
-            }
-        };
+            )?
+            .execute(params![id, now.0, provider_id])?;
         Ok(())
     }
 
@@ -484,12 +494,12 @@ impl Store {
             .collect::<std::result::Result<_, _>>()?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, failed, unmet, channel) in rows {
-            if let Some(item) = load_item(&self.conn, id, false)? {
+            if let Some(Ok(item)) = load_item(&self.conn, id, false)? {
                 out.push(DueFallback {
                     item,
                     failed,
                     unmet,
-                    channel,
+                    channel: channel.as_deref().map(ChannelName::from),
                 });
             }
         }
@@ -508,8 +518,8 @@ impl Store {
         &mut self,
         parent: i64,
         now: Timestamp,
-        channel: &str,
-        variant: &str,
+        channel: &ChannelName,
+        variant: Variant,
         relation: &str,
         expires_at: Timestamp,
     ) -> Result<Option<i64>> {
@@ -524,7 +534,14 @@ impl Store {
                         ?2, ?2, ?6, 'queued', purpose, id, ?5
                  FROM outbox WHERE id = ?1",
             )?
-            .execute(params![parent, now.0, channel, variant, relation, expires_at.0])?;
+            .execute(params![
+                parent,
+                now.0,
+                channel.as_str(),
+                variant.name(),
+                relation,
+                expires_at.0
+            ])?;
         let id = (n == 1).then(|| tx.last_insert_rowid());
         tx.prepare_cached("UPDATE outbox SET fallback_at = NULL WHERE id = ?1")?
             .execute([parent])?;
@@ -648,8 +665,8 @@ impl Store {
         &mut self,
         id: i64,
         now: Timestamp,
-        channel: &str,
-        variant: &str,
+        channel: &ChannelName,
+        variant: Variant,
         error: &str,
     ) -> Result<()> {
         self.conn
@@ -657,7 +674,7 @@ impl Store {
                 "UPDATE outbox SET state = 'queued', channel = ?3, variant = ?4, due_at = ?2, lease_until = NULL,
                         error = ?5 WHERE id = ?1",
             )?
-            .execute(params![id, now.0, channel, variant, error])?;
+            .execute(params![id, now.0, channel.as_str(), variant.name(), error])?;
         Ok(())
     }
 
@@ -677,9 +694,9 @@ impl Store {
                 id: r.get(0)?,
                 customer: r.get(1)?,
                 campaign: r.get(2)?,
-                channel: r.get(3)?,
-                variant: r.get(4)?,
-                state: r.get(5)?,
+                channel: ChannelName::from(r.get::<_, String>(3)?.as_str()),
+                variant: column(r, 4, "variant", Variant::parse)?,
+                state: column(r, 5, "state", OutboxState::parse)?,
                 created_at: Timestamp(r.get(6)?),
                 sent_at: r.get::<_, Option<i64>>(7)?.map(Timestamp),
                 attempts: r.get(8)?,

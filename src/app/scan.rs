@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::advert::{self, DecodeStats, Frame};
 use crate::core::identity::{Hasher, Resolver};
-use crate::core::types::{BdAddr, Observation, ScannerIdx, Sighting, Timestamp};
+use crate::core::types::{BdAddr, Observation, Rssi, ScannerIdx, Sighting, Timestamp};
 use crate::core::zones::Layout;
 use crate::source::Feed;
 use crate::source::SourceSettings;
@@ -176,13 +176,7 @@ impl Table {
         }
         row.samples.push(s.rssi.0);
         let mut sorted = row.samples.clone();
-        sorted.sort_unstable();
-        let mid = sorted.len() / 2;
-        row.smoothed = if sorted.len() % 2 == 1 {
-            f64::from(sorted[mid])
-        } else {
-            (f64::from(sorted[mid - 1]) + f64::from(sorted[mid])) / 2.0
-        };
+        row.smoothed = Rssi::median(&mut sorted).unwrap_or(f64::from(s.rssi.0));
         row.rssi = s.rssi.0;
         row.tx_power = s.tx_power.or(row.tx_power);
         row.measured_power = measured_power;

@@ -140,16 +140,7 @@ impl Link {
             .filter(|(t, _)| *t > fresh_after)
             .map(|(_, r)| *r)
             .collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_unstable();
-        let mid = v.len() / 2;
-        Some(if v.len() % 2 == 1 {
-            f64::from(v[mid])
-        } else {
-            (f64::from(v[mid - 1]) + f64::from(v[mid])) / 2.0
-        })
+        Rssi::median(&mut v)
     }
 }
 

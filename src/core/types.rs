@@ -90,6 +90,25 @@ impl fmt::Display for Timestamp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rssi(pub i16);
 
+impl Rssi {
+    /// The median of a few RSSI samples in dBm (sorting them in place):
+    /// one multipath spike or body-blocked dip in a handful does not move
+    /// it. The mean of the middle two for an even count; `None` for none.
+    #[must_use]
+    pub fn median(samples: &mut [i16]) -> Option<f64> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let mid = samples.len() / 2;
+        Some(if samples.len() % 2 == 1 {
+            f64::from(samples[mid])
+        } else {
+            (f64::from(samples[mid - 1]) + f64::from(samples[mid])) / 2.0
+        })
+    }
+}
+
 /// A 48-bit Bluetooth device address or Wi-Fi MAC, most significant byte first
 /// (the order in which it is written `AA:BB:CC:DD:EE:FF`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -455,6 +474,13 @@ pub enum ParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rssi_median_of_odd_even_and_no_samples() {
+        assert_eq!(Rssi::median(&mut [-70, -40, -72]), Some(-70.0));
+        assert_eq!(Rssi::median(&mut [-70, -60, -90, -65]), Some(-67.5));
+        assert_eq!(Rssi::median(&mut []), None);
+    }
 
     #[test]
     fn bdaddr_round_trips_and_rejects_junk() {

@@ -117,17 +117,9 @@ plain = "Hi {first_name}, welcome to {store}!"
 
 /// An iBeacon of the app UUID, major 2.
 fn ibeacon2(t: Timestamp, minor: u16, addr: [u8; 6]) -> nearcast::core::types::Observation {
-    use nearcast::core::types::{BdAddr, ManufacturerData, Observation, ScannerIdx, Sighting};
-    let data = hex::decode(format!(
-        "0215{}0002{minor:04x}c5",
-        APP_UUID.replace('-', "")
-    ))
-    .unwrap();
+    use nearcast::core::types::{BdAddr, Observation, ScannerIdx, Sighting};
     let mut s = Sighting::new(t, ScannerIdx(0), BdAddr(addr), common::rssi_at(1.0));
-    s.manufacturer_data.push(ManufacturerData {
-        company: 76,
-        data: data.into_iter().collect(),
-    });
+    common::app_ibeacon(2, minor).add_to(&mut s);
     Observation::Ble(s)
 }
 

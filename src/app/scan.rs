@@ -382,12 +382,10 @@ pub async fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::{ManufacturerData, Rssi};
+    use crate::core::advert::Frame;
+    use crate::core::types::Rssi;
 
     fn ibeacon(ms: i64, rssi: i16) -> Sighting {
-        let mut data = vec![0x02, 0x15];
-        data.extend_from_slice(&[0xE2; 16]);
-        data.extend_from_slice(&[0, 1, 0, 2, 0xC5]);
         let mut s = Sighting::new(
             Timestamp(ms),
             ScannerIdx(0),
@@ -395,10 +393,15 @@ mod tests {
             Rssi(rssi),
         );
         s.tx_power = Some(-8);
-        s.manufacturer_data.push(ManufacturerData {
-            company: 76,
-            data: data.into_iter().collect(),
-        });
+        Frame::IBeacon {
+            uuid: [0xE2; 16],
+            major: 1,
+            minor: 2,
+            measured_power: -59,
+        }
+        .encode()
+        .unwrap()
+        .add_to(&mut s);
         s
     }
 

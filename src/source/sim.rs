@@ -26,7 +26,7 @@ use geo::{BoundingRect, Centroid, Contains, Point};
 use smallvec::SmallVec;
 
 use super::Error;
-use crate::core::advert::APPLE;
+use crate::core::advert::{APPLE, Frame, Section};
 use crate::core::identity::Identity;
 use crate::core::types::{
     BdAddr, ManufacturerData, Observation, Payload, Rssi, ScannerIdx, ServiceData, Sighting,
@@ -648,9 +648,11 @@ impl<'l> World<'l> {
             (x + s.position.0 / count, y + s.position.1 / count)
         });
         let mut shelf = Sections::default();
-        shelf.mfg.push(ManufacturerData {
-            company: APPLE,
-            data: ibeacon(random_array(rng), rng.u16(..), rng.u16(..), DEFAULT_P1M),
+        shelf.add(&Frame::IBeacon {
+            uuid: random_array(rng),
+            major: rng.u16(..),
+            minor: rng.u16(..),
+            measured_power: DEFAULT_P1M,
         });
         let mut terminal = Sections::default();
         terminal.mfg.push(ManufacturerData {
@@ -765,6 +767,18 @@ struct Sections {
 }
 
 impl Sections {
+    /// Adds a beacon frame, laid out by `core::advert`.
+    fn add(&mut self, frame: &Frame) {
+        match frame.encode() {
+            Some(Section::Manufacturer(m)) => self.mfg.push(m),
+            Some(Section::Service(d)) => {
+                self.uuids.push(d.uuid);
+                self.svc.push(d);
+            }
+            None => {}
+        }
+    }
+
     fn fill(&self, s: &mut Sighting) {
         s.manufacturer_data.clone_from(&self.mfg);
         s.service_data.clone_from(&self.svc);
@@ -838,18 +852,22 @@ impl Device {
     fn eddystone_frame(&mut self, at: i64) {
         #[allow(clippy::cast_possible_truncation)]
         let ranging = (self.p1m as i8).saturating_add(41);
-        let data = if self.adv_count % 2 == 0 {
-            eddystone_url(ranging)
+        let frame = if self.adv_count % 2 == 0 {
+            Frame::EddystoneUrl {
+                ranging,
+                url: "https://www.example.com/".into(),
+            }
         } else {
             let uptime_ds = u32::try_from((at - self.from).max(0) / 100).unwrap_or(u32::MAX);
-            eddystone_tlm(3000, 0x1780, self.adv_count, uptime_ds)
+            Frame::EddystoneTlm {
+                battery_mv: 3000,
+                temperature: Some(23.5),
+                adv_count: self.adv_count,
+                uptime_ds,
+            }
         };
         self.sections = Sections::default();
-        self.sections.svc.push(ServiceData {
-            uuid: Uuid128::EDDYSTONE,
-            data,
-        });
-        self.sections.uuids.push(Uuid128::EDDYSTONE);
+        self.sections.add(&frame);
     }
 
     fn refresh_sections(&mut self) {
@@ -882,68 +900,34 @@ fn kind_p1m(kind: &Kind, rng: &mut Rng) -> i8 {
     }
 }
 
-/// The sections an opted-in phone advertises for `identity`, with the
-/// layouts `core::advert` decodes. A `Mac` identity has none: the address
-/// itself is the identity.
+/// The sections an opted-in phone advertises for `identity`. A `Mac`
+/// identity has none: the address itself is the identity.
 fn identity_sections(identity: &Identity, p1m: i8) -> Sections {
     let mut s = Sections::default();
     match *identity {
-        Identity::IBeacon { uuid, major, minor } => s.mfg.push(ManufacturerData {
-            company: APPLE,
-            data: ibeacon(uuid, major, minor, p1m),
+        Identity::IBeacon { uuid, major, minor } => s.add(&Frame::IBeacon {
+            uuid,
+            major,
+            minor,
+            measured_power: p1m,
         }),
-        Identity::AltBeacon(id) => {
-            let mut data = Payload::from_slice(&[0xBE, 0xAC]);
-            data.extend_from_slice(&id);
-            data.extend_from_slice(&[p1m.to_ne_bytes()[0], 0x00]);
-            s.mfg.push(ManufacturerData {
-                company: 0x0118,
-                data,
-            });
-        }
+        Identity::AltBeacon(id) => s.add(&Frame::AltBeacon {
+            company: 0x0118,
+            id,
+            reference_rssi: p1m,
+            reserved: 0,
+        }),
         Identity::EddystoneUid {
             namespace,
             instance,
-        } => {
-            let mut data = Payload::from_slice(&[0x00, p1m.saturating_add(41).to_ne_bytes()[0]]);
-            data.extend_from_slice(&namespace);
-            data.extend_from_slice(&instance);
-            data.extend_from_slice(&[0x00, 0x00]);
-            s.svc.push(ServiceData {
-                uuid: Uuid128::EDDYSTONE,
-                data,
-            });
-            s.uuids.push(Uuid128::EDDYSTONE);
-        }
+        } => s.add(&Frame::EddystoneUid {
+            ranging: p1m.saturating_add(41),
+            namespace,
+            instance,
+        }),
         Identity::Mac(_) => {}
     }
     s
-}
-
-fn ibeacon(uuid: [u8; 16], major: u16, minor: u16, p1m: i8) -> Payload {
-    let mut data = Payload::from_slice(&[0x02, 0x15]);
-    data.extend_from_slice(&uuid);
-    data.extend_from_slice(&major.to_be_bytes());
-    data.extend_from_slice(&minor.to_be_bytes());
-    data.push(p1m.to_ne_bytes()[0]);
-    data
-}
-
-/// `https://www.example.com/` as an Eddystone-URL frame.
-fn eddystone_url(ranging: i8) -> Payload {
-    let mut data = Payload::from_slice(&[0x10, ranging.to_ne_bytes()[0], 0x01]);
-    data.extend_from_slice(b"example");
-    data.push(0x00);
-    data
-}
-
-fn eddystone_tlm(battery_mv: u16, temperature: u16, adv_count: u32, uptime_ds: u32) -> Payload {
-    let mut data = Payload::from_slice(&[0x20, 0x00]);
-    data.extend_from_slice(&battery_mv.to_be_bytes());
-    data.extend_from_slice(&temperature.to_be_bytes());
-    data.extend_from_slice(&adv_count.to_be_bytes());
-    data.extend_from_slice(&uptime_ds.to_be_bytes());
-    data
 }
 
 /// What a bystander's phone or gadget advertises.
@@ -967,9 +951,11 @@ fn noise_kind(rng: &mut Rng) -> Kind {
     } else if u < 0.80 {
         // Another app's iBeacon, with a UUID nobody here enrolled.
         let p1m = rng.i8(-62..=-56);
-        s.mfg.push(ManufacturerData {
-            company: APPLE,
-            data: ibeacon(random_array(rng), rng.u16(..), rng.u16(..), p1m),
+        s.add(&Frame::IBeacon {
+            uuid: random_array(rng),
+            major: rng.u16(..),
+            minor: rng.u16(..),
+            measured_power: p1m,
         });
     } else if u < 0.86 {
         return Kind::EddystoneTag;

@@ -15,8 +15,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use super::{Api, authorize, with_store};
+use crate::core::enrolment::Enrolment;
 use crate::core::types::Timestamp;
-use crate::store::{Conversion, ConversionOutcome, Enrolment, Error};
+use crate::store::{Conversion, ConversionOutcome, Error};
 
 /// `Some(value)` for a present key, even `null`; `None` (by `default`)
 /// for an absent one.

@@ -1,5 +1,6 @@
-//! The fast path: lines exactly as [`format_line`](super::format_line)
-//! writes them, scanned once, straight into an [`Observation`].
+//! The fast parser (not `replay --fast`): lines exactly as
+//! [`format_line`](super::format_line) writes them, scanned once, straight
+//! into an [`Observation`].
 //!
 //! Owns only the recognition of that one shape; it never decides that a line
 //! is bad. Anything it is not certain about (another key order, whitespace,

@@ -1,45 +1,16 @@
-//! Live sources (BLE adapters, Wi-Fi presence) as tasks, shared by the
-//! daemon, `record` and `scan`; and the daemon's status file, which is how
-//! `nearcast stats` shows their health and the guards' counters while the
-//! daemon runs (counts only, never a device).
+//! The daemon's status file, which is how `nearcast stats` shows the live
+//! sources' health and the guards' counters while the daemon runs (counts
+//! only, never a device). The sources themselves start in `sources`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::Counters;
-use crate::clock::Clock;
 use crate::core::guard::GuardStats;
-use crate::core::types::{Observation, Timestamp};
-use crate::source::SourceSettings;
+use crate::core::types::Timestamp;
 use crate::source::health::{Health, HealthSnapshot};
-use crate::source::{Feed, ble, wifi};
-
-/// Starts a live source feeding `tx`; `None` for the simulator and
-/// recordings, which are not live.
-#[must_use]
-pub fn spawn(
-    source: &SourceSettings,
-    clock: Arc<dyn Clock>,
-    tx: mpsc::Sender<Observation>,
-) -> Option<(JoinHandle<()>, Arc<Health>)> {
-    match source {
-        SourceSettings::Ble(b) => {
-            let health = Arc::new(Health::new(format!("ble:{}", b.adapter)));
-            let feed = Feed::new(tx, health.clone());
-            Some((tokio::spawn(ble::run(b.clone(), clock, feed)), health))
-        }
-        SourceSettings::Wifi(w) => {
-            let health = Arc::new(Health::new(format!("wifi:{}", w.backend.name())));
-            let feed = Feed::new(tx, health.clone());
-            Some((tokio::spawn(wifi::run(w.clone(), clock, feed)), health))
-        }
-        SourceSettings::Sim { .. } | SourceSettings::Replay { .. } => None,
-    }
-}
 
 /// The daemon's status file: beside the database, `<name>.status.json`.
 #[must_use]

@@ -14,6 +14,7 @@ pub mod record;
 pub mod replay;
 pub mod run;
 pub mod scan;
+pub mod sources;
 pub mod stand_in;
 
 use std::collections::HashMap;

@@ -168,10 +168,8 @@ pub async fn record_live(
     };
     let (tx, mut rx) = mpsc::channel::<Observation>(8192);
     let mut tasks = Vec::new();
-    for s in &config.daemon.sources {
-        if let Some((task, _)) = super::live::spawn(s, clock.clone(), tx.clone()) {
-            tasks.push(task);
-        }
+    for s in config.daemon.sources.iter().filter(|s| s.is_live()) {
+        tasks.push(super::sources::spawn(s, &config.layout, clock.clone(), tx.clone())?.task);
     }
     drop(tx);
     if tasks.is_empty() {

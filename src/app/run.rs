@@ -24,8 +24,6 @@ use crate::config::Config;
 use crate::core::campaign::Outcome;
 use crate::core::clock_guard::{ClockGuard, Distrust};
 use crate::core::types::Observation;
-use crate::source::sim::{SimConfig, SimCustomer, Simulator};
-use crate::source::{SimSettings, SourceSettings};
 
 /// How many observations may wait between the sources and the pipeline;
 /// beyond that, new ones are dropped and counted (the radio keeps talking).
@@ -88,12 +86,9 @@ pub async fn run_with_reload(
     // Live sources (BLE, Wi-Fi) report their health through the status file.
     let mut healths = Vec::new();
     for s in &config.daemon.sources {
-        if let Some((task, health)) = super::live::spawn(s, clock.clone(), tx.clone()) {
-            sources.push(task);
-            healths.push(health);
-            continue;
-        }
-        sources.push(spawn_source(s.clone(), &config, clock.clone(), tx.clone())?);
+        let running = super::sources::spawn(s, &config.layout, clock.clone(), tx.clone())?;
+        sources.push(running.task);
+        healths.extend(running.health);
     }
     drop(tx);
     let api = match &config.daemon.api {
@@ -445,108 +440,5 @@ fn log_output(o: &Output<'_>) {
                 "suppressed"
             ),
         },
-    }
-}
-
-/// Starts one source task feeding `tx`, paced by the wall clock.
-fn spawn_source(
-    source: SourceSettings,
-    config: &Config,
-    clock: Arc<dyn Clock>,
-    tx: mpsc::Sender<Observation>,
-) -> Result<tokio::task::JoinHandle<()>, Error> {
-    let layout = config.layout.clone();
-    match source {
-        SourceSettings::Sim(SimSettings {
-            shoppers_per_hour,
-            seed,
-            opted_in_share,
-            customers,
-        }) => {
-            let sim_customers = super::demo::sim_customers(&customers)?
-                .into_iter()
-                .map(|(_, c)| c)
-                .collect::<Vec<SimCustomer>>();
-            Ok(tokio::spawn(async move {
-                let mut hour = 0u64;
-                loop {
-                    let start = clock.now();
-                    let mono = clock.monotonic();
-                    let cfg = SimConfig {
-                        seed: seed.wrapping_add(hour),
-                        shoppers: shoppers_per_hour,
-                        start,
-                        duration: Duration::from_secs(3600),
-                        opted_in_share,
-                        ..SimConfig::default()
-                    };
-                    let sim = match Simulator::new(cfg, layout.clone(), sim_customers.clone()) {
-                        Ok(sim) => sim,
-                        Err(e) => {
-                            tracing::error!(error = %e, "simulator source cannot start");
-                            return;
-                        }
-                    };
-                    for obs in sim {
-                        let due = mono + obs.at().since(start);
-                        if !pace_and_send(&*clock, due, obs, &tx).await {
-                            return;
-                        }
-                        if clock.monotonic().saturating_sub(mono) >= Duration::from_secs(3600) {
-                            break;
-                        }
-                    }
-                    hour += 1;
-                }
-            }))
-        }
-        SourceSettings::Replay { file } => {
-            let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
-            Ok(tokio::spawn(async move {
-                let mut reader =
-                    crate::source::replay::Reader::new(std::io::BufReader::new(f), &layout);
-                // A recording plays as if it started now, at its own pace.
-                let mut first = None;
-                let mono = clock.monotonic();
-                while let Some(Ok(obs)) = reader.next() {
-                    let t0 = *first.get_or_insert(obs.at());
-                    if !pace_and_send(&*clock, mono + obs.at().since(t0), obs, &tx).await {
-                        return;
-                    }
-                }
-                tracing::info!(file = %file.display(), stats = ?reader.stats(), "replay source finished");
-            }))
-        }
-        SourceSettings::Ble(_) | SourceSettings::Wifi(_) => {
-            Err(Error::Usage("live sources are started by app::live".into()))
-        }
-    }
-}
-
-/// Sleeps until `due` on `clock`'s monotonic time, stamps the observation
-/// with the wall clock as a radio would, then sends; false when the
-/// pipeline is gone.
-async fn pace_and_send(
-    clock: &dyn Clock,
-    due: Duration,
-    mut obs: Observation,
-    tx: &mpsc::Sender<Observation>,
-) -> bool {
-    let wait = due.saturating_sub(clock.monotonic());
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
-    let now = clock.now();
-    match &mut obs {
-        Observation::Ble(s) => s.at = now,
-        Observation::Wifi(w) => w.at = now,
-    }
-    match tx.try_send(obs) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::debug!("observation queue full; dropped one");
-            true
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }

@@ -24,10 +24,8 @@ use crate::core::advert::{self, DecodeStats, Frame};
 use crate::core::identity::{Hasher, Resolver};
 use crate::core::types::{BdAddr, Observation, Rssi, ScannerIdx, Sighting, Timestamp};
 use crate::core::zones::Layout;
-use crate::source::Feed;
 use crate::source::SourceSettings;
-use crate::source::ble::{self, BleSettings};
-use crate::source::health::Health;
+use crate::source::ble::BleSettings;
 use crate::store::{self, Store};
 
 /// `scan` settings.
@@ -321,8 +319,13 @@ pub async fn scan(
         }
     }
     let (tx, mut rx) = mpsc::channel::<Observation>(4096);
-    let health = Arc::new(Health::new(format!("ble:{}", opts.adapter)));
-    let task = tokio::spawn(ble::run(settings, clock.clone(), Feed::new(tx, health)));
+    let task = super::sources::spawn(
+        &SourceSettings::Ble(settings),
+        &table.layout,
+        clock.clone(),
+        tx,
+    )?
+    .task;
     let io = |e: std::io::Error| Error::io(std::path::Path::new("<stdout>"), e);
     let deadline = opts
         .seconds

@@ -7,15 +7,16 @@
 //! request needs them, never here.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Source;
+use super::{Source, secret_ref};
 use crate::api::{ApiSettings, DEFAULT_BIND, MetaWebhook};
 use crate::channel::{AdapterSettings, ChannelSettings};
-use crate::credentials::SecretRef;
+
+/// The example variable name in the API's hints.
+const API_ENV: &str = "NEARCAST_API_TOKEN";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,38 +81,6 @@ fn refuse_inline(src: &mut Source, key: &str, v: Option<&Spanned<toml::Value>>, 
     }
 }
 
-/// One secret by reference from `<key>_env` / `<key>_file`.
-fn secret_ref(
-    src: &mut Source,
-    key: &str,
-    env: Option<&Spanned<String>>,
-    file: Option<&Spanned<String>>,
-) -> Option<SecretRef> {
-    match (env, file) {
-        (Some(e), None) => {
-            let v = e.get_ref();
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                src.error(
-                    e.span(),
-                    format!("{key}_env {v:?} is not an environment variable name"),
-                    Some("letters, digits and `_`, e.g. \"NEARCAST_API_TOKEN\"".into()),
-                );
-            }
-            Some(SecretRef::Env(v.clone()))
-        }
-        (None, Some(f)) => Some(SecretRef::File(PathBuf::from(f.get_ref()))),
-        (Some(e), Some(_)) => {
-            src.error(
-                e.span(),
-                format!("give either `{key}_env` or `{key}_file`, not both"),
-                None,
-            );
-            None
-        }
-        (None, None) => None,
-    }
-}
-
 /// Builds the API settings; `None` when `[api]` is absent or disabled.
 pub(super) fn build(
     src: &mut Source,
@@ -150,7 +119,13 @@ pub(super) fn build(
             }
         },
     };
-    let token = secret_ref(src, "token", a.token_env.as_ref(), a.token_file.as_ref());
+    let token = secret_ref(
+        src,
+        "token",
+        a.token_env.as_ref(),
+        a.token_file.as_ref(),
+        API_ENV,
+    );
     let public_url = a.public_url.as_ref().map(|u| {
         let v = u.get_ref();
         if !(v.starts_with("https://") || v.starts_with("http://")) || v.contains('?') {
@@ -195,12 +170,14 @@ pub(super) fn build(
             "app_secret",
             r.app_secret_env.as_ref(),
             r.app_secret_file.as_ref(),
+            API_ENV,
         );
         let verify_token = secret_ref(
             src,
             "verify_token",
             r.verify_token_env.as_ref(),
             r.verify_token_file.as_ref(),
+            API_ENV,
         );
         match (app_secret, verify_token) {
             (Some(app_secret), Some(verify_token)) => {
@@ -235,6 +212,7 @@ pub(super) fn build(
                 "auth_token",
                 r.auth_token_env.as_ref(),
                 r.auth_token_file.as_ref(),
+                API_ENV,
             )
             .or(channel_token);
             if token.is_none() {
@@ -273,6 +251,7 @@ pub(super) fn build(
             "signature_secret",
             r.signature_secret_env.as_ref(),
             r.signature_secret_file.as_ref(),
+            API_ENV,
         );
         if config.vonage.is_none() {
             src.error(

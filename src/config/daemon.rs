@@ -14,8 +14,6 @@ use crate::core::guard::GuardConfig;
 use crate::core::identity::AppBeacons;
 use crate::core::types::Uuid128;
 use crate::core::zones::Layout;
-use crate::source::ble::BleSettings;
-use crate::source::wifi::{Backend, WifiSettings};
 use crate::source::{SimSettings, SourceSettings};
 
 /// Daemon settings.
@@ -91,7 +89,7 @@ impl Daemon {
 struct Raw {
     database: RawDatabase,
     #[serde(default, rename = "source")]
-    sources: Vec<RawSource>,
+    sources: Vec<super::sources::RawSource>,
     #[serde(default)]
     channels: BTreeMap<String, Spanned<super::providers::RawChannel>>,
     #[serde(default)]
@@ -143,73 +141,6 @@ struct RawDatabase {
     secret_file: Option<PathBuf>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSource {
-    kind: Spanned<String>,
-    shoppers_per_hour: Option<u32>,
-    seed: Option<u64>,
-    opted_in_share: Option<Spanned<f64>>,
-    customers: Option<PathBuf>,
-    file: Option<PathBuf>,
-    // ble
-    adapter: Option<Spanned<String>>,
-    scanner: Option<Spanned<String>>,
-    silence: Option<Dur>,
-    // ble and wifi
-    retry_min: Option<Dur>,
-    retry_max: Option<Dur>,
-    // wifi
-    backend: Option<Spanned<String>>,
-    control: Option<PathBuf>,
-    ping: Option<Dur>,
-    interface: Option<String>,
-    stale_after: Option<Dur>,
-    poll: Option<Dur>,
-    seen_every: Option<Dur>,
-}
-
-impl RawSource {
-    /// The optional keys that are set, by name (for "does not apply").
-    fn keys_set(&self) -> Vec<&'static str> {
-        [
-            ("shoppers_per_hour", self.shoppers_per_hour.is_some()),
-            ("seed", self.seed.is_some()),
-            ("opted_in_share", self.opted_in_share.is_some()),
-            ("customers", self.customers.is_some()),
-            ("file", self.file.is_some()),
-            ("adapter", self.adapter.is_some()),
-            ("scanner", self.scanner.is_some()),
-            ("silence", self.silence.is_some()),
-            ("retry_min", self.retry_min.is_some()),
-            ("retry_max", self.retry_max.is_some()),
-            ("backend", self.backend.is_some()),
-            ("control", self.control.is_some()),
-            ("ping", self.ping.is_some()),
-            ("interface", self.interface.is_some()),
-            ("stale_after", self.stale_after.is_some()),
-            ("poll", self.poll.is_some()),
-            ("seen_every", self.seen_every.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(k, set)| set.then_some(k))
-        .collect()
-    }
-}
-
-/// Keys each source kind (and wifi backend) accepts.
-const SIM_KEYS: &[&str] = &["shoppers_per_hour", "seed", "opted_in_share", "customers"];
-/// Keys each live source kind (and wifi backend) accepts.
-const BLE_KEYS: &[&str] = &["adapter", "scanner", "silence", "retry_min", "retry_max"];
-const WIFI_KEYS: &[&str] = &["backend", "retry_min", "retry_max", "seen_every"];
-const HOSTAPD_KEYS: &[&str] = &["control", "ping"];
-const NEIGHBOURS_KEYS: &[&str] = &["interface", "stale_after"];
-const LEASES_KEYS: &[&str] = &["file", "poll"];
-
-fn default_shoppers() -> u32 {
-    120
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawOutbox {
@@ -240,77 +171,44 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
     let before = src.errors.len();
     let rel = |p: PathBuf| if p.is_relative() { dir.join(p) } else { p };
 
-    let mut sources = Vec::new();
-    for s in raw.sources {
-        let kind = s.kind.get_ref().as_str();
-        match kind {
-            "sim" => {
-                refuse_keys(src, &s, SIM_KEYS);
-                let share = s.opted_in_share.as_ref().map_or(0.3, |v| *v.get_ref());
-                if let Some(v) = &s.opted_in_share
-                    && !(0.0..=1.0).contains(v.get_ref())
-                {
-                    src.error(
-                        v.span(),
-                        "opted_in_share is a fraction between 0.0 and 1.0",
-                        None,
-                    );
-                }
-                let Some(customers) = s.customers.clone() else {
-                    src.error(
-                        s.kind.span(),
-                        "a sim source needs `customers`",
-                        Some("the demo customers CSV, e.g. customers = \"customers.csv\"".into()),
-                    );
-                    continue;
-                };
-                sources.push(SourceSettings::Sim(SimSettings {
-                    shoppers_per_hour: s.shoppers_per_hour.unwrap_or_else(default_shoppers),
-                    seed: s.seed.unwrap_or(0),
-                    opted_in_share: share,
-                    customers: rel(customers),
-                }));
-            }
-            "replay" => {
-                refuse_keys(src, &s, &["file"]);
-                let Some(file) = s.file.clone() else {
-                    src.error(s.kind.span(), "a replay source needs `file`", None);
-                    continue;
-                };
-                sources.push(SourceSettings::Replay { file: rel(file) });
-            }
-            "ble" => {
-                refuse_keys(src, &s, BLE_KEYS);
-                if let Some(b) = ble_source(src, &s, layout) {
-                    sources.push(SourceSettings::Ble(b));
-                }
-            }
-            "wifi" => {
-                if let Some(w) = wifi_source(src, &s, &rel) {
-                    sources.push(SourceSettings::Wifi(w));
-                }
-            }
-            other => src.error(
-                s.kind.span(),
-                format!("unknown source kind `{other}`"),
-                Some("this build knows: sim, replay, ble, wifi".into()),
-            ),
-        }
-    }
-
+    let sources = super::sources::build(raw.sources, src, layout, &rel);
     let channels = super::channels::build(&raw.channels, src);
+    let outbox = outbox(src, &raw.outbox);
+    check_log_filter(src, &raw.log.filter);
+    let privacy = privacy(src, &raw.privacy);
+    let guard = guard_config(src, &raw.guard);
+    let api = super::api::build(src, raw.api.as_ref(), raw.webhooks.as_ref(), &channels);
+    if src.errors.len() > before {
+        return None;
+    }
+    let clock = clock(&raw.clock);
+    Some(Daemon {
+        privacy,
+        clock,
+        database: rel(raw.database.path),
+        secret_file: raw.database.secret_file.map(rel),
+        sources,
+        channels,
+        outbox,
+        log_filter: raw.log.filter,
+        guard,
+        api,
+    })
+}
+
+/// `[outbox]`: lease, batch and retries, within bounds.
+fn outbox(src: &mut Source, raw: &RawOutbox) -> OutboxSettings {
     let defaults = OutboxSettings::default();
     let outbox = OutboxSettings {
-        lease: raw.outbox.lease.map_or(defaults.lease, |d| d.0),
-        batch: raw.outbox.batch.unwrap_or(defaults.batch).clamp(1, 1000),
-        poll: raw.outbox.poll.map_or(defaults.poll, |d| d.0),
+        lease: raw.lease.map_or(defaults.lease, |d| d.0),
+        batch: raw.batch.unwrap_or(defaults.batch).clamp(1, 1000),
+        poll: raw.poll.map_or(defaults.poll, |d| d.0),
         max_attempts: raw
-            .outbox
             .max_attempts
             .unwrap_or(defaults.max_attempts)
             .clamp(1, 100),
-        backoff_min: raw.outbox.backoff_min.map_or(defaults.backoff_min, |d| d.0),
-        backoff_max: raw.outbox.backoff_max.map_or(defaults.backoff_max, |d| d.0),
+        backoff_min: raw.backoff_min.map_or(defaults.backoff_min, |d| d.0),
+        backoff_max: raw.backoff_max.map_or(defaults.backoff_max, |d| d.0),
     };
     if outbox.backoff_max < outbox.backoff_min {
         src.error(
@@ -319,15 +217,23 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
             Some("backoff_max is the longest wait between attempts".into()),
         );
     }
-    if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
+    outbox
+}
+
+/// `[log] filter` in `RUST_LOG` syntax.
+fn check_log_filter(src: &mut Source, filter: &str) {
+    if tracing_subscriber::EnvFilter::try_new(filter).is_err() {
         src.error(
             0..0,
-            format!("invalid log filter {:?}", raw.log.filter),
+            format!("invalid log filter {:?}", filter),
             Some("use RUST_LOG syntax, e.g. \"info\" or \"nearcast=debug,info\"".into()),
         );
     }
+}
+
+/// `[privacy]`: the app's rotating-token beacons, their slot, retention.
+fn privacy(src: &mut Source, p: &RawPrivacy) -> Privacy {
     let defaults = Privacy::default();
-    let p = &raw.privacy;
     let mut privacy = Privacy {
         app: AppBeacons::default(),
         app_token_slot: p
@@ -378,196 +284,17 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
             ),
         );
     }
-    let guard = guard_config(src, &raw.guard);
-    let api = super::api::build(src, raw.api.as_ref(), raw.webhooks.as_ref(), &channels);
-    if src.errors.len() > before {
-        return None;
-    }
+    privacy
+}
+
+/// `[clock]`: when the wall clock is trusted.
+fn clock(raw: &RawClock) -> ClockSettings {
     let clock_defaults = ClockSettings::default();
-    let clock = ClockSettings {
-        require_sync: raw
-            .clock
-            .require_sync
-            .unwrap_or(clock_defaults.require_sync),
-        max_jump: raw.clock.max_jump.map_or(clock_defaults.max_jump, |d| d.0),
-        settle: raw.clock.settle.map_or(clock_defaults.settle, |d| d.0),
-    };
-    Some(Daemon {
-        privacy,
-        clock,
-        database: rel(raw.database.path),
-        secret_file: raw.database.secret_file.map(rel),
-        sources,
-        channels,
-        outbox,
-        log_filter: raw.log.filter,
-        guard,
-        api,
-    })
-}
-
-/// Refuses keys set on a source that its kind does not take.
-fn refuse_keys(src: &mut Source, s: &RawSource, allowed: &[&str]) {
-    let kind = s.kind.get_ref();
-    for key in s.keys_set() {
-        if !allowed.contains(&key) {
-            src.error(
-                s.kind.span(),
-                format!("`{key}` does not apply to a {kind} source"),
-                Some(format!("a {kind} source takes: {}", allowed.join(", "))),
-            );
-        }
+    ClockSettings {
+        require_sync: raw.require_sync.unwrap_or(clock_defaults.require_sync),
+        max_jump: raw.max_jump.map_or(clock_defaults.max_jump, |d| d.0),
+        settle: raw.settle.map_or(clock_defaults.settle, |d| d.0),
     }
-}
-
-fn ble_source(src: &mut Source, s: &RawSource, layout: Option<&Layout>) -> Option<BleSettings> {
-    let adapter = s
-        .adapter
-        .as_ref()
-        .map_or_else(|| "hci0".to_owned(), |a| a.get_ref().clone());
-    let adapter_ok = adapter.len() <= 32
-        && !adapter.is_empty()
-        && adapter
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !adapter_ok {
-        let span = s.adapter.as_ref().map_or(s.kind.span(), Spanned::span);
-        src.error(
-            span,
-            format!("invalid adapter name {adapter:?}"),
-            Some("a BlueZ adapter name such as \"hci0\" (see `bluetoothctl list`)".into()),
-        );
-        return None;
-    }
-    let scanner = match (layout, &s.scanner) {
-        // zones.toml failed to load: its own errors say why.
-        (None, _) => crate::core::types::ScannerIdx(0),
-        (Some(l), None) => {
-            if l.scanners.is_empty() {
-                src.error(
-                    s.kind.span(),
-                    "a ble source needs a scanner, and zones.toml has none",
-                    Some(
-                        "add a [[scanner]] to zones.toml and name it here: scanner = \"door\""
-                            .into(),
-                    ),
-                );
-                return None;
-            }
-            crate::core::types::ScannerIdx(0)
-        }
-        (Some(l), Some(name)) => {
-            if let Some(i) = l.scanner_index(name.get_ref()) {
-                i
-            } else {
-                let hint = super::did_you_mean(name.get_ref(), l.scanners.iter().map(|s| &*s.id));
-                src.error(
-                    name.span(),
-                    format!("unknown scanner `{}`", name.get_ref()),
-                    Some(hint),
-                );
-                return None;
-            }
-        }
-    };
-    let mut b = BleSettings::new(&adapter, scanner);
-    if let Some(d) = s.silence {
-        b.silence = d.0.max(std::time::Duration::from_secs(1));
-    }
-    if let Some(d) = s.retry_min {
-        b.retry_min = d.0;
-    }
-    if let Some(d) = s.retry_max {
-        b.retry_max = d.0;
-    }
-    Some(b)
-}
-
-fn wifi_source(
-    src: &mut Source,
-    s: &RawSource,
-    rel: &dyn Fn(PathBuf) -> PathBuf,
-) -> Option<WifiSettings> {
-    let Some(backend) = &s.backend else {
-        src.error(
-            s.kind.span(),
-            "a wifi source needs `backend`",
-            Some("one of: hostapd, neighbours, leases".into()),
-        );
-        return None;
-    };
-    let keys = |extra: &[&'static str]| -> Vec<&'static str> {
-        WIFI_KEYS.iter().chain(extra).copied().collect()
-    };
-    let backend = match backend.get_ref().as_str() {
-        "hostapd" => {
-            refuse_keys(src, s, &keys(HOSTAPD_KEYS));
-            let Some(control) = s.control.clone() else {
-                src.error(
-                    s.kind.span(),
-                    "the hostapd backend needs `control`",
-                    Some(
-                        "hostapd's control socket, e.g. control = \"/var/run/hostapd/wlan0\""
-                            .into(),
-                    ),
-                );
-                return None;
-            };
-            Backend::Hostapd {
-                control: rel(control),
-                ping_every: s.ping.map_or(std::time::Duration::from_secs(10), |d| d.0),
-            }
-        }
-        "neighbours" => {
-            refuse_keys(src, s, &keys(NEIGHBOURS_KEYS));
-            Backend::Neighbours {
-                interface: s.interface.clone(),
-                stale_after: s
-                    .stale_after
-                    .map_or(std::time::Duration::from_secs(300), |d| d.0),
-            }
-        }
-        "leases" => {
-            refuse_keys(src, s, &keys(LEASES_KEYS));
-            let Some(file) = s.file.clone() else {
-                src.error(
-                    s.kind.span(),
-                    "the leases backend needs `file`",
-                    Some(
-                        "dnsmasq's leases file, e.g. file = \"/var/lib/misc/dnsmasq.leases\""
-                            .into(),
-                    ),
-                );
-                return None;
-            };
-            Backend::Leases {
-                file: rel(file),
-                poll: s.poll.map_or(std::time::Duration::from_secs(2), |d| d.0),
-            }
-        }
-        other => {
-            src.error(
-                backend.span(),
-                format!("unknown wifi backend `{other}`"),
-                Some(super::did_you_mean(
-                    other,
-                    ["hostapd", "neighbours", "leases"],
-                )),
-            );
-            return None;
-        }
-    };
-    let mut w = WifiSettings::new(backend);
-    if let Some(d) = s.retry_min {
-        w.retry_min = d.0;
-    }
-    if let Some(d) = s.retry_max {
-        w.retry_max = d.0;
-    }
-    if let Some(d) = s.seen_every {
-        w.seen_every = d.0.max(std::time::Duration::from_secs(1));
-    }
-    Some(w)
 }
 
 fn guard_config(src: &mut Source, raw: &RawGuard) -> GuardConfig {
@@ -596,6 +323,7 @@ mod tests {
 
     use super::*;
     use crate::config::{CAMPAIGNS_FILE, DAEMON_FILE, Errors, ZONES_FILE, load};
+    use crate::source::wifi::Backend;
 
     /// The example config with `sources` appended to nearcast.toml.
     fn with_sources(sources: &str) -> (tempfile::TempDir, Result<crate::config::Config, Errors>) {

@@ -11,6 +11,7 @@ mod campaigns;
 mod channels;
 mod daemon;
 mod providers;
+mod sources;
 mod zones;
 
 use std::fmt;
@@ -20,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::credentials::SecretRef;
 
 use crate::core::campaign::Engine;
 use crate::core::zones::Layout;
@@ -256,6 +260,41 @@ fn build(
         layout: Arc::new(zones.layout),
         engine: Arc::new(engine),
     })
+}
+
+/// One secret by reference from `<key>_env` / `<key>_file` (`example`: an
+/// environment variable name for the hint); `None` when neither is given
+/// or both are (refused).
+pub(crate) fn secret_ref(
+    src: &mut Source,
+    key: &str,
+    env: Option<&Spanned<String>>,
+    file: Option<&Spanned<String>>,
+    example: &str,
+) -> Option<SecretRef> {
+    match (env, file) {
+        (Some(e), None) => {
+            let v = e.get_ref();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                src.error(
+                    e.span(),
+                    format!("{key}_env {v:?} is not an environment variable name"),
+                    Some(format!("letters, digits and `_`, e.g. \"{example}\"")),
+                );
+            }
+            Some(SecretRef::Env(v.clone()))
+        }
+        (None, Some(f)) => Some(SecretRef::File(PathBuf::from(f.get_ref()))),
+        (Some(e), Some(_)) => {
+            src.error(
+                e.span(),
+                format!("give either `{key}_env` or `{key}_file`, not both"),
+                None,
+            );
+            None
+        }
+        (None, None) => None,
+    }
 }
 
 /// A near-miss suggestion: `"cofee"` → `coffee`.

@@ -2,15 +2,15 @@
 //! channel's output, TTL expiry, and lease recovery after a crash mid-send.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use nearcast::core::types::Timestamp;
 use nearcast::store::OutboxState;
+use support::*;
 
 const ANNA_PHONE: [u8; 6] = [0x5A, 0x01, 0x02, 0x03, 0x04, 0x05];
 const BEN_PHONE: [u8; 6] = [0x5B, 0x01, 0x02, 0x03, 0x04, 0x05];

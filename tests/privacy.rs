@@ -3,12 +3,12 @@
 //! and purpose, and the schema migration that introduced it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+mod support;
 
-use common::*;
 use nearcast::core::advert::Frame;
 use nearcast::core::rotating::{app_token, eid};
 use nearcast::core::types::{BdAddr, Observation, ScannerIdx, Sighting, Timestamp};
+use support::*;
 
 const APP_KEY: [u8; 32] = [0x42; 32];
 const EID_KEY: &str = "0102030405060708090A111213141516";

@@ -1,4 +1,7 @@
-//! Test support for the provider adapters: a provider stand-in on loopback
+//! Test support, one module for every integration test and benchmark: a
+//! small store (`shop`: configuration, customers, hand-made sightings), the
+//! one test clock (`TestClock`), the provider adapters' fixtures (`fixtures`), a provider
+//! stand-in on loopback
 //! that records each request and answers as scripted (the server of
 //! `nearcast stand-in`), and Stoplight Prism, installed into the target
 //! directory on first use, validating requests against OpenAPI documents.
@@ -13,7 +16,14 @@ use std::time::{Duration, Instant};
 use nearcast::app::stand_in;
 use tokio::net::TcpListener;
 
+mod clock;
 pub mod fixtures;
+mod shop;
+
+#[allow(unused_imports)]
+pub use clock::TestClock;
+#[allow(unused_imports)]
+pub use shop::*;
 
 pub use nearcast::app::stand_in::Reply;
 /// A request as the stand-in received it.

@@ -289,7 +289,9 @@ impl Nearcast {
     /// to `log`.
     pub fn start(mut cmd: Command, log: PathBuf) -> Nearcast {
         let child = cmd
-            .env("RUST_LOG", "warn,nearcast=info")
+            // The BLE source's retries and scan restarts at debug: tests
+            // wait for them instead of sleeping.
+            .env("RUST_LOG", "warn,nearcast=info,nearcast::source::ble=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -311,20 +313,29 @@ impl Nearcast {
         strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default()).replace('"', "")
     }
 
+    /// How many log lines contain every one of `needles`.
+    pub fn count_of(&self, needles: &[&str]) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
     /// Waits until the log has a line containing every one of `needles`.
     pub fn wait_for(&self, needles: &[&str], timeout: Duration) {
+        self.wait_for_count(needles, 1, timeout);
+    }
+
+    /// Waits until the log has `n` lines containing every one of `needles`.
+    pub fn wait_for_count(&self, needles: &[&str], n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self
-                .log()
-                .lines()
-                .any(|l| needles.iter().all(|n| l.contains(n)))
-            {
+            if self.count_of(needles) >= n {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "no log line with {needles:?} within {timeout:?}:\n{}",
+                "not {n} log lines with {needles:?} within {timeout:?}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -8,6 +8,7 @@
 //! value or a body.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::SendResult;
@@ -339,6 +340,71 @@ impl Client {
             headers,
             body,
         })
+    }
+}
+
+/// What makes a provider's settings an adapter: where its secret is, how
+/// long a request may take, its pure request builder and classifier.
+pub trait Api: Send + Sync + 'static {
+    /// The adapter's name in logs and errors (`twilio`).
+    const NAME: &'static str;
+    /// Whether the provider keeps one message per outbox key (see
+    /// [`Deliver::dedupes`](super::Deliver::dedupes)).
+    const DEDUPES: bool = false;
+
+    /// The secret the requests are signed or authorised with.
+    fn token(&self) -> &SecretRef;
+
+    /// Time a request may take.
+    fn timeout(&self) -> Duration;
+
+    /// The request for `msg`, or the result to record instead.
+    ///
+    /// # Errors
+    /// The [`SendResult`] to record when nothing is sent.
+    fn build(&self, msg: &super::Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult>;
+
+    /// What the provider's answer means.
+    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult;
+}
+
+/// A provider adapter: its settings, the shared client, and where its
+/// secret is looked up. The one `Deliver` implementation every HTTP
+/// provider shares.
+pub struct Provider<S> {
+    settings: S,
+    client: Client,
+    env: Arc<dyn Env>,
+}
+
+impl<S: Api> Provider<S> {
+    /// An adapter sending with `client`, reading its secret through `env`.
+    #[must_use]
+    pub fn new(settings: S, client: Client, env: Arc<dyn Env>) -> Provider<S> {
+        Provider {
+            settings,
+            client,
+            env,
+        }
+    }
+}
+
+impl<S: Api> super::Deliver for Provider<S> {
+    fn send<'a>(&'a self, msg: &'a super::Outgoing<'a>) -> super::SendFuture<'a> {
+        Box::pin(send_with(
+            &self.client,
+            &*self.env,
+            self.settings.token(),
+            self.settings.timeout(),
+            msg,
+            S::NAME,
+            |token| self.settings.build(msg, token),
+            S::classify,
+        ))
+    }
+
+    fn dedupes(&self) -> bool {
+        S::DEDUPES
     }
 }
 

@@ -18,16 +18,15 @@
 //! pure; `Twilio` only sends.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::{self, Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
-use super::{Deliver, Outgoing, SendFuture, SendResult};
+use super::http::{self, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
+use super::{Outgoing, SendResult};
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
-use crate::credentials::{Env, Secret, SecretRef};
+use crate::credentials::{Secret, SecretRef};
 
 /// Twilio Programmable Messaging.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,37 +58,26 @@ pub struct TwilioSettings {
 /// Twilio's longest `ValidityPeriod`, in seconds.
 const MAX_VALIDITY: i64 = 36_000;
 
-/// The Twilio adapter.
-pub struct Twilio {
-    settings: TwilioSettings,
-    client: Client,
-    env: Arc<dyn Env>,
-}
+/// The twilio adapter.
+pub type Twilio = http::Provider<TwilioSettings>;
 
-impl Twilio {
-    /// An adapter sending with `client`, reading its secret through `env`.
-    #[must_use]
-    pub fn new(settings: TwilioSettings, client: Client, env: Arc<dyn Env>) -> Twilio {
-        Twilio {
-            settings,
-            client,
-            env,
-        }
+impl http::Api for TwilioSettings {
+    const NAME: &'static str = "twilio";
+
+    fn token(&self) -> &SecretRef {
+        &self.token
     }
-}
 
-impl Deliver for Twilio {
-    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(http::send_with(
-            &self.client,
-            &*self.env,
-            &self.settings.token,
-            self.settings.timeout,
-            msg,
-            "twilio",
-            |token| build_request(msg, &self.settings, token),
-            classify,
-        ))
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn build(&self, msg: &Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult> {
+        build_request(msg, self, token)
+    }
+
+    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
+        classify(resp, now)
     }
 }
 

@@ -13,16 +13,15 @@
 //!
 //! `build_request` and `classify` are pure; `Vonage` only sends.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::http::{self, Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
-use super::{Deliver, Outgoing, SendFuture, SendResult};
+use super::http::{self, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
+use super::{Outgoing, SendResult};
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
-use crate::credentials::{Env, Secret, SecretRef};
+use crate::credentials::{Secret, SecretRef};
 
 /// Which of Vonage's channels a `vonage` channel uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,42 +68,28 @@ pub struct VonageSettings {
     pub timeout: Duration,
 }
 
-/// The Vonage adapter.
-pub struct Vonage {
-    settings: VonageSettings,
-    client: Client,
-    env: Arc<dyn Env>,
-}
+/// The vonage adapter.
+pub type Vonage = http::Provider<VonageSettings>;
 
-impl Vonage {
-    /// An adapter sending with `client`, reading its secret through `env`.
-    #[must_use]
-    pub fn new(settings: VonageSettings, client: Client, env: Arc<dyn Env>) -> Vonage {
-        Vonage {
-            settings,
-            client,
-            env,
-        }
-    }
-}
-
-impl Deliver for Vonage {
+impl http::Api for VonageSettings {
+    const NAME: &'static str = "vonage";
     /// The Messages API carries the outbox key as `client_ref`.
-    fn dedupes(&self) -> bool {
-        true
+    const DEDUPES: bool = true;
+
+    fn token(&self) -> &SecretRef {
+        &self.token
     }
 
-    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(http::send_with(
-            &self.client,
-            &*self.env,
-            &self.settings.token,
-            self.settings.timeout,
-            msg,
-            "vonage",
-            |token| build_request(msg, &self.settings, token),
-            classify,
-        ))
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn build(&self, msg: &Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult> {
+        build_request(msg, self, token)
+    }
+
+    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
+        classify(resp, now)
     }
 }
 

@@ -19,17 +19,16 @@
 //!
 //! `build_request` and `classify` are pure; `Webhook` only sends.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::http::{self, Client, HttpRequest, HttpResponse};
-use super::{Deliver, Outgoing, SendFuture, SendResult};
+use super::http::{self, HttpRequest, HttpResponse};
+use super::{Outgoing, SendResult};
 use crate::core::types::Timestamp;
-use crate::credentials::{Env, Secret, SecretRef};
+use crate::credentials::{Secret, SecretRef};
 
 /// JSON POST to the retailer's own system, signed with HMAC-SHA256.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,42 +49,28 @@ pub const TIMESTAMP: &str = "X-Nearcast-Timestamp";
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// The webhook adapter.
-pub struct Webhook {
-    settings: WebhookSettings,
-    client: Client,
-    env: Arc<dyn Env>,
-}
+pub type Webhook = http::Provider<WebhookSettings>;
 
-impl Webhook {
-    /// An adapter sending with `client`, reading its key through `env`.
-    #[must_use]
-    pub fn new(settings: WebhookSettings, client: Client, env: Arc<dyn Env>) -> Webhook {
-        Webhook {
-            settings,
-            client,
-            env,
-        }
-    }
-}
+impl http::Api for WebhookSettings {
+    const NAME: &'static str = "webhook";
+    /// The receiver gets the outbox key as `Idempotency-Key` and answers
+    /// 409 to one it already has (see docs/webhook.md).
+    const DEDUPES: bool = true;
 
-impl Deliver for Webhook {
-    /// The receiver gets the outbox key as `Idempotency-Key` and answers 409
-    /// to one it already has (see docs/webhook.md).
-    fn dedupes(&self) -> bool {
-        true
+    fn token(&self) -> &SecretRef {
+        &self.token
     }
 
-    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(http::send_with(
-            &self.client,
-            &*self.env,
-            &self.settings.token,
-            self.settings.timeout,
-            msg,
-            "webhook",
-            |key| Ok(build_request(msg, &self.settings, key)),
-            classify,
-        ))
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn build(&self, msg: &Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult> {
+        Ok(build_request(msg, self, token))
+    }
+
+    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
+        classify(resp, now)
     }
 }
 

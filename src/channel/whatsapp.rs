@@ -14,16 +14,15 @@
 //!
 //! `build_request` and `classify` are pure; `WhatsApp` only sends.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::http::{self, Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
-use super::{Deliver, Outgoing, SendFuture, SendResult};
+use super::http::{self, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
+use super::{Outgoing, SendResult};
 use crate::core::message::{Rendered, TemplateCall, Variant};
 use crate::core::types::Timestamp;
-use crate::credentials::{Env, Secret, SecretRef};
+use crate::credentials::{Secret, SecretRef};
 
 /// WhatsApp Business Cloud API (Meta).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,37 +43,26 @@ pub struct WhatsAppSettings {
     pub timeout: Duration,
 }
 
-/// The WhatsApp Cloud API adapter.
-pub struct WhatsApp {
-    settings: WhatsAppSettings,
-    client: Client,
-    env: Arc<dyn Env>,
-}
+/// The whatsapp adapter.
+pub type WhatsApp = http::Provider<WhatsAppSettings>;
 
-impl WhatsApp {
-    /// An adapter sending with `client`, reading its token through `env`.
-    #[must_use]
-    pub fn new(settings: WhatsAppSettings, client: Client, env: Arc<dyn Env>) -> WhatsApp {
-        WhatsApp {
-            settings,
-            client,
-            env,
-        }
+impl http::Api for WhatsAppSettings {
+    const NAME: &'static str = "whatsapp";
+
+    fn token(&self) -> &SecretRef {
+        &self.token
     }
-}
 
-impl Deliver for WhatsApp {
-    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(http::send_with(
-            &self.client,
-            &*self.env,
-            &self.settings.token,
-            self.settings.timeout,
-            msg,
-            "whatsapp",
-            |token| build_request(msg, &self.settings, token),
-            classify,
-        ))
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn build(&self, msg: &Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult> {
+        build_request(msg, self, token)
+    }
+
+    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
+        classify(resp, now)
     }
 }
 

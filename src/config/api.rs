@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Source, secret_ref};
+use super::{Source, refuse_inline, secret_ref};
 use crate::api::{ApiSettings, DEFAULT_BIND, MetaWebhook};
 use crate::channel::{AdapterSettings, ChannelSettings};
 
@@ -65,22 +65,6 @@ struct RawVonage {
     signature_secret: Option<Spanned<toml::Value>>,
 }
 
-/// Refuses a secret written inline under `key`.
-fn refuse_inline(src: &mut Source, key: &str, v: Option<&Spanned<toml::Value>>, credential: &str) {
-    if let Some(v) = v {
-        src.error(
-            v.span(),
-            format!("`{key}` would put a secret into the config file; nearcast refuses that"),
-            Some(format!(
-                "keep it in a file readable only by nearcast and name it: with systemd, \
-                 `LoadCredential={credential}:/etc/credstore/{credential}` in the unit and \
-                 {key}_file = \"{credential}\"; or in the environment: {key}_env = \"NEARCAST_{}\"",
-                credential.to_ascii_uppercase().replace('-', "_")
-            )),
-        );
-    }
-}
-
 /// Builds the API settings; `None` when `[api]` is absent or disabled.
 pub(super) fn build(
     src: &mut Source,
@@ -102,7 +86,7 @@ pub(super) fn build(
     };
     let span = api.span();
     let a = api.get_ref();
-    refuse_inline(src, "token", a.token.as_ref(), "api-token");
+    refuse_inline(src, "token", a.token.as_ref(), "api-token", "token");
     let bind = match &a.bind {
         None => DEFAULT_BIND.parse().ok()?,
         Some(b) => match b.get_ref().parse::<SocketAddr>() {
@@ -158,12 +142,14 @@ pub(super) fn build(
             "app_secret",
             r.app_secret.as_ref(),
             "whatsapp-app-secret",
+            "app_secret",
         );
         refuse_inline(
             src,
             "verify_token",
             r.verify_token.as_ref(),
             "whatsapp-verify-token",
+            "verify_token",
         );
         let app_secret = secret_ref(
             src,
@@ -206,7 +192,13 @@ pub(super) fn build(
     config.twilio = match &h.twilio {
         Some(t) => {
             let r = t.get_ref();
-            refuse_inline(src, "auth_token", r.auth_token.as_ref(), "twilio-token");
+            refuse_inline(
+                src,
+                "auth_token",
+                r.auth_token.as_ref(),
+                "twilio-token",
+                "auth_token",
+            );
             let token = secret_ref(
                 src,
                 "auth_token",
@@ -245,6 +237,7 @@ pub(super) fn build(
             "signature_secret",
             r.signature_secret.as_ref(),
             "vonage-signature-secret",
+            "signature_secret",
         );
         config.vonage = secret_ref(
             src,

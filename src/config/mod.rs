@@ -262,6 +262,30 @@ fn build(
     })
 }
 
+/// Refuses a secret written inline under `key`, with the hint to name it
+/// as the systemd credential `credential` under `<name>_file` (or
+/// `<name>_env`).
+pub(crate) fn refuse_inline(
+    src: &mut Source,
+    key: &str,
+    v: Option<&Spanned<toml::Value>>,
+    credential: &str,
+    name: &str,
+) {
+    if let Some(v) = v {
+        src.error(
+            v.span(),
+            format!("`{key}` would put a secret into the config file; nearcast refuses that"),
+            Some(format!(
+                "keep it in a file readable only by nearcast and name it: with systemd, \
+                 `LoadCredential={credential}:/etc/credstore/{credential}` in the unit and \
+                 {name}_file = \"{credential}\"; or in the environment: {name}_env = \"NEARCAST_{}\"",
+                credential.to_ascii_uppercase().replace('-', "_")
+            )),
+        );
+    }
+}
+
 /// One secret by reference from `<key>_env` / `<key>_file` (`example`: an
 /// environment variable name for the hint); `None` when neither is given
 /// or both are (refused).

@@ -107,20 +107,9 @@ pub(super) fn check_keys(adapter: &str, c: &RawChannel, name: &str, src: &mut So
         c.password.as_ref(),
         c.signing_key.as_ref(),
     ];
+    let credential = format!("{name}-token");
     for (key, v) in INLINE_SECRETS.iter().zip(inline) {
-        if let Some(v) = v {
-            src.error(
-                v.span(),
-                format!("`{key}` would put a secret into the config file; nearcast refuses that"),
-                Some(format!(
-                    "keep it in a file readable only by nearcast and name it: with systemd, \
-                     `LoadCredential={name}-token:/etc/credstore/{name}-token` in the unit and \
-                     token_file = \"{name}-token\"; or in the environment: \
-                     token_env = \"NEARCAST_{}_TOKEN\"",
-                    name.to_ascii_uppercase().replace('-', "_")
-                )),
-            );
-        }
+        super::refuse_inline(src, key, v, &credential, "token");
     }
     let allowed: &[&str] = match adapter {
         "whatsapp" => &["base_url", "api_version", "phone_number_id", "allow_text"],

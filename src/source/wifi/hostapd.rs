@@ -16,11 +16,8 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
-use super::{Ended, Roster, report, seen_all, up};
-use crate::clock::Clock;
+use super::{Ended, Session, report, seen_all, up};
 use crate::core::types::{BdAddr, WifiKind};
-use crate::source::Feed;
-use crate::source::health::Backoff;
 
 const SOURCE: &str = "hostapd";
 /// hostapd answers in milliseconds; a request not answered in this long
@@ -108,15 +105,14 @@ async fn attach(sock: &UnixDatagram) -> io::Result<()> {
 }
 
 /// One connection to hostapd, until it fails or the pipeline is gone.
-pub(crate) async fn session(
-    control: &Path,
-    ping_every: Duration,
-    seen_every: Duration,
-    clock: &dyn Clock,
-    feed: &Feed,
-    roster: &mut Roster,
-    backoff: &mut Backoff,
-) -> Ended {
+pub(crate) async fn session(control: &Path, ping_every: Duration, session: Session<'_>) -> Ended {
+    let Session {
+        seen_every,
+        clock,
+        feed,
+        roster,
+        backoff,
+    } = session;
     let connected = async {
         let events = client(control)?;
         attach(&events).await?;

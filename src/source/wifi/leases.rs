@@ -16,11 +16,9 @@
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{Ended, Roster, report, seen_all, up};
-use crate::clock::Clock;
+use super::{Ended, Session, report, seen_all, up};
 use crate::core::types::{BdAddr, Timestamp};
-use crate::source::Feed;
-use crate::source::health::{Backoff, Health};
+use crate::source::health::Health;
 
 const SOURCE: &str = "leases";
 
@@ -62,15 +60,14 @@ fn stamp(path: &Path) -> std::io::Result<(u64, u128, u64)> {
 }
 
 /// Watches the file until the pipeline is gone or the file cannot be read.
-pub(crate) async fn session(
-    file: &Path,
-    poll: Duration,
-    seen_every: Duration,
-    clock: &dyn Clock,
-    feed: &Feed,
-    roster: &mut Roster,
-    backoff: &mut Backoff,
-) -> Ended {
+pub(crate) async fn session(file: &Path, poll: Duration, session: Session<'_>) -> Ended {
+    let Session {
+        seen_every,
+        clock,
+        feed,
+        roster,
+        backoff,
+    } = session;
     let mut seen = None;
     let mut leases: Vec<(BdAddr, Option<Timestamp>)> = Vec::new();
     let mut doubt_empty = false;

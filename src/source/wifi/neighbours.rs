@@ -23,11 +23,10 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 
-use super::{Ended, Roster, report, seen_all, up};
-use crate::clock::Clock;
+use super::{Ended, Roster, Session, report, seen_all, up};
 use crate::core::types::{BdAddr, Timestamp};
 use crate::source::Feed;
-use crate::source::health::{Backoff, Health};
+use crate::source::health::Health;
 
 const SOURCE: &str = "neighbours";
 
@@ -173,12 +172,15 @@ fn sync(table: &NeighbourTable, roster: &mut Roster, at: Timestamp, feed: &Feed)
 pub(crate) async fn session(
     interface: Option<&str>,
     stale_after: Duration,
-    seen_every: Duration,
-    clock: &dyn Clock,
-    feed: &Feed,
-    roster: &mut Roster,
-    backoff: &mut Backoff,
+    session: Session<'_>,
 ) -> Ended {
+    let Session {
+        seen_every,
+        clock,
+        feed,
+        roster,
+        backoff,
+    } = session;
     let Ok((conn, handle, mut messages)) =
         rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Neigh])
     else {

@@ -28,42 +28,9 @@ pub struct Status {
     /// Wi-Fi reports the pipeline handled.
     pub wifi: u64,
     /// The flood and junk guards.
-    pub guard: GuardCounts,
+    pub guard: GuardStats,
     /// Each live source.
     pub sources: Vec<SourceStatus>,
-}
-
-/// [`GuardStats`] as written.
-#[derive(Serialize, serde::Deserialize, Debug, PartialEq, Default)]
-pub struct GuardCounts {
-    /// Admitted to identity lookup.
-    pub admitted: u64,
-    /// Impossible RSSI.
-    pub junk: u64,
-    /// Per-address rate limit.
-    pub address_rate: u64,
-    /// Per-identity rate limit.
-    pub identity_rate: u64,
-    /// Ignored addresses (too many identities).
-    pub spoofing: u64,
-    /// Addresses put in quarantine.
-    pub quarantined: u64,
-    /// Remembered entries evicted.
-    pub evicted: u64,
-}
-
-impl From<GuardStats> for GuardCounts {
-    fn from(g: GuardStats) -> GuardCounts {
-        GuardCounts {
-            admitted: g.admitted,
-            junk: g.junk,
-            address_rate: g.address_rate,
-            identity_rate: g.identity_rate,
-            spoofing: g.spoofing,
-            quarantined: g.quarantined,
-            evicted: g.evicted,
-        }
-    }
 }
 
 /// One source's health as written.
@@ -116,7 +83,7 @@ impl Status {
             written_at: at.as_secs_f64(),
             sightings: counters.sightings,
             wifi: counters.wifi,
-            guard: counters.guard.into(),
+            guard: counters.guard,
             sources: healths.iter().map(|h| h.snapshot().into()).collect(),
         }
     }

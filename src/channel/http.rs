@@ -368,6 +368,41 @@ pub trait Api: Send + Sync + 'static {
     fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult;
 }
 
+/// Implements [`Api`] for a provider's settings (with `token` and
+/// `timeout` fields) from its module's pure `build_request` and `classify`.
+macro_rules! provider_api {
+    ($settings:ty, $name:literal, dedupes: $dedupes:literal) => {
+        impl $crate::channel::http::Api for $settings {
+            const NAME: &'static str = $name;
+            const DEDUPES: bool = $dedupes;
+
+            fn token(&self) -> &$crate::credentials::SecretRef {
+                &self.token
+            }
+
+            fn timeout(&self) -> std::time::Duration {
+                self.timeout
+            }
+
+            fn build(
+                &self,
+                msg: &$crate::channel::Outgoing<'_>,
+                token: &$crate::credentials::Secret,
+            ) -> Result<$crate::channel::http::HttpRequest, $crate::channel::SendResult> {
+                build_request(msg, self, token)
+            }
+
+            fn classify(
+                resp: &$crate::channel::http::HttpResponse,
+                now: $crate::core::types::Timestamp,
+            ) -> $crate::channel::SendResult {
+                classify(resp, now)
+            }
+        }
+    };
+}
+pub(crate) use provider_api;
+
 /// A provider adapter: its settings, the shared client, and where its
 /// secret is looked up. The one `Deliver` implementation every HTTP
 /// provider shares.

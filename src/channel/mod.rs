@@ -138,6 +138,22 @@ pub struct Outgoing<'a> {
     pub at: Timestamp,
 }
 
+impl Outgoing<'_> {
+    /// The customer's phone number, or (for adapter `what`) the fallback to
+    /// the next channel when there is none.
+    ///
+    /// # Errors
+    /// [`SendResult::Fallback`] without a phone number.
+    pub fn phone(&self, what: &str) -> Result<&str, SendResult> {
+        self.item
+            .phone
+            .as_deref()
+            .ok_or_else(|| SendResult::Fallback {
+                error: format!("{what}: the customer has no phone number"),
+            })
+    }
+}
+
 /// A future an adapter returns.
 pub type SendFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = SendResult> + Send + 'a>>;

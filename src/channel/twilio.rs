@@ -61,25 +61,7 @@ const MAX_VALIDITY: i64 = 36_000;
 /// The twilio adapter.
 pub type Twilio = http::Provider<TwilioSettings>;
 
-impl http::Api for TwilioSettings {
-    const NAME: &'static str = "twilio";
-
-    fn token(&self) -> &SecretRef {
-        &self.token
-    }
-
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    fn build(&self, msg: &Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult> {
-        build_request(msg, self, token)
-    }
-
-    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
-        classify(resp, now)
-    }
-}
+http::provider_api!(TwilioSettings, "twilio", dedupes: false);
 
 /// The request for `msg`, or why none is sent.
 ///
@@ -91,11 +73,7 @@ pub fn build_request(
     s: &TwilioSettings,
     token: &Secret,
 ) -> Result<HttpRequest, SendResult> {
-    let Some(phone) = msg.item.phone.as_deref() else {
-        return Err(SendResult::Fallback {
-            error: "twilio: the customer has no phone number".into(),
-        });
-    };
+    let phone = msg.phone("twilio")?;
     let r = msg.rendered;
     let mut form: Vec<(&str, String)> = Vec::new();
     form.push((

@@ -71,27 +71,8 @@ pub struct VonageSettings {
 /// The vonage adapter.
 pub type Vonage = http::Provider<VonageSettings>;
 
-impl http::Api for VonageSettings {
-    const NAME: &'static str = "vonage";
-    /// The Messages API carries the outbox key as `client_ref`.
-    const DEDUPES: bool = true;
-
-    fn token(&self) -> &SecretRef {
-        &self.token
-    }
-
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    fn build(&self, msg: &Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult> {
-        build_request(msg, self, token)
-    }
-
-    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
-        classify(resp, now)
-    }
-}
+// The Messages API carries the outbox key as `client_ref`.
+http::provider_api!(VonageSettings, "vonage", dedupes: true);
 
 /// The request for `msg`, or why none is sent.
 ///
@@ -103,11 +84,7 @@ pub fn build_request(
     s: &VonageSettings,
     token: &Secret,
 ) -> Result<HttpRequest, SendResult> {
-    let Some(phone) = msg.item.phone.as_deref() else {
-        return Err(SendResult::Fallback {
-            error: "vonage: the customer has no phone number".into(),
-        });
-    };
+    let phone = msg.phone("vonage")?;
     let r = msg.rendered;
     let mut body = json!({
         "channel": s.channel.wire_name(),

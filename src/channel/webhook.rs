@@ -51,36 +51,23 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// The webhook adapter.
 pub type Webhook = http::Provider<WebhookSettings>;
 
-impl http::Api for WebhookSettings {
-    const NAME: &'static str = "webhook";
-    /// The receiver gets the outbox key as `Idempotency-Key` and answers
-    /// 409 to one it already has (see docs/webhook.md).
-    const DEDUPES: bool = true;
-
-    fn token(&self) -> &SecretRef {
-        &self.token
-    }
-
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    fn build(&self, msg: &Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult> {
-        Ok(build_request(msg, self, token))
-    }
-
-    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
-        classify(resp, now)
-    }
-}
+// The receiver gets the outbox key as `Idempotency-Key` and answers 409 to
+// one it already has (see docs/webhook.md).
+http::provider_api!(WebhookSettings, "webhook", dedupes: true);
 
 fn rfc3339(t: Timestamp) -> Value {
     jiff::Timestamp::from_millisecond(t.0).map_or(Value::Null, |t| json!(t.to_string()))
 }
 
 /// The signed request for `msg`.
-#[must_use]
-pub fn build_request(msg: &Outgoing<'_>, s: &WebhookSettings, key: &Secret) -> HttpRequest {
+///
+/// # Errors
+/// None: a webhook takes every message (the `Result` is every provider's).
+pub fn build_request(
+    msg: &Outgoing<'_>,
+    s: &WebhookSettings,
+    key: &Secret,
+) -> Result<HttpRequest, SendResult> {
     let i = msg.item;
     let r = msg.rendered;
     let template = r.template.as_ref().map_or(Value::Null, |t| {
@@ -108,7 +95,7 @@ pub fn build_request(msg: &Outgoing<'_>, s: &WebhookSettings, key: &Secret) -> H
     .to_string()
     .into_bytes();
     let ts = msg.at.0.div_euclid(1000).to_string();
-    HttpRequest::post(
+    Ok(HttpRequest::post(
         s.url.clone(),
         vec![
             ("Content-Type".into(), "application/json".into()),
@@ -117,7 +104,7 @@ pub fn build_request(msg: &Outgoing<'_>, s: &WebhookSettings, key: &Secret) -> H
             (SIGNATURE.into(), sign(key.expose().as_bytes(), &ts, &body)),
         ],
         body,
-    )
+    ))
 }
 
 fn mac(key: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
@@ -227,7 +214,7 @@ mod tests {
             rendered: &r,
             at,
         };
-        let req = build_request(&msg, &settings(), &Secret::new("k3y"));
+        let req = build_request(&msg, &settings(), &Secret::new("k3y")).unwrap();
         assert_eq!(req.url, "https://crm.example.com/nearcast");
         let body = r#"{"attempt":1,"balance":110,"campaign":"welcome","channel":"whatsapp","created_at":"2026-11-24T09:00:00Z","customer":"anna","expires_at":"2026-11-24T09:10:00Z","first_name":"Anna","id":"3-welcome-1795510800000","image":null,"message":"welcome","phone":"+4915112345678","points":10,"sent_at":"2026-11-24T09:00:03.25Z","template":{"buttons":["Angebote"],"language":"de","name":"welcome_back","params":["Anna"]},"text":"Hallo Anna!","variant":"rich"}"#;
         assert_eq!(req.body_text(), body);

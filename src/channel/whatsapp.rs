@@ -46,25 +46,7 @@ pub struct WhatsAppSettings {
 /// The whatsapp adapter.
 pub type WhatsApp = http::Provider<WhatsAppSettings>;
 
-impl http::Api for WhatsAppSettings {
-    const NAME: &'static str = "whatsapp";
-
-    fn token(&self) -> &SecretRef {
-        &self.token
-    }
-
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    fn build(&self, msg: &Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult> {
-        build_request(msg, self, token)
-    }
-
-    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
-        classify(resp, now)
-    }
-}
+http::provider_api!(WhatsAppSettings, "whatsapp", dedupes: false);
 
 /// The request for `msg`, or why none is sent (no phone number; no
 /// template and free text not allowed).
@@ -76,11 +58,7 @@ pub fn build_request(
     s: &WhatsAppSettings,
     token: &Secret,
 ) -> Result<HttpRequest, SendResult> {
-    let Some(to) = msg.item.phone.as_deref() else {
-        return Err(SendResult::Fallback {
-            error: "whatsapp: the customer has no phone number".into(),
-        });
-    };
+    let to = msg.phone("whatsapp")?;
     let body = message_body(to, msg.rendered, &msg.item.key, s.allow_text)?;
     Ok(HttpRequest::post(
         http::join(

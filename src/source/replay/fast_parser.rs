@@ -419,7 +419,7 @@ mod tests {
         ]
     }
 
-    /// What [`Lines::line`](super::super::Lines) does without the fast path.
+    /// What [`Lines::line`](super::super::reader::Lines) does without the fast path.
     fn general(line: &[u8], layout: &Layout) -> Result<Observation, Reason> {
         std::str::from_utf8(line)
             .map_err(|_| Reason::NotUtf8)

@@ -392,6 +392,7 @@ fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
 
     // BlueZ crashes and comes back (a new owner of org.bluez).
     let retries = run.count_of(&["bluetooth still unavailable"]);
+    let restarts = run.count_of(&["scan restarted"]);
     bus.kill_bluez();
     run.wait_for(
         &["bluetooth lost", "reason=bluez gone"],
@@ -408,12 +409,15 @@ fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
     // Sightings flow again: Dora's tag arrives.
     let dora = bus.add_device("hci0", DORA_TAG);
     bus.eddystone_uid(&dora, DORA_NS, DORA_INSTANCE);
+    // Once the daemon scans again, what is advertised is heard.
+    run.wait_for_count(&["scan restarted"], restarts + 1, Duration::from_secs(10));
     advertise(&mut bus, &[(&dora, -70)], 2.0);
     run.wait_for(&["bluetooth back"], Duration::from_secs(10));
     run.wait_for(&["customer=dora", "event=arrived"], Duration::from_secs(5));
 
     // The adapter is unplugged, then plugged in again.
     let retries = run.count_of(&["bluetooth still unavailable"]);
+    let restarts = run.count_of(&["scan restarted"]);
     bus.remove_adapter("hci0");
     run.wait_for(
         &["bluetooth lost", "reason=adapter removed"],
@@ -427,17 +431,20 @@ fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
     bus.add_adapter("hci0");
     let eve = bus.add_device("hci0", "C4:00:00:00:00:03");
     bus.ibeacon(&eve, 1, 3);
+    run.wait_for_count(&["scan restarted"], restarts + 1, Duration::from_secs(10));
     advertise(&mut bus, &[(&eve, -70)], 2.0);
     let back = |log: &str| count(log, &["bluetooth back"]);
     assert_eq!(back(&run.log()), 2, "{}", run.log());
     run.wait_for(&["customer=eve", "event=arrived"], Duration::from_secs(5));
 
     // Someone powers the adapter off: scanning powers it on again.
+    let restarts = run.count_of(&["scan restarted"]);
     bus.set("/org/bluez/hci0", "org.bluez.Adapter1", "Powered", false);
     run.wait_for(
         &["bluetooth lost", "reason=adapter powered off"],
         Duration::from_secs(10),
     );
+    run.wait_for_count(&["scan restarted"], restarts + 1, Duration::from_secs(10));
     advertise(&mut bus, &[(&eve, -70)], 2.0);
     assert_eq!(back(&run.log()), 3, "{}", run.log());
     assert_eq!(

@@ -11,43 +11,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{Api, authorize, with_store};
 use crate::core::enrolment::Enrolment;
 use crate::core::types::Timestamp;
 use crate::store::{Conversion, ConversionOutcome, Error};
-
-/// `Some(value)` for a present key, even `null`; `None` (by `default`)
-/// for an absent one.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnrolBody {
-    id: String,
-    #[serde(default)]
-    first_name: String,
-    phone: Option<String>,
-    #[serde(default)]
-    channels: Vec<String>,
-    consent_at: String,
-    consent_source: String,
-    #[serde(default)]
-    identities: Vec<String>,
-    #[serde(default)]
-    segments: Vec<String>,
-    #[serde(default)]
-    purposes: Vec<String>,
-    consent_text: Option<String>,
-    /// Absent: confirmed by the retailer's system; `null`: pending
-    /// (double opt-in by reply); a time: confirmed then.
-    #[serde(default, deserialize_with = "present")]
-    confirmed_at: Option<Option<String>>,
-}
 
 fn bad_request(message: impl Into<String>) -> Response {
     (
@@ -88,22 +58,10 @@ pub(super) async fn enrol(
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
-    let b: EnrolBody = match parse(&body) {
-        Ok(b) => b,
+    // The body is the enrolment itself, checked like a file's row.
+    let e: Enrolment = match parse(&body) {
+        Ok(e) => e,
         Err(r) => return r,
-    };
-    let e = Enrolment {
-        id: b.id,
-        first_name: b.first_name,
-        phone: b.phone,
-        channels: b.channels,
-        consent_at: b.consent_at,
-        consent_source: b.consent_source,
-        identities: b.identities,
-        segments: b.segments,
-        purposes: b.purposes,
-        consent_text: b.consent_text,
-        confirmed_at: b.confirmed_at,
     };
     let now = api.clock.now();
     let a = api.clone();

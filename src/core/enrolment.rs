@@ -12,18 +12,24 @@ use super::rotating::RotatingKey;
 use super::types::{Purpose, Purposes, Timestamp};
 
 /// One customer's enrolment as given: a customers-file row or a
-/// `POST /v1/customers` body. List fields may hold one element with the
-/// file's separators (`whatsapp|sms`) or one element per item; both are
-/// read alike.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `POST /v1/customers` body (this type, as JSON: `id`, `consent_at` and
+/// `consent_source` required, unknown keys refused). List fields may hold
+/// one element with the file's separators (`whatsapp|sms`) or one element
+/// per item; both are read alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+// The name the API's errors have always given a malformed body.
+#[serde(deny_unknown_fields, rename = "EnrolBody")]
 pub struct Enrolment {
     /// Retailer's id.
     pub id: String,
     /// First name.
+    #[serde(default)]
     pub first_name: String,
     /// Phone, international form.
+    #[serde(default)]
     pub phone: Option<String>,
     /// Channels in preference order (`|` separates).
+    #[serde(default)]
     pub channels: Vec<String>,
     /// When consent was given (RFC 3339).
     pub consent_at: String,
@@ -31,17 +37,31 @@ pub struct Enrolment {
     pub consent_source: String,
     /// Identities as in the file (`ibeacon:…`, `mac:…`, `app:…`; `;`
     /// separates).
+    #[serde(default)]
     pub identities: Vec<String>,
     /// Segments (`;` or `|` separates).
+    #[serde(default)]
     pub segments: Vec<String>,
     /// Purposes consented to (`;` or `|` separates); all three when empty.
+    #[serde(default)]
     pub purposes: Vec<String>,
     /// Version of the consent text shown.
+    #[serde(default)]
     pub consent_text: Option<String>,
     /// Double opt-in: `None` = confirmed by the retailer's system (like a
-    /// file without the column); `Some(None)` or an empty time = pending;
-    /// `Some(Some(t))` = confirmed at `t` (RFC 3339).
+    /// file without the column, a body without the key); `Some(None)` (a
+    /// JSON `null`) or an empty time = pending; `Some(Some(t))` = confirmed
+    /// at `t` (RFC 3339).
+    #[serde(default, deserialize_with = "present")]
     pub confirmed_at: Option<Option<String>>,
+}
+
+/// `Some(value)` for a present key, even `null`; `None` (by `default`)
+/// for an absent one.
+fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// An enrolment that passed every check, its identities hashed: what the

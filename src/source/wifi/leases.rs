@@ -60,14 +60,7 @@ fn stamp(path: &Path) -> std::io::Result<(u64, u128, u64)> {
 }
 
 /// Watches the file until the pipeline is gone or the file cannot be read.
-pub(crate) async fn session(file: &Path, poll: Duration, session: Session<'_>) -> Ended {
-    let Session {
-        seen_every,
-        clock,
-        feed,
-        roster,
-        backoff,
-    } = session;
+pub(crate) async fn session(file: &Path, poll: Duration, s: Session<'_>) -> Ended {
     let mut seen = None;
     let mut leases: Vec<(BdAddr, Option<Timestamp>)> = Vec::new();
     let mut doubt_empty = false;
@@ -77,7 +70,7 @@ pub(crate) async fn session(file: &Path, poll: Duration, session: Session<'_>) -
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if feed.is_closed() {
+        if s.feed.is_closed() {
             return Ended::Closed;
         }
         let Ok(before) = stamp(file) else {
@@ -97,23 +90,23 @@ pub(crate) async fn session(file: &Path, poll: Duration, session: Session<'_>) -
                 continue;
             }
             doubt_empty = false;
-            Health::bump(&feed.health.events);
+            Health::bump(&s.feed.health.events);
             seen = Some(before);
             leases = parsed;
         }
         if !started {
             started = true;
-            up(feed, backoff, SOURCE);
+            up(s.feed, s.backoff, SOURCE);
         }
-        let at = clock.now();
-        for (kind, mac) in roster.replace(present(&leases, at)) {
-            if !report(feed, SOURCE, at, kind, mac) {
+        let at = s.clock.now();
+        for (kind, mac) in s.roster.replace(present(&leases, at)) {
+            if !report(s.feed, SOURCE, at, kind, mac) {
                 return Ended::Closed;
             }
         }
-        if last_seen.elapsed() >= seen_every {
+        if last_seen.elapsed() >= s.seen_every {
             last_seen = tokio::time::Instant::now();
-            if !seen_all(feed, SOURCE, at, roster) {
+            if !seen_all(s.feed, SOURCE, at, s.roster) {
                 return Ended::Closed;
             }
         }

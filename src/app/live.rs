@@ -30,49 +30,7 @@ pub struct Status {
     /// The flood and junk guards.
     pub guard: GuardStats,
     /// Each live source.
-    pub sources: Vec<SourceStatus>,
-}
-
-/// One source's health as written.
-#[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
-pub struct SourceStatus {
-    /// `ble:hci0`, `wifi:hostapd`, …
-    pub name: String,
-    /// `starting`, `running`, `recovering`.
-    pub state: String,
-    /// Why it last went down.
-    pub last_outage: Option<String>,
-    /// Raw events received.
-    pub events: u64,
-    /// Observations delivered.
-    pub delivered: u64,
-    /// Dropped on a full queue.
-    pub queue_full: u64,
-    /// Outages.
-    pub outages: u64,
-    /// Recoveries.
-    pub recoveries: u64,
-    /// Failed reconnection attempts.
-    pub failed_attempts: u64,
-}
-
-impl From<HealthSnapshot> for SourceStatus {
-    fn from(h: HealthSnapshot) -> SourceStatus {
-        SourceStatus {
-            name: h.name,
-            state: serde_json::to_value(h.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            last_outage: h.last_outage.map(str::to_owned),
-            events: h.events,
-            delivered: h.delivered,
-            queue_full: h.queue_full,
-            outages: h.outages,
-            recoveries: h.recoveries,
-            failed_attempts: h.failed_attempts,
-        }
-    }
+    pub sources: Vec<HealthSnapshot>,
 }
 
 impl Status {
@@ -84,7 +42,7 @@ impl Status {
             sightings: counters.sightings,
             wifi: counters.wifi,
             guard: counters.guard,
-            sources: healths.iter().map(|h| h.snapshot().into()).collect(),
+            sources: healths.iter().map(|h| h.snapshot()).collect(),
         }
     }
 

@@ -18,8 +18,6 @@
 //! the queues are small, so CI's one pass is quick.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -31,11 +29,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use nearcast::channel::ChannelLimits;
+use nearcast::channel::SendResult;
 use nearcast::channel::{Adapter, Deliver, Outgoing, SendFuture, Worker};
-use nearcast::config::{ChannelLimits, Config};
+use nearcast::config::Config;
 use nearcast::core::campaign::{Ledger, Outcome};
 use nearcast::core::types::Timestamp;
-use nearcast::store::{SendResult, Store};
+use nearcast::store::Store;
 use support::{Reply, StandIn};
 
 /// Messages per queue for an immediate provider.
@@ -110,14 +110,14 @@ ttl = "2h"
 plain = "{store}: 30 % off all bread until 14:00, {first_name}. STOP to opt out"
 "#;
     std::fs::write(dir.join("nearcast.toml"), daemon).unwrap();
-    std::fs::write(dir.join("zones.toml"), common::ZONES).unwrap();
+    std::fs::write(dir.join("zones.toml"), support::ZONES).unwrap();
     std::fs::write(dir.join("campaigns.toml"), campaigns).unwrap();
     nearcast::config::load(dir).unwrap()
 }
 
 /// When the broadcast is decided.
 fn decided() -> Timestamp {
-    common::at(10, 0, 0)
+    support::at(10, 0, 0)
 }
 
 /// A database file with `n` customers and `n` queued `flash-sale` messages,

@@ -13,18 +13,19 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nearcast::app::Pipeline;
-use nearcast::core::advert::{self, DecodeStats};
+use nearcast::core::advert::{self, DecodeStats, Frame};
 use nearcast::core::campaign::MemoryLedger;
 use nearcast::core::identity::{CustomerInfo, CustomerKey, Directory, Hasher, Identity};
 use nearcast::core::presence::Tracker;
 use nearcast::core::types::{
-    BdAddr, ManufacturerData, Observation, Purposes, Rssi, ScannerIdx, ServiceData, Sighting,
-    Timestamp, Uuid128,
+    BdAddr, ManufacturerData, Observation, Purposes, Rssi, ScannerIdx, Sighting, Timestamp,
 };
 
 const CUSTOMERS: u32 = 100_000;
 const DEVICES: u32 = 2_000;
 const APP: &str = "e2c56db5dffb48d2b060d0f5a71096e0";
+const APP_UUID: [u8; 16] = 0xe2c5_6db5_dffb_48d2_b060_d0f5_a710_96e0_u128.to_be_bytes();
+const NAMESPACE: [u8; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 
 fn config() -> nearcast::config::Config {
     nearcast::config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
@@ -46,32 +47,31 @@ fn sighting(i: u32, t: i64, rng: &mut fastrand::Rng) -> Observation {
     match i % 20 {
         0..=4 => {
             let minor = (i * 37) % CUSTOMERS;
-            let data = hex::decode(format!(
-                "0215{APP}{:04x}{:04x}c5",
-                minor >> 16,
-                minor & 0xffff
-            ))
-            .unwrap();
-            s.manufacturer_data.push(ManufacturerData {
-                company: 76,
-                data: data.into_iter().collect(),
-            });
+            let frame = Frame::IBeacon {
+                uuid: APP_UUID,
+                major: u16::try_from(minor >> 16).unwrap_or(0),
+                minor: u16::try_from(minor & 0xffff).unwrap_or(0),
+                measured_power: -59,
+            };
+            frame.encode().unwrap().add_to(&mut s);
         }
         5 | 6 => {
-            let n = CUSTOMERS - 1 - (i % CUSTOMERS);
-            let data = hex::decode(format!("00e80102030405060708090a{n:012x}")).unwrap();
-            s.service_data.push(ServiceData {
-                uuid: Uuid128::EDDYSTONE,
-                data: data.into_iter().collect(),
-            });
+            let n = u64::from(CUSTOMERS - 1 - (i % CUSTOMERS));
+            let frame = Frame::EddystoneUid {
+                ranging: -24,
+                namespace: NAMESPACE,
+                instance: n.to_be_bytes()[2..].try_into().unwrap_or_default(),
+            };
+            frame.encode().unwrap().add_to(&mut s);
         }
         7..=10 => {
-            let data =
-                hex::decode(format!("0215{:032x}0001{:04x}bb", u128::from(i) * 7919, i)).unwrap();
-            s.manufacturer_data.push(ManufacturerData {
-                company: 76,
-                data: data.into_iter().collect(),
-            });
+            let frame = Frame::IBeacon {
+                uuid: (u128::from(i) * 7919).to_be_bytes(),
+                major: 1,
+                minor: u16::try_from(i).unwrap_or(0),
+                measured_power: -69,
+            };
+            frame.encode().unwrap().add_to(&mut s);
         }
         11..=17 => {
             s.manufacturer_data.push(ManufacturerData {

@@ -1,20 +1,14 @@
 //! The `nearcast` command line: argument parsing, logging setup and exit
 //! codes. Everything else lives in the library.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use nearcast::app::{self, Clock, SystemClock};
-use nearcast::config::{self, Config};
-use nearcast::core::types::Timestamp;
-use nearcast::store::OutboxState;
-
-const DEFAULT_CONFIG: &str = "/etc/nearcast";
+use nearcast::app::cli::{self, CustomersAction, Exit, RecordOptions};
+use nearcast::app::{broadcast, demo, record, replay, scan};
+use nearcast::config::Config;
 
 /// nearcast: greets opted-in customers in a store, by BLE and Wi-Fi presence.
 #[derive(Parser)]
@@ -214,9 +208,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = init_logging();
     match run(cli, &log) {
-        Ok(code) => code,
+        Ok(Exit::Success) => ExitCode::SUCCESS,
+        Ok(Exit::Failure) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("nearcast: {e:#}");
+            eprintln!("nearcast: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
     }
@@ -258,116 +253,51 @@ fn apply_log_filter(log: &LogFilter, config: &Config) {
     }
 }
 
-fn load(dir: Option<&Path>) -> anyhow::Result<Config> {
-    let dir = dir.unwrap_or(Path::new(DEFAULT_CONFIG));
-    config::load(dir).map_err(|e| anyhow::anyhow!("configuration refused:\n{e}"))
-}
-
-fn stdout() -> Arc<Mutex<dyn Write + Send>> {
-    Arc::new(Mutex::new(std::io::stdout()))
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")
-}
-
-#[allow(clippy::too_many_lines)]
-fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
-    let config_dir = cli.config.as_deref();
+/// Hands each command to its body in `app::cli`.
+fn run(cli: Cli, log: &LogFilter) -> Result<Exit, nearcast::app::Error> {
+    let dir = cli.config.as_deref();
+    let config = || {
+        let c = cli::load(dir)?;
+        apply_log_filter(log, &c);
+        Ok::<_, nearcast::app::Error>(c)
+    };
     match cli.command {
-        Command::CheckConfig => {
-            let dir = config_dir.unwrap_or(Path::new(DEFAULT_CONFIG));
-            match config::load(dir) {
-                Ok(c) => {
-                    println!(
-                        "{}: configuration OK: {} scanners, {} zones, {} campaigns, {} messages, channels {}",
-                        dir.display(),
-                        c.layout.scanners.len(),
-                        c.layout.zones.len(),
-                        c.engine.campaigns.len(),
-                        c.engine.messages.len(),
-                        c.daemon
-                            .channels
-                            .iter()
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        Command::CheckConfig => Ok(cli::check_config(dir)),
         Command::Demo {
             shoppers,
             speed,
             seed,
             minutes,
             provider,
-        } => {
-            let opts = app::demo::DemoOptions {
-                config: cli.config.clone(),
-                shoppers,
-                speed,
-                seed,
-                minutes,
-                provider,
-                ..app::demo::DemoOptions::default()
-            };
-            runtime()?.block_on(app::demo::demo(opts, stdout()))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::StandIn { listen } => {
-            runtime()?.block_on(async {
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("listening on {listen}"))?;
-                let addr = listener.local_addr()?;
-                println!(
-                    "nearcast stand-in on http://{addr}: WhatsApp Cloud API, Twilio and Vonage Messages; \
-                     try `nearcast demo --provider http://{addr}` (Ctrl-C to stop)"
-                );
-                app::stand_in::serve(listener, stdout(), shutdown_signal()).await?;
-                anyhow::Ok(())
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cli::demo(demo::DemoOptions {
+            config: cli.config.clone(),
+            shoppers,
+            speed,
+            seed,
+            minutes,
+            provider,
+            ..demo::DemoOptions::default()
+        }),
+        Command::StandIn { listen } => cli::stand_in(listen),
         Command::Broadcast {
             campaign,
             segment,
             dry_run,
             db,
         } => {
-            let config = load(config_dir)?;
-            apply_log_filter(log, &config);
-            let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let opts = app::broadcast::BroadcastOptions {
+            let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                broadcast::ProgressStyle::Bar
+            } else {
+                broadcast::ProgressStyle::Lines
+            };
+            let opts = broadcast::BroadcastOptions {
                 campaign,
                 segment,
                 dry_run,
                 db,
-                progress: if stderr_tty {
-                    app::broadcast::ProgressStyle::Bar
-                } else {
-                    app::broadcast::ProgressStyle::Lines
-                },
+                progress,
             };
-            let clock = SystemClock {
-                require_sync: config.daemon.clock.require_sync,
-            };
-            let adapters = app::adapters(&config, &stdout())?;
-            let progress: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stderr()));
-            let summary = runtime()?.block_on(app::broadcast::broadcast(
-                &config, &opts, &clock, adapters, progress,
-            ))?;
-            print!("{}", summary.text());
-            Ok(ExitCode::SUCCESS)
+            cli::broadcast(&config()?, &opts)
         }
         Command::Replay {
             file,
@@ -377,8 +307,7 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
             speed,
             db,
         } => {
-            let config = load(config_dir)?;
-            let opts = app::replay::ReplayOptions {
+            let opts = replay::ReplayOptions {
                 file,
                 dry_run,
                 fast,
@@ -386,29 +315,7 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
                 speed,
                 db,
             };
-            let out = Arc::new(Mutex::new(std::io::BufWriter::with_capacity(
-                1 << 16,
-                std::io::stdout(),
-            )));
-            let report = runtime()?.block_on(app::replay::replay(&config, &opts, out.clone()))?;
-            if let Ok(mut o) = out.lock() {
-                o.flush()?;
-            }
-            for bad in &report.stats.first_bad {
-                eprintln!("{}: {bad}", opts.file.display());
-            }
-            if report.stats.skipped() > 0 {
-                eprintln!("{} line(s) skipped", report.stats.skipped());
-            }
-            if fast {
-                eprintln!(
-                    "replayed {} observations in {:.3} s: {:.0} sightings/s",
-                    report.stats.observations(),
-                    report.elapsed.as_secs_f64(),
-                    report.rate()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            cli::replay(&cli::load(dir)?, &opts)
         }
         Command::Record {
             file,
@@ -420,45 +327,15 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
             shoppers,
             seed,
         } => {
-            let config = load(config_dir)?;
-            if sim {
-                let n = app::record::record_sim(&config, &file, minutes, shoppers, seed)?;
-                eprintln!("wrote {n} observations to {}", file.display());
-                return Ok(ExitCode::SUCCESS);
-            }
-            if all {
-                eprintln!(
-                    "nearcast: --all: {} will hold PERSONAL DATA: the addresses of every device heard, \
-                     including people who did not opt in. Keep it like customer data and delete it after use.",
-                    file.display()
-                );
-            }
-            let opts = app::record::LiveOptions { seconds, all, db };
-            let clock: Arc<dyn Clock> = Arc::new(SystemClock {
-                require_sync: false,
-            });
-            let report = runtime()?.block_on(app::record::record_live(
-                &config,
-                &file,
-                &opts,
-                clock,
-                shutdown_signal(),
-            ))?;
-            if all {
-                eprintln!(
-                    "wrote {} observations to {}",
-                    report.written,
-                    file.display()
-                );
-            } else {
-                eprintln!(
-                    "wrote {} observations of enrolled customers to {} ({} of other devices not written)",
-                    report.written,
-                    file.display(),
-                    report.skipped
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let opts = RecordOptions {
+                file,
+                sim,
+                minutes,
+                shoppers,
+                seed,
+                live: record::LiveOptions { seconds, all, db },
+            };
+            cli::record(&cli::load(dir)?, &opts)
         }
         Command::Scan {
             adapter,
@@ -466,14 +343,7 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
             json,
             db,
         } => {
-            // The configuration is optional: without it, default radio model
-            // and no customer names.
-            let config = match load(config_dir) {
-                Ok(c) => Some(c),
-                Err(e) if config_dir.is_some() => return Err(e),
-                Err(_) => None,
-            };
-            let opts = app::scan::ScanOptions {
+            let opts = scan::ScanOptions {
                 adapter,
                 seconds,
                 json,
@@ -481,247 +351,24 @@ fn run(cli: Cli, log: &LogFilter) -> anyhow::Result<ExitCode> {
                 refresh: std::time::Duration::from_secs(1),
                 db,
             };
-            let clock: Arc<dyn Clock> = Arc::new(SystemClock {
-                require_sync: false,
-            });
-            let mut out = std::io::stdout();
-            let summary = runtime()?.block_on(app::scan::scan(
-                config.as_ref(),
-                &opts,
-                clock,
-                &mut out,
-                shutdown_signal(),
-            ))?;
-            eprintln!(
-                "heard {} advertisements from {} devices",
-                summary.sightings, summary.devices
-            );
-            Ok(ExitCode::SUCCESS)
+            cli::scan(dir, &opts)
         }
-        Command::Run { db } => {
-            let config = load(config_dir)?;
-            apply_log_filter(log, &config);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let clock: Arc<dyn Clock> = Arc::new(SystemClock {
-                require_sync: config.daemon.clock.require_sync,
-            });
-            rt.block_on(app::run::run(
-                config,
-                db,
-                clock,
-                stdout(),
-                shutdown_signal(),
-            ))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run { db } => cli::run(config()?, db),
         Command::Customers { action, db } => {
-            let config = load(config_dir)?;
-            let (mut store, hasher) = app::open_database(&config, db.as_deref())?;
-            let now = SystemClock::default().now();
-            match action {
-                CustomersCmd::Import { file } => {
-                    let f = std::fs::File::open(&file)
-                        .with_context(|| format!("opening {}", file.display()))?;
-                    match store.import_customers(std::io::BufReader::new(f), &hasher, now) {
-                        Ok(r) => println!(
-                            "imported {}: {} added, {} updated, {} identities (hashed)",
-                            file.display(),
-                            r.added,
-                            r.updated,
-                            r.identities
-                        ),
-                        Err(nearcast::store::Error::Import(rows)) => {
-                            for r in &rows {
-                                eprintln!("{}:{r}", file.display());
-                            }
-                            eprintln!("{} bad row(s); nothing was imported", rows.len());
-                            return Ok(ExitCode::FAILURE);
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                CustomersCmd::List => {
-                    println!(
-                        "{:<12} {:<14} {:<22} {:<16} {:>6} {:>8}  status",
-                        "id", "first name", "channels", "segments", "visits", "points"
-                    );
-                    for c in store.customers()? {
-                        println!(
-                            "{:<12} {:<14} {:<22} {:<16} {:>6} {:>8}  {}",
-                            c.id,
-                            c.first_name,
-                            c.channels.join("|"),
-                            c.segments.join(";"),
-                            c.visits,
-                            c.balance,
-                            if c.opted_out_at.is_some() {
-                                "opted out"
-                            } else {
-                                "opted in"
-                            }
-                        );
-                    }
-                }
-                CustomersCmd::Show { id } => {
-                    let c = store.customer(&id)?;
-                    println!("id              {}", c.id);
-                    println!("first name      {}", c.first_name);
-                    println!("phone           {}", c.phone.as_deref().unwrap_or("-"));
-                    println!("channels        {}", c.channels.join(" > "));
-                    println!("segments        {}", c.segments.join(", "));
-                    println!("consent         {} ({})", c.consent_at, c.consent_source);
-                    println!(
-                        "opted out       {}",
-                        c.opted_out_at
-                            .map_or("no".into(), |t: Timestamp| t.to_string())
-                    );
-                    println!(
-                        "identities      {} (stored as keyed hashes)",
-                        c.identity_kinds.join(", ")
-                    );
-                    println!("visits          {}", c.visits);
-                    println!("points balance  {}", c.balance);
-                    println!("messages        {}", c.messages);
-                }
-                CustomersCmd::OptOut { id } => {
-                    store.opt_out(&id, now)?;
-                    println!("{id} opted out: no further messages; device identities deleted");
-                }
-                CustomersCmd::Export { id } => {
-                    println!("{}", serde_json::to_string_pretty(&store.export(&id)?)?);
-                }
-                CustomersCmd::Forget { id } => {
-                    store.forget(&id)?;
-                    println!(
-                        "{id} erased: customer, identities, visits, points, decisions and messages"
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            let action = match action {
+                CustomersCmd::Import { file } => CustomersAction::Import(file),
+                CustomersCmd::List => CustomersAction::List,
+                CustomersCmd::Show { id } => CustomersAction::Show(id),
+                CustomersCmd::OptOut { id } => CustomersAction::OptOut(id),
+                CustomersCmd::Export { id } => CustomersAction::Export(id),
+                CustomersCmd::Forget { id } => CustomersAction::Forget(id),
+            };
+            cli::customers(&cli::load(dir)?, db.as_deref(), action)
         }
         Command::Outbox {
             action: OutboxCmd::List { state, limit },
             db,
-        } => {
-            let config = load(config_dir)?;
-            let (store, _) = app::open_database(&config, db.as_deref())?;
-            let state = match state.as_deref() {
-                None => None,
-                Some(s) => {
-                    Some(OutboxState::parse(s).with_context(|| format!("unknown state {s:?}"))?)
-                }
-            };
-            println!(
-                "{:>6} {:<20} {:<12} {:<16} {:<14} {:<9} {:>3}  error",
-                "id", "decided", "customer", "campaign", "channel", "state", "try"
-            );
-            for r in store.outbox_rows(state, limit)? {
-                println!(
-                    "{:>6} {:<20} {:<12} {:<16} {:<14} {:<9} {:>3}  {}",
-                    r.id,
-                    r.created_at.to_string().get(..19).unwrap_or(""),
-                    r.customer,
-                    r.campaign,
-                    format!("{}/{}", r.channel, r.variant),
-                    if r.ambiguous {
-                        format!("{}?", r.state)
-                    } else {
-                        r.state
-                    },
-                    r.attempts,
-                    r.error.unwrap_or_default()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Stats { db, json } => {
-            let config = load(config_dir)?;
-            let (store, _) = app::open_database(&config, db.as_deref())?;
-            let s = store.stats()?;
-            let live = app::live::Status::read(&app::live::status_path(&app::database_path(
-                &config,
-                db.as_deref(),
-            )));
-            if json {
-                let pairs = |v: &[(String, i64)]| {
-                    v.iter()
-                        .cloned()
-                        .collect::<std::collections::BTreeMap<_, _>>()
-                };
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "customers": s.customers, "opted_out": s.opted_out, "identities": s.identities,
-                        "visits": s.visits, "points_awarded": s.points_awarded, "decisions_act": s.decisions_act,
-                        "suppressed": pairs(&s.suppressed), "outbox": pairs(&s.outbox), "messages_by_campaign": pairs(&s.by_campaign),
-                        "live": live,
-                    })
-                );
-            } else {
-                let list = |v: &[(String, i64)]| {
-                    v.iter()
-                        .map(|(k, n)| format!("{k} {n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                println!(
-                    "customers        {} opted in, {} opted out ({} identities)",
-                    s.customers, s.opted_out, s.identities
-                );
-                println!("visits           {}", s.visits);
-                println!("decisions        {} acted", s.decisions_act);
-                println!("suppressed       {}", list(&s.suppressed));
-                println!("outbox           {}", list(&s.outbox));
-                println!("by campaign      {}", list(&s.by_campaign));
-                println!("points awarded   {}", s.points_awarded);
-                if let Some(l) = &live {
-                    print_live(l);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// The running daemon's live sources and guards (from its status file).
-fn print_live(l: &app::live::Status) {
-    for s in &l.sources {
-        println!(
-            "source {:<10} {}{}: {} events, {} delivered, {} dropped (queue full), {} outages, {} recoveries",
-            s.name,
-            s.state,
-            s.last_outage
-                .as_deref()
-                .map(|w| format!(" (last outage: {w})"))
-                .unwrap_or_default(),
-            s.events,
-            s.delivered,
-            s.queue_full,
-            s.outages,
-            s.recoveries
-        );
-    }
-    let g = &l.guard;
-    println!(
-        "guard            {} admitted; dropped: {} junk, {} address rate, {} identity rate, {} spoofing ({} addresses quarantined); {} evicted",
-        g.admitted, g.junk, g.address_rate, g.identity_rate, g.spoofing, g.quarantined, g.evicted
-    );
-}
-
-/// SIGTERM (systemd) or Ctrl-C.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+        } => cli::outbox_list(&cli::load(dir)?, db.as_deref(), state.as_deref(), limit),
+        Command::Stats { db, json } => cli::stats(&cli::load(dir)?, db.as_deref(), json),
     }
 }

@@ -4,24 +4,26 @@
 //! `/healthz`. Time comes from a manual clock; nothing sleeps.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use nearcast::api::signature::{sign_hs256, sign_meta, sign_twilio};
 use nearcast::api::{self, Api};
-use nearcast::app::Clock;
-use nearcast::app::metrics::Metrics;
-use nearcast::config::{ApiConfig, Config, MetaWebhook, SecretRef};
+use nearcast::api::{ApiSettings, MetaWebhook};
+use nearcast::clock::Clock;
+use nearcast::config::Config;
 use nearcast::core::identity::{Hasher, Identity};
 use nearcast::core::types::Timestamp;
+use nearcast::credentials::SecretRef;
+use nearcast::metrics::Metrics;
 use nearcast::source::health::Health;
 use nearcast::store::Store;
 use serde_json::{Value, json};
 use sha2::Digest;
+use support::TestClock;
 
 const API_TOKEN: &str = "t0ken-for-the-backend";
 const META_SECRET: &str = "meta-app-secret";
@@ -38,24 +40,13 @@ const ENV: [(&str, &str); 5] = [
     ("VONAGE_SECRET", VONAGE_SECRET),
 ];
 
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.0.load(Ordering::SeqCst))
-    }
-    fn monotonic(&self) -> Duration {
-        Duration::from_millis(u64::try_from(self.0.load(Ordering::SeqCst)).unwrap_or(0))
-    }
-}
-
 struct Harness {
     _dir: tempfile::TempDir,
     config: Config,
     base: String,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
-    clock: Arc<ManualClock>,
+    clock: Arc<TestClock>,
     health: Arc<Health>,
     db: PathBuf,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -65,11 +56,11 @@ const NOW: Timestamp = Timestamp::from_secs(1_795_000_000);
 
 async fn start() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::config_dir(dir.path(), common::CAMPAIGNS);
-    let (store, hasher) = common::store_with_customers(&config);
+    let config = support::config_dir(dir.path(), support::CAMPAIGNS);
+    let (store, hasher) = support::store_with_customers(&config);
     drop(store);
     let db = config.daemon.database.clone();
-    let settings = ApiConfig {
+    let settings = ApiSettings {
         bind: "127.0.0.1:0".parse().unwrap(),
         token: Some(SecretRef::Env("API_TOKEN".into())),
         public_url: Some(PUBLIC.into()),
@@ -80,7 +71,7 @@ async fn start() -> Harness {
         twilio: Some(SecretRef::Env("TWILIO_TOKEN".into())),
         vonage: Some(SecretRef::Env("VONAGE_SECRET".into())),
     };
-    let clock = Arc::new(ManualClock(AtomicI64::new(NOW.0)));
+    let clock = Arc::new(TestClock::fixed(NOW));
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::new("ble:hci0"));
     health.running();
@@ -254,7 +245,7 @@ impl Harness {
     }
 
     fn set_now(&self, t: Timestamp) {
-        self.clock.0.store(t.0, Ordering::SeqCst);
+        self.clock.set_start(t);
     }
 
     /// (channel, withdrawn_at) of every consent of `customer`.
@@ -350,7 +341,7 @@ async fn enrol_opt_out_and_erase_a_customer() {
         (201, r#"{"added":true,"customer":"dora","identities":1}"#)
     );
     // Hashed exactly as `customers import` does.
-    let hasher = Hasher::new(&common::secret(&h.config));
+    let hasher = Hasher::new(&support::secret(&h.config));
     let want = hasher.hash(&Identity::parse("mac:c4:7c:8d:6a:11:99").unwrap());
     let stored: Vec<u8> = h.one("SELECT hash FROM identities WHERE kind = 'mac' AND customer = (SELECT key FROM customers WHERE id = 'dora')");
     assert_eq!(stored, want.0.to_vec());
@@ -803,8 +794,8 @@ async fn an_unknown_sender_leaves_nothing() {
     );
     let store = Store::open(&h.db).unwrap();
     store.checkpoint().unwrap();
-    let bytes = common::database_bytes(&h.config);
-    assert!(!common::contains(&bytes, b"4917099887766"));
+    let bytes = support::database_bytes(&h.config);
+    assert!(!support::contains(&bytes, b"4917099887766"));
 }
 
 #[tokio::test]
@@ -904,11 +895,11 @@ fn api_settings_are_read_by_reference_and_inline_secrets_refused() {
         "{}\n[api]\nbind = \"127.0.0.1:9911\"\ntoken_file = \"api-token\"\npublic_url = \"https://box-17.example.com/\"\n\n\
          [webhooks.whatsapp]\napp_secret_env = \"META_SECRET\"\nverify_token_file = \"/etc/credstore/verify\"\n\n\
          [webhooks.vonage]\nsignature_secret_env = \"VONAGE_SECRET\"\n",
-        common::DAEMON
+        support::DAEMON
     );
     std::fs::write(dir.path().join("nearcast.toml"), &daemon).unwrap();
-    std::fs::write(dir.path().join("zones.toml"), common::ZONES).unwrap();
-    std::fs::write(dir.path().join("campaigns.toml"), common::CAMPAIGNS).unwrap();
+    std::fs::write(dir.path().join("zones.toml"), support::ZONES).unwrap();
+    std::fs::write(dir.path().join("campaigns.toml"), support::CAMPAIGNS).unwrap();
     let c = nearcast::config::load(dir.path()).unwrap();
     let api = c.daemon.api.unwrap();
     assert_eq!(api.bind.to_string(), "127.0.0.1:9911");
@@ -971,16 +962,16 @@ async fn the_daemon_serves_the_api_and_stops_it_with_itself() {
         .port();
     let token_file = dir.path().join("api-token");
     std::fs::write(&token_file, format!("{API_TOKEN}\n")).unwrap();
-    common::config_dir(dir.path(), common::CAMPAIGNS);
+    support::config_dir(dir.path(), support::CAMPAIGNS);
     let daemon = format!(
         "{}\n[api]\nbind = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
-        common::DAEMON,
+        support::DAEMON,
         token_file.display()
     );
     std::fs::write(dir.path().join("nearcast.toml"), daemon).unwrap();
     let config = nearcast::config::load(dir.path()).unwrap();
-    drop(common::store_with_customers(&config));
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock(AtomicI64::new(NOW.0)));
+    drop(support::store_with_customers(&config));
+    let clock: Arc<dyn Clock> = Arc::new(TestClock::fixed(NOW));
     let console: Arc<std::sync::Mutex<dyn std::io::Write + Send>> =
         Arc::new(std::sync::Mutex::new(Sink::default()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

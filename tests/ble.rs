@@ -170,6 +170,19 @@ fn advertise(bus: &mut StandIn, devices: &[(&str, i16)], secs: f64) {
     }
 }
 
+/// Waits until a scanner has turned discovery on (the adapter's
+/// `Discovering`), so what is advertised next is heard.
+fn wait_until_discovering(bus: &mut StandIn) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bus.get_bool("/org/bluez/hci0", "org.bluez.Adapter1", "Discovering") != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the scan never started discovering"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn count(log: &str, needles: &[&str]) -> usize {
     log.lines()
         .filter(|l| needles.iter().all(|n| l.contains(n)))
@@ -378,42 +391,60 @@ fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
     run.wait_for(&["customer=anna", "event=arrived"], Duration::from_secs(5));
 
     // BlueZ crashes and comes back (a new owner of org.bluez).
+    let retries = run.count_of(&["bluetooth still unavailable"]);
+    let restarts = run.count_of(&["scan restarted"]);
     bus.kill_bluez();
     run.wait_for(
         &["bluetooth lost", "reason=bluez gone"],
         Duration::from_secs(10),
     );
-    std::thread::sleep(Duration::from_secs(2)); // a few failed retries
+    // A few failed retries.
+    run.wait_for_count(
+        &["bluetooth still unavailable"],
+        retries + 2,
+        Duration::from_secs(10),
+    );
     bus.start_bluez();
     bus.add_adapter("hci0");
     // Sightings flow again: Dora's tag arrives.
     let dora = bus.add_device("hci0", DORA_TAG);
     bus.eddystone_uid(&dora, DORA_NS, DORA_INSTANCE);
+    // Once the daemon scans again, what is advertised is heard.
+    run.wait_for_count(&["scan restarted"], restarts + 1, Duration::from_secs(10));
     advertise(&mut bus, &[(&dora, -70)], 2.0);
     run.wait_for(&["bluetooth back"], Duration::from_secs(10));
     run.wait_for(&["customer=dora", "event=arrived"], Duration::from_secs(5));
 
     // The adapter is unplugged, then plugged in again.
+    let retries = run.count_of(&["bluetooth still unavailable"]);
+    let restarts = run.count_of(&["scan restarted"]);
     bus.remove_adapter("hci0");
     run.wait_for(
         &["bluetooth lost", "reason=adapter removed"],
         Duration::from_secs(10),
     );
-    std::thread::sleep(Duration::from_secs(2));
+    run.wait_for_count(
+        &["bluetooth still unavailable"],
+        retries + 2,
+        Duration::from_secs(10),
+    );
     bus.add_adapter("hci0");
     let eve = bus.add_device("hci0", "C4:00:00:00:00:03");
     bus.ibeacon(&eve, 1, 3);
+    run.wait_for_count(&["scan restarted"], restarts + 1, Duration::from_secs(10));
     advertise(&mut bus, &[(&eve, -70)], 2.0);
     let back = |log: &str| count(log, &["bluetooth back"]);
     assert_eq!(back(&run.log()), 2, "{}", run.log());
     run.wait_for(&["customer=eve", "event=arrived"], Duration::from_secs(5));
 
     // Someone powers the adapter off: scanning powers it on again.
+    let restarts = run.count_of(&["scan restarted"]);
     bus.set("/org/bluez/hci0", "org.bluez.Adapter1", "Powered", false);
     run.wait_for(
         &["bluetooth lost", "reason=adapter powered off"],
         Duration::from_secs(10),
     );
+    run.wait_for_count(&["scan restarted"], restarts + 1, Duration::from_secs(10));
     advertise(&mut bus, &[(&eve, -70)], 2.0);
     assert_eq!(back(&run.log()), 3, "{}", run.log());
     assert_eq!(
@@ -425,13 +456,21 @@ fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
         Some(true)
     );
 
-    // The status file (written every 5 s) shows it to `nearcast stats`.
-    std::thread::sleep(Duration::from_secs(6));
-    let stats = std::process::Command::new(env!("CARGO_BIN_EXE_nearcast"))
-        .args(["stats", "--json", "--config", &config])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    // The status file (written every 5 s) shows it to `nearcast stats`,
+    // once it has been written since the third recovery.
+    let stats = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nearcast"))
+            .args(["stats", "--json", "--config", &config])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut v = stats();
+    while v["live"]["sources"][0]["recoveries"].as_u64() != Some(3) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        v = stats();
+    }
     let src = &v["live"]["sources"][0];
     assert_eq!(src["name"], "ble:hci0");
     assert_eq!(src["state"], "running");
@@ -486,7 +525,7 @@ fn scan_shows_decoded_beacons_distances_and_who_they_are() {
         cmd.spawn().unwrap()
     };
     let child = scan(true);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until_discovering(&mut bus);
     // Anna at 1 m (-59), Dora at 10 m (-79), the stranger at 2 m (-65).
     advertise(
         &mut bus,
@@ -533,8 +572,16 @@ fn scan_shows_decoded_beacons_distances_and_who_they_are() {
     assert!((8.0..12.5).contains(&d), "about 10 m: {d}");
 
     // In a plain (non-terminal) output, a table per refresh.
+    // The first scan left the adapter discovering: the second's start is
+    // seen when it turns discovery on again.
+    bus.set(
+        "/org/bluez/hci0",
+        "org.bluez.Adapter1",
+        "Discovering",
+        false,
+    );
     let child = scan(false);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until_discovering(&mut bus);
     advertise(&mut bus, &[(&anna, -59)], 1.0);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
@@ -577,11 +624,12 @@ fn silence_restarts_the_scan_and_counts_as_one_outage() {
     run.wait_for(&["customer=anna", "event=arrived"], Duration::from_secs(5));
     // Nothing advertises for a while: the scan is restarted again and
     // again (discovery stopped and started), but that is one outage.
+    let restarts = run.count_of(&["scan restarted"]);
     run.wait_for(
         &["bluetooth lost", "reason=no advertisements"],
         Duration::from_secs(5),
     );
-    std::thread::sleep(Duration::from_secs(4));
+    run.wait_for_count(&["scan restarted"], restarts + 2, Duration::from_secs(10));
     advertise(&mut bus, &[(&anna, -70)], 1.5);
     run.wait_for(&["bluetooth back"], Duration::from_secs(5));
     assert!(run.stop().success());
@@ -646,17 +694,21 @@ fn two_adapters_are_two_scanners_feeding_an_area_zone() {
     run.wait_for(&["customer=anna", "event=left"], Duration::from_secs(15));
     assert!(run.stop().success());
     let log = run.log();
+    let mut events = presence(&log);
+    // The entrance's exit delay (2 s) and the checkout's entry (two seconds
+    // of the new pattern for the room filter, then its 1 s minimum dwell)
+    // end within a tick of each other; which comes first depends on where
+    // the one-second beat falls in the walk.
+    if let Some(middle) = events.get_mut(2..4) {
+        middle.sort();
+    }
     assert_eq!(
-        presence(&log),
+        events,
         [
             "anna arrived store",
             "anna entered entrance",
-            // On the same tick: the entrance's exit delay (2 s) ends as
-            // the checkout, after the room filter's two seconds of the new
-            // pattern and its 1 s minimum dwell, is entered. Zones of one
-            // tick come in order: store, near zones, then areas.
-            "anna exited entrance",
             "anna entered checkout",
+            "anna exited entrance",
             "anna exited checkout",
             "anna left store"
         ],

@@ -3,24 +3,24 @@
 //! SQLite file, delivered through a recording `Deliver` behind the trait.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use nearcast::app::Clock;
 use nearcast::app::broadcast::{
     BroadcastOptions, BroadcastSummary, ProgressStyle, Sink, broadcast,
 };
+use nearcast::channel::SendResult;
 use nearcast::channel::{Adapter, Deliver, Outgoing, SendFuture};
 use nearcast::config::{self, Config};
 use nearcast::core::campaign::{Ledger, Reason};
 use nearcast::core::message::Variant;
 use nearcast::core::presence::{EventKind, ZoneEvent};
 use nearcast::core::types::Timestamp;
-use nearcast::store::{SendResult, Store};
+use nearcast::store::Store;
+use support::TestClock;
 
 const DAEMON: &str = r#"
 [database]
@@ -90,17 +90,6 @@ gina,Gina,+4915100000007,sms,2026-01-01T10:00:00Z,app,mac:02:00:00:00:00:07,,wel
 hugo,Hugo,+4915100000008,whatsapp|sms,2026-01-01T10:00:00Z,app,mac:02:00:00:00:00:08,staff,welcome;loyalty;offers
 ";
 
-struct FixedClock(Timestamp);
-
-impl Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-    fn monotonic(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
 /// Records (customer, channel, variant) of every send and says "sent".
 #[derive(Default)]
 struct Recorder(Mutex<Vec<(String, String, String)>>);
@@ -109,7 +98,7 @@ impl Deliver for Recorder {
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
         self.0.lock().unwrap().push((
             msg.item.customer.clone(),
-            msg.item.channel.clone(),
+            msg.item.channel.to_string(),
             msg.rendered.variant.name().to_owned(),
         ));
         Box::pin(std::future::ready(SendResult::Sent {
@@ -120,7 +109,7 @@ impl Deliver for Recorder {
 
 fn setup(dir: &std::path::Path) -> Config {
     std::fs::write(dir.join(config::DAEMON_FILE), DAEMON).unwrap();
-    std::fs::write(dir.join(config::ZONES_FILE), common::ZONES).unwrap();
+    std::fs::write(dir.join(config::ZONES_FILE), support::ZONES).unwrap();
     std::fs::write(dir.join(config::CAMPAIGNS_FILE), CAMPAIGNS).unwrap();
     let config = config::load(dir).unwrap();
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
@@ -131,7 +120,7 @@ fn setup(dir: &std::path::Path) -> Config {
             Timestamp::from_secs(1_767_261_600),
         )
         .unwrap();
-    store.opt_out("dora", common::at(9, 0, 0)).unwrap();
+    store.opt_out("dora", support::at(9, 0, 0)).unwrap();
     // Gina arrived this morning and was welcomed: today's one message.
     let dir_snapshot = store.directory().unwrap();
     let gina = dir_snapshot
@@ -141,7 +130,7 @@ fn setup(dir: &std::path::Path) -> Config {
         .unwrap()
         .clone();
     let event = ZoneEvent {
-        at: common::at(10, 0, 0),
+        at: support::at(10, 0, 0),
         customer: gina.key,
         kind: EventKind::Arrived,
     };
@@ -177,7 +166,7 @@ async fn run(
         .collect();
     let progress = Arc::new(Mutex::new(Vec::<u8>::new()));
     let sink: Sink = progress.clone();
-    let s = broadcast(config, o, &FixedClock(at), adapters, sink)
+    let s = broadcast(config, o, &TestClock::fixed(at), adapters, sink)
         .await
         .unwrap();
     let mut sent = recorder.0.lock().unwrap().clone();
@@ -196,13 +185,13 @@ async fn a_broadcast_queues_for_the_consented_and_records_every_suppression() {
     let config = setup(tmp.path());
 
     // Finn's segment first: he has the flash sale (and its cooldown) already.
-    let (early, sent, _) = run(&config, &opts(Some("early"), false), common::at(11, 0, 0)).await;
+    let (early, sent, _) = run(&config, &opts(Some("early"), false), support::at(11, 0, 0)).await;
     assert_eq!(early.considered, 1);
     assert_eq!(early.outside_segment, 7);
     assert_eq!(early.queued, [("sms".into(), Variant::Plain, 1)]);
     assert_eq!(sent, [triple("finn", "sms", "plain")]);
 
-    let (s, sent, progress) = run(&config, &opts(None, false), common::at(11, 30, 0)).await;
+    let (s, sent, progress) = run(&config, &opts(None, false), support::at(11, 30, 0)).await;
     assert_eq!(s.considered, 8);
     assert_eq!(s.outside_segment, 0);
     assert_eq!(
@@ -267,7 +256,7 @@ async fn a_broadcast_queues_for_the_consented_and_records_every_suppression() {
     assert_eq!(suppressed.get("opted_out"), None);
 
     // Again inside the cooldown: nothing is queued, nobody gets a second one.
-    let (again, sent, _) = run(&config, &opts(None, false), common::at(11, 45, 0)).await;
+    let (again, sent, _) = run(&config, &opts(None, false), support::at(11, 45, 0)).await;
     assert_eq!(again.queued_total(), 0);
     assert!(sent.is_empty());
     assert_eq!(again.suppressed_for(Reason::Cooldown), 4);
@@ -291,7 +280,7 @@ async fn a_dry_run_reports_what_would_happen_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let config = setup(tmp.path());
     let before = snapshot(tmp.path());
-    let (s, sent, progress) = run(&config, &opts(None, true), common::at(11, 0, 0)).await;
+    let (s, sent, progress) = run(&config, &opts(None, true), support::at(11, 0, 0)).await;
     assert!(s.dry_run);
     assert_eq!(s.considered, 8);
     assert_eq!(
@@ -324,7 +313,7 @@ async fn a_dry_run_reports_what_would_happen_and_writes_nothing() {
     );
 
     // --segment narrows the audience; the rest is not decided at all.
-    let (gold, _, _) = run(&config, &opts(Some("gold"), true), common::at(11, 0, 0)).await;
+    let (gold, _, _) = run(&config, &opts(Some("gold"), true), support::at(11, 0, 0)).await;
     assert_eq!((gold.considered, gold.outside_segment), (3, 5));
     assert_eq!(gold.queued_total(), 2);
     assert_eq!(gold.suppressed, [(Reason::OptedOut, 1)]);
@@ -335,7 +324,7 @@ async fn quiet_hours_and_closing_time_hold_a_broadcast_and_presence_campaigns_ca
 {
     let tmp = tempfile::tempdir().unwrap();
     let config = setup(tmp.path());
-    let (late, sent, _) = run(&config, &opts(None, false), common::at(19, 30, 0)).await;
+    let (late, sent, _) = run(&config, &opts(None, false), support::at(19, 30, 0)).await;
     assert_eq!(late.queued_total(), 0);
     assert!(sent.is_empty());
     assert_eq!(late.suppressed_for(Reason::QuietHours), 7);
@@ -346,7 +335,7 @@ async fn quiet_hours_and_closing_time_hold_a_broadcast_and_presence_campaigns_ca
     let err = broadcast(
         &config,
         &o,
-        &FixedClock(common::at(11, 0, 0)),
+        &TestClock::fixed(support::at(11, 0, 0)),
         HashMap::new(),
         console,
     )
@@ -359,22 +348,6 @@ async fn quiet_hours_and_closing_time_hold_a_broadcast_and_presence_campaigns_ca
         "{err}"
     );
     let _ = std::io::stdout().flush();
-}
-
-/// The wall clock as tokio's time sees it: paused in a test, it moves only
-/// when every task waits, so pacing is checked without real waiting.
-struct TokioClock {
-    base: Timestamp,
-    start: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.base.0 + i64::try_from(self.start.elapsed().as_millis()).unwrap())
-    }
-    fn monotonic(&self) -> Duration {
-        self.start.elapsed()
-    }
 }
 
 /// Records when each message was handed to it and says "sent".
@@ -405,7 +378,7 @@ burst = 1
 concurrency = 4
 "#;
     std::fs::write(dir.join(config::DAEMON_FILE), daemon).unwrap();
-    std::fs::write(dir.join(config::ZONES_FILE), common::ZONES).unwrap();
+    std::fs::write(dir.join(config::ZONES_FILE), support::ZONES).unwrap();
     std::fs::write(dir.join(config::CAMPAIGNS_FILE), CAMPAIGNS).unwrap();
     let config = config::load(dir).unwrap();
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
@@ -424,10 +397,9 @@ concurrency = 4
     let stamps = Arc::new(Stamps::default());
     let adapters: HashMap<String, Adapter> =
         HashMap::from([("sms".to_owned(), stamps.clone() as Adapter)]);
-    let clock = TokioClock {
-        base: common::at(11, 0, 0),
-        start: tokio::time::Instant::now(),
-    };
+    // Tokio's time, paused in a test, moves only when every task waits, so
+    // pacing is checked without real waiting.
+    let clock = TestClock::ticking(support::at(11, 0, 0));
     let sink: Sink = Arc::new(Mutex::new(std::io::sink()));
     let s = broadcast(&config, &opts(None, false), &clock, adapters, sink)
         .await

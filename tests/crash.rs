@@ -8,7 +8,6 @@
 //! and Twilio, which has no such key (the stand-in counts every request).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
 mod support;
 
 use std::collections::HashMap;
@@ -19,9 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::APP_UUID;
 use nearcast::core::types::Timestamp;
 use nearcast::store::OutboxState;
+use support::APP_UUID;
 use support::{Recorded, Reply, StandIn};
 
 const N: usize = 1000;
@@ -66,7 +65,7 @@ require_sync = false
         dir.join("token").display()
     );
     let mut zones = String::new();
-    for line in common::ZONES.lines() {
+    for line in support::ZONES.lines() {
         if let Some((day, _)) = line.split_once(" = \"") {
             if ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].contains(&day) {
                 writeln!(zones, "{day} = \"00:00-24:00\"").unwrap();
@@ -99,7 +98,7 @@ plain = "Hi {first_name}, welcome to {store}!"
         .unwrap();
     drop(store);
     // Everyone arrives now: the welcomes are decided and queued.
-    let mut p = common::pipeline(&config);
+    let mut p = support::pipeline(&config);
     let mut obs = Vec::new();
     for sec in 0..=3 {
         let t = Timestamp(now.0 + sec * 1000);
@@ -109,7 +108,7 @@ plain = "Hi {first_name}, welcome to {store}!"
             obs.push(ibeacon2(t, u16::try_from(i).unwrap(), addr));
         }
     }
-    let lines = common::run(&mut p, &obs, Timestamp(now.0 + 3000));
+    let lines = support::run(&mut p, &obs, Timestamp(now.0 + 3000));
     let queued = lines.iter().filter(|l| l.contains(" act welcome ")).count();
     assert_eq!(queued, N);
     config
@@ -117,17 +116,9 @@ plain = "Hi {first_name}, welcome to {store}!"
 
 /// An iBeacon of the app UUID, major 2.
 fn ibeacon2(t: Timestamp, minor: u16, addr: [u8; 6]) -> nearcast::core::types::Observation {
-    use nearcast::core::types::{BdAddr, ManufacturerData, Observation, ScannerIdx, Sighting};
-    let data = hex::decode(format!(
-        "0215{}0002{minor:04x}c5",
-        APP_UUID.replace('-', "")
-    ))
-    .unwrap();
-    let mut s = Sighting::new(t, ScannerIdx(0), BdAddr(addr), common::rssi_at(1.0));
-    s.manufacturer_data.push(ManufacturerData {
-        company: 76,
-        data: data.into_iter().collect(),
-    });
+    use nearcast::core::types::{BdAddr, Observation, ScannerIdx, Sighting};
+    let mut s = Sighting::new(t, ScannerIdx(0), BdAddr(addr), support::rssi_at(1.0));
+    support::app_ibeacon(2, minor).add_to(&mut s);
     Observation::Ble(s)
 }
 
@@ -192,7 +183,7 @@ async fn experiment(
     let mut states = HashMap::new();
     let mut ambiguous = Vec::new();
     for r in &rows {
-        *states.entry(r.state.clone()).or_insert(0) += 1;
+        *states.entry(r.state.name().to_owned()).or_insert(0) += 1;
         if r.ambiguous {
             ambiguous.push(r.customer.clone());
         }

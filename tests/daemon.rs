@@ -3,28 +3,16 @@
 //! shutdown signal passed in.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nearcast::app::Clock;
+use nearcast::clock::Clock;
 use nearcast::core::types::Timestamp;
-
-/// Wall time that follows tokio's (paused) clock from a fixed start.
-struct TokioClock {
-    start: Timestamp,
-    t0: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Timestamp {
-        self.start.saturating_add(self.t0.elapsed())
-    }
-    fn monotonic(&self) -> Duration {
-        self.t0.elapsed()
-    }
-}
+use support::TestClock;
 
 #[derive(Clone, Default)]
 struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -76,10 +64,7 @@ async fn the_daemon_greets_simulated_shoppers_and_stops_cleanly() {
     drop(store);
 
     // Friday 2026-11-20, 10:00 Berlin.
-    let clock = Arc::new(TokioClock {
-        start: Timestamp::from_secs(1_763_629_200),
-        t0: tokio::time::Instant::now(),
-    });
+    let clock = Arc::new(TestClock::ticking(Timestamp::from_secs(1_763_629_200)));
     let buf = Buf::default();
     let console: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(buf.clone()));
     let shutdown = tokio::time::sleep(Duration::from_secs(40 * 60));
@@ -133,10 +118,7 @@ async fn an_opt_out_from_the_cli_takes_effect_in_the_running_daemon() {
         .into_iter()
         .map(|c| c.id)
         .collect();
-    let clock = Arc::new(TokioClock {
-        start: Timestamp::from_secs(1_763_629_200),
-        t0: tokio::time::Instant::now(),
-    });
+    let clock = Arc::new(TestClock::ticking(Timestamp::from_secs(1_763_629_200)));
     let opt_out_clock = clock.clone();
     let admin = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -182,10 +164,7 @@ async fn customers_imported_while_the_daemon_runs_are_recognised() {
     let dir = tempfile::tempdir().unwrap();
     let config = example_config(dir.path());
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
-    let clock = Arc::new(TokioClock {
-        start: Timestamp::from_secs(1_763_629_200),
-        t0: tokio::time::Instant::now(),
-    });
+    let clock = Arc::new(TestClock::ticking(Timestamp::from_secs(1_763_629_200)));
     let import_clock = clock.clone();
     let csv = std::fs::read(dir.path().join("customers.csv")).unwrap();
     let admin = tokio::spawn(async move {
@@ -216,27 +195,7 @@ async fn customers_imported_while_the_daemon_runs_are_recognised() {
     assert!(first.unwrap() >= imported_at.0, "a visit before the import");
 }
 
-/// A clock whose wall time and synchronisation the test moves by hand.
-struct ManualClock {
-    t0: tokio::time::Instant,
-    wall_at_t0: std::sync::atomic::AtomicI64,
-    synced: std::sync::atomic::AtomicBool,
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.wall_at_t0.load(std::sync::atomic::Ordering::SeqCst))
-            .saturating_add(self.t0.elapsed())
-    }
-    fn monotonic(&self) -> Duration {
-        self.t0.elapsed()
-    }
-    fn synchronized(&self) -> bool {
-        self.synced.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-async fn run_with(config: &nearcast::config::Config, clock: Arc<ManualClock>, minutes: u64) {
+async fn run_with(config: &nearcast::config::Config, clock: Arc<TestClock>, minutes: u64) {
     let console: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(Buf::default()));
     nearcast::app::run::run(
         config.clone(),
@@ -272,20 +231,14 @@ async fn nothing_is_decided_or_sent_before_the_clock_is_synchronised() {
         .unwrap();
     drop(store);
     // The box boots believing it is 1970; NTP sets the clock five minutes in.
-    let clock = Arc::new(ManualClock {
-        t0: tokio::time::Instant::now(),
-        wall_at_t0: std::sync::atomic::AtomicI64::new(30_000),
-        synced: std::sync::atomic::AtomicBool::new(false),
-    });
+    let clock = Arc::new(TestClock::ticking(Timestamp(30_000)));
+    clock.set_synchronized(false);
     let ntp = clock.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(300)).await;
         // Friday 2026-11-20, 10:05 Berlin.
-        ntp.wall_at_t0.store(
-            1_763_629_500_000 - 300_000,
-            std::sync::atomic::Ordering::SeqCst,
-        );
-        ntp.synced.store(true, std::sync::atomic::Ordering::SeqCst);
+        ntp.set_start(Timestamp(1_763_629_500_000 - 300_000));
+        ntp.set_synchronized(true);
     });
     run_with(&config, clock, 40).await;
     let year_2000 = 946_684_800_000i64;
@@ -337,30 +290,18 @@ async fn a_clock_jump_of_a_day_decides_nothing_in_the_wrong_time() {
         .unwrap();
     drop(store);
     let start = 1_763_629_200_000i64; // Friday 10:00 Berlin
-    let clock = Arc::new(ManualClock {
-        t0: tokio::time::Instant::now(),
-        wall_at_t0: std::sync::atomic::AtomicI64::new(start),
-        synced: std::sync::atomic::AtomicBool::new(true),
-    });
+    let clock = Arc::new(TestClock::ticking(Timestamp(start)));
     let jumper = clock.clone();
     tokio::spawn(async move {
         // Ten minutes in, someone sets the clock a day ahead by hand (the
         // kernel then reports it unsynchronised); five minutes later NTP
         // steps it back and reports it synchronised again.
         tokio::time::sleep(Duration::from_secs(600)).await;
-        jumper
-            .wall_at_t0
-            .fetch_add(86_400_000, std::sync::atomic::Ordering::SeqCst);
-        jumper
-            .synced
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        jumper.step(86_400_000);
+        jumper.set_synchronized(false);
         tokio::time::sleep(Duration::from_secs(300)).await;
-        jumper
-            .wall_at_t0
-            .fetch_sub(86_400_000, std::sync::atomic::Ordering::SeqCst);
-        jumper
-            .synced
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        jumper.step(-86_400_000);
+        jumper.set_synchronized(true);
     });
     run_with(&config, clock, 40).await;
     let jumped = start + 20 * 3_600_000;
@@ -446,10 +387,7 @@ async fn reload_applies_a_good_config_and_keeps_the_last_good_one_on_a_bad_one()
         .unwrap();
     drop(store);
     let start = 1_763_629_200_000i64;
-    let clock = Arc::new(TokioClock {
-        start: Timestamp(start),
-        t0: tokio::time::Instant::now(),
-    });
+    let clock = Arc::new(TestClock::ticking(Timestamp(start)));
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let campaigns = dir.path().join("campaigns.toml");
     let good = std::fs::read_to_string(&campaigns).unwrap();

@@ -4,7 +4,6 @@
 //! and a WAN outage of an hour while customers keep arriving.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
 mod support;
 
 use std::fmt::Write as _;
@@ -12,9 +11,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use common::{APP_UUID, at, ibeacon};
 use nearcast::core::types::Timestamp;
 use nearcast::store::OutboxState;
+use support::{APP_UUID, at, ibeacon};
 use support::{Recorded, Reply, StandIn};
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
@@ -86,7 +85,7 @@ plain = "Hi {{first_name}}, welcome to {{store}}!"
 "#
     );
     std::fs::write(dir.join("nearcast.toml"), daemon).unwrap();
-    std::fs::write(dir.join("zones.toml"), common::ZONES).unwrap();
+    std::fs::write(dir.join("zones.toml"), support::ZONES).unwrap();
     std::fs::write(dir.join("campaigns.toml"), campaigns).unwrap();
     let config = nearcast::config::load(dir).unwrap();
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
@@ -122,7 +121,7 @@ fn arrive(
             ));
         }
     }
-    let lines = common::run(p, &obs, Timestamp(t.0 + 3000));
+    let lines = support::run(p, &obs, Timestamp(t.0 + 3000));
     let acted = lines.iter().filter(|l| l.contains(" act welcome ")).count();
     assert_eq!(acted, ids.len(), "{lines:?}");
 }
@@ -160,7 +159,7 @@ async fn after_an_outage_every_unexpired_message_goes_out_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_port();
     let config = shop(dir.path(), addr, "concurrency = 1", "5m", 10);
-    let mut p = common::pipeline(&config);
+    let mut p = support::pipeline(&config);
     let mut w = worker(&config);
 
     // The provider: down (connection refused) until 10:04, then 503 until
@@ -238,7 +237,7 @@ async fn after_an_outage_every_unexpired_message_goes_out_once_in_order() {
             .find(|r| r.customer == format!("c{i:03}"))
             .unwrap()
             .state
-            .clone()
+            .name()
     };
     assert_eq!((0..5).map(state).collect::<Vec<_>>(), ["expired"; 5]);
     assert_eq!((5..10).map(state).collect::<Vec<_>>(), ["sent"; 5]);
@@ -274,7 +273,7 @@ async fn a_box_offline_for_an_hour_keeps_deciding_then_drains_in_order_at_its_pa
         "2h",
         60,
     );
-    let mut p = common::pipeline(&config);
+    let mut p = support::pipeline(&config);
     let mut w = worker(&config);
     let now = Arc::new(Mutex::new(Timestamp(0)));
     let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));

@@ -16,13 +16,13 @@ mod support;
 
 use std::time::Duration;
 
+use nearcast::channel::SendResult;
 use nearcast::channel::http::{
-    Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT, Secret,
+    Client, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT,
 };
-use nearcast::channel::{Outgoing, twilio, whatsapp};
-use nearcast::config::{TwilioSettings, WhatsAppSettings};
+use nearcast::channel::{Outgoing, TwilioSettings, WhatsAppSettings, twilio, whatsapp};
 use nearcast::core::message::Rendered;
-use nearcast::store::SendResult;
+use nearcast::credentials::Secret;
 use support::fixtures::*;
 use support::{Prism, StandIn};
 

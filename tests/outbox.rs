@@ -2,15 +2,15 @@
 //! channel's output, TTL expiry, and lease recovery after a crash mid-send.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use nearcast::core::types::Timestamp;
 use nearcast::store::OutboxState;
+use support::*;
 
 const ANNA_PHONE: [u8; 6] = [0x5A, 0x01, 0x02, 0x03, 0x04, 0x05];
 const BEN_PHONE: [u8; 6] = [0x5B, 0x01, 0x02, 0x03, 0x04, 0x05];
@@ -124,7 +124,7 @@ fn a_send_interrupted_by_a_crash_is_retried_after_the_lease() {
     let r = rt().block_on(w.run_once(at(10, 0, 33))).unwrap();
     assert_eq!(r.sent, 1);
     let rows = w.store().outbox_rows(None, 10).unwrap();
-    assert_eq!((rows[0].state.as_str(), rows[0].attempts), ("sent", 2));
+    assert_eq!((rows[0].state.name(), rows[0].attempts), ("sent", 2));
     assert_eq!(buf.take().lines().count(), 1);
 }
 
@@ -142,7 +142,7 @@ fn an_opt_out_cancels_queued_messages() {
     assert!(buf.take().is_empty());
     let rows = w.store().outbox_rows(None, 10).unwrap();
     assert_eq!(
-        (rows[0].state.as_str(), rows[0].error.as_deref()),
+        (rows[0].state.name(), rows[0].error.as_deref()),
         ("failed", Some("opted_out"))
     );
 }
@@ -196,7 +196,7 @@ fn forget_removes_every_row_that_mentions_the_customer() {
 }
 
 /// A provider that answers every message the same way.
-struct Scripted(nearcast::store::SendResult, Arc<Mutex<u32>>);
+struct Scripted(nearcast::channel::SendResult, Arc<Mutex<u32>>);
 impl nearcast::channel::Deliver for Scripted {
     fn send<'a>(
         &'a self,
@@ -210,7 +210,7 @@ impl nearcast::channel::Deliver for Scripted {
 fn worker_with(
     config: &nearcast::config::Config,
     buf: &Buf,
-    whatsapp: nearcast::store::SendResult,
+    whatsapp: nearcast::channel::SendResult,
 ) -> (nearcast::channel::Worker, Arc<Mutex<u32>>) {
     let calls = Arc::new(Mutex::new(0));
     let out: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(buf.clone()));
@@ -247,7 +247,7 @@ fn not_a_whatsapp_user_gets_the_plain_variant_by_sms_once() {
     let (mut w, calls) = worker_with(
         &config,
         &buf,
-        nearcast::store::SendResult::Fallback {
+        nearcast::channel::SendResult::Fallback {
             error: "131026 not a WhatsApp user".into(),
         },
     );
@@ -263,8 +263,8 @@ fn not_a_whatsapp_user_gets_the_plain_variant_by_sms_once() {
     assert_eq!(
         (
             rows[0].channel.as_str(),
-            rows[0].variant.as_str(),
-            rows[0].state.as_str()
+            rows[0].variant.name(),
+            rows[0].state.name()
         ),
         ("sms", "plain", "sent")
     );
@@ -284,7 +284,7 @@ fn a_permanent_failure_does_not_fall_over() {
     let (mut w, _) = worker_with(
         &config,
         &buf,
-        nearcast::store::SendResult::Failed {
+        nearcast::channel::SendResult::Failed {
             error: "recipient unsubscribed".into(),
         },
     );
@@ -293,7 +293,7 @@ fn a_permanent_failure_does_not_fall_over() {
     assert!(buf.take().is_empty());
     let rows = w.store().outbox_rows(None, 10).unwrap();
     assert_eq!(
-        (rows[0].state.as_str(), rows[0].error.as_deref()),
+        (rows[0].state.name(), rows[0].error.as_deref()),
         ("failed", Some("recipient unsubscribed"))
     );
 }
@@ -316,7 +316,7 @@ fn consent_withdrawn_after_the_decision_is_respected_at_send_time() {
     let (mut w, calls) = worker_with(
         &config,
         &buf,
-        nearcast::store::SendResult::Sent { provider_id: None },
+        nearcast::channel::SendResult::Sent { provider_id: None },
     );
     let r = rt().block_on(w.run_once(at(10, 0, 3))).unwrap();
     assert_eq!((r.sent, r.fell_over), (1, 1));
@@ -339,7 +339,7 @@ fn failover_never_picks_a_channel_without_consent() {
     let (mut w, _) = worker_with(
         &config,
         &buf,
-        nearcast::store::SendResult::Fallback {
+        nearcast::channel::SendResult::Fallback {
             error: "131026".into(),
         },
     );
@@ -389,8 +389,8 @@ fn a_message_not_delivered_in_time_goes_out_once_more_as_plain_sms() {
             (
                 r.customer.as_str(),
                 r.channel.as_str(),
-                r.variant.as_str(),
-                r.state.as_str(),
+                r.variant.name(),
+                r.state.name(),
             )
         })
         .collect();
@@ -535,4 +535,75 @@ fn a_read_message_without_a_purchase_gets_one_follow_up_a_day_later() {
         assert_eq!((r.follow_ups, r.sent), (0, 0));
     }
     assert!(buf.take().is_empty());
+}
+
+#[test]
+fn a_follow_up_past_the_weekly_cap_is_suppressed_with_the_caps_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = CAMPAIGNS
+        .replace(
+            "max_messages_per_day = 3",
+            "max_messages_per_day = 3\nmax_messages_per_week = 1",
+        )
+        .replace(
+            "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"",
+            "points = 10\ncooldown = \"12h\"\npurpose = \"welcome\"\n\
+             follow_up = { message = \"offer\", after = \"24h\" }",
+        );
+    let config = config_dir(dir.path(), &campaigns);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0));
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    assert_eq!(rt().block_on(w.run_once(at(10, 0, 3))).unwrap().sent, 1);
+    let id = w.store().outbox_rows(None, 10).unwrap()[0].id;
+    status(
+        &config,
+        &format!("console-{id}"),
+        nearcast::store::DeliveryStatus::Read,
+        at(10, 5, 0),
+    );
+    // Thursday, the same week: Anna's one message this week was the welcome.
+    let r = rt()
+        .block_on(w.run_once(Timestamp(at(10, 5, 1).0 + 86_400_000)))
+        .unwrap();
+    assert_eq!((r.follow_ups, r.sent), (0, 0));
+    let reasons: Vec<(String, Option<String>)> =
+        rusqlite::Connection::open(&config.daemon.database)
+            .unwrap()
+            .prepare("SELECT outcome, reason FROM decisions WHERE event = 'follow_up'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(reasons, [("suppressed".into(), Some("cap_week".into()))]);
+}
+
+#[test]
+fn a_row_with_a_variant_this_build_does_not_know_fails_and_is_never_sent_as_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    arrive(&config, 1, ANNA_PHONE, at(10, 0, 0));
+    // As if a newer version had queued it.
+    rusqlite::Connection::open(&config.daemon.database)
+        .unwrap()
+        .execute("UPDATE outbox SET variant = 'hologram'", [])
+        .unwrap();
+    let buf = Buf::default();
+    let mut w = worker(&config, &buf);
+    let r = rt().block_on(w.run_once(at(10, 0, 3))).unwrap();
+    assert_eq!(r.sent, 0);
+    assert!(buf.take().is_empty());
+    let (state, error): (String, String) = rusqlite::Connection::open(&config.daemon.database)
+        .unwrap()
+        .query_row("SELECT state, error FROM outbox", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), error.as_str()),
+        ("failed", "unreadable row: unknown variant \"hologram\"")
+    );
 }

@@ -2,13 +2,13 @@
 //! exact presence events and decisions out, and what the database holds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
-use common::*;
 use nearcast::core::identity::{Hasher, Identity};
 use nearcast::core::types::{Timestamp, WifiKind};
+use support::*;
 
 const ANNA_PHONE: [u8; 6] = [0x5A, 0x01, 0x02, 0x03, 0x04, 0x05];
 const BEN_PHONE: [u8; 6] = [0x5B, 0x01, 0x02, 0x03, 0x04, 0x05];

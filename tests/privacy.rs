@@ -3,13 +3,12 @@
 //! and purpose, and the schema migration that introduced it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+mod support;
 
-use common::*;
+use nearcast::core::advert::Frame;
 use nearcast::core::rotating::{app_token, eid};
-use nearcast::core::types::{
-    BdAddr, ManufacturerData, Observation, ScannerIdx, ServiceData, Sighting, Timestamp, Uuid128,
-};
+use nearcast::core::types::{BdAddr, Observation, ScannerIdx, Sighting, Timestamp};
+use support::*;
 
 const APP_KEY: [u8; 32] = [0x42; 32];
 const EID_KEY: &str = "0102030405060708090A111213141516";
@@ -48,28 +47,26 @@ fn pipeline_at(
 /// slot containing `slot_time`.
 fn token_beacon(t: Timestamp, slot_time: Timestamp, addr: [u8; 6]) -> Observation {
     let tok = app_token(&APP_KEY, slot_time.0.div_euclid(900_000));
-    let mut data = vec![0x02, 0x15];
-    data.extend(Uuid128::parse(APP_UUID).unwrap().to_bytes());
-    data.extend(&tok[..4]);
-    data.push(0xC5);
     let mut s = Sighting::new(t, ScannerIdx(0), BdAddr(addr), rssi_at(8.0));
-    s.manufacturer_data.push(ManufacturerData {
-        company: 76,
-        data: data.into_iter().collect(),
-    });
+    app_ibeacon(
+        u16::from_be_bytes([tok[0], tok[1]]),
+        u16::from_be_bytes([tok[2], tok[3]]),
+    )
+    .add_to(&mut s);
     Observation::Ble(s)
 }
 
 fn eid_beacon(t: Timestamp, beacon_time: u32, addr: [u8; 6]) -> Observation {
     let mut key = [0u8; 16];
     hex::decode_to_slice(EID_KEY, &mut key).unwrap();
-    let mut data = vec![0x30, 0xEB];
-    data.extend(eid(&key, 10, beacon_time));
     let mut s = Sighting::new(t, ScannerIdx(0), BdAddr(addr), rssi_at(8.0));
-    s.service_data.push(ServiceData {
-        uuid: Uuid128::EDDYSTONE,
-        data: data.into_iter().collect(),
-    });
+    Frame::EddystoneEid {
+        ranging: -21,
+        eid: eid(&key, 10, beacon_time),
+    }
+    .encode()
+    .unwrap()
+    .add_to(&mut s);
     Observation::Ble(s)
 }
 

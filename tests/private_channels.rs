@@ -4,18 +4,18 @@
 //! the customer's next channel) should one slip past.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use nearcast::app::Clock;
 use nearcast::app::broadcast::{BroadcastOptions, ProgressStyle, Sink, broadcast};
+use nearcast::channel::SendResult;
 use nearcast::channel::{Adapter, Deliver, Outgoing, SendFuture};
 use nearcast::config;
 use nearcast::core::types::Timestamp;
-use nearcast::store::{OutboxState, SendResult};
+use nearcast::store::OutboxState;
+use support::TestClock;
 
 const DAEMON: &str = r#"
 [database]
@@ -81,7 +81,7 @@ fn flash_by_name(campaigns: &str) -> String {
 
 fn write(dir: &std::path::Path, daemon: &str, campaigns: &str) {
     std::fs::write(dir.join(config::DAEMON_FILE), daemon).unwrap();
-    std::fs::write(dir.join(config::ZONES_FILE), common::ZONES).unwrap();
+    std::fs::write(dir.join(config::ZONES_FILE), support::ZONES).unwrap();
     std::fs::write(dir.join(config::CAMPAIGNS_FILE), campaigns).unwrap();
 }
 
@@ -143,17 +143,6 @@ fn check_config_refuses_personal_data_over_a_channel_not_private_enough() {
     );
 }
 
-struct FixedClock(Timestamp);
-
-impl Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-    fn monotonic(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
 #[derive(Default)]
 struct Recorder(Mutex<Vec<(String, String, String)>>);
 
@@ -161,7 +150,7 @@ impl Deliver for Recorder {
     fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
         self.0.lock().unwrap().push((
             msg.item.customer.clone(),
-            msg.item.channel.clone(),
+            msg.item.channel.to_string(),
             msg.rendered.text.clone(),
         ));
         Box::pin(std::future::ready(SendResult::Sent { provider_id: None }))
@@ -178,7 +167,7 @@ async fn the_worker_refuses_personal_data_on_a_channel_not_private_enough_and_fa
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
     store
         .import_customers(
-            common::CUSTOMERS.as_bytes(),
+            support::CUSTOMERS.as_bytes(),
             &hasher,
             Timestamp::from_secs(1_767_261_600),
         )
@@ -211,7 +200,7 @@ async fn the_worker_refuses_personal_data_on_a_channel_not_private_enough_and_fa
     let s = broadcast(
         &config,
         &opts,
-        &FixedClock(common::at(11, 0, 0)),
+        &TestClock::fixed(support::at(11, 0, 0)),
         adapters,
         sink,
     )
@@ -233,7 +222,7 @@ async fn the_worker_refuses_personal_data_on_a_channel_not_private_enough_and_fa
     let rows = store.outbox_rows(Some(OutboxState::Sent), 10).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(
-        (rows[0].channel.as_str(), rows[0].variant.as_str()),
+        (rows[0].channel.as_str(), rows[0].variant.name()),
         ("sms", "plain")
     );
 }

@@ -4,21 +4,22 @@
 //! daemon path: config → worker → WhatsApp refused → SMS through Twilio.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
 mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nearcast::channel::http::{Client, RETRY_THROTTLED, RETRY_TRANSIENT, Secret};
-use nearcast::channel::{Deliver, Outgoing, twilio, vonage, webhook, whatsapp};
-use nearcast::config::{
-    SecretRef, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings,
+use nearcast::channel::SendResult;
+use nearcast::channel::http::{Client, RETRY_THROTTLED, RETRY_TRANSIENT};
+use nearcast::channel::{
+    Deliver, Outgoing, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings, twilio,
+    vonage, webhook, whatsapp,
 };
 use nearcast::core::message::{Rendered, Variant};
 use nearcast::core::types::Timestamp;
-use nearcast::store::{OutboxItem, SendResult};
+use nearcast::credentials::{Secret, SecretRef};
+use nearcast::store::OutboxItem;
 use support::fixtures::*;
 use support::{Recorded, Reply, StandIn};
 
@@ -494,22 +495,22 @@ token_file = "{}"
         dir.path().join("tw-token").display(),
     );
     std::fs::write(dir.path().join("nearcast.toml"), daemon).unwrap();
-    std::fs::write(dir.path().join("zones.toml"), common::ZONES).unwrap();
-    std::fs::write(dir.path().join("campaigns.toml"), common::CAMPAIGNS).unwrap();
+    std::fs::write(dir.path().join("zones.toml"), support::ZONES).unwrap();
+    std::fs::write(dir.path().join("campaigns.toml"), support::CAMPAIGNS).unwrap();
     let config = nearcast::config::load(dir.path()).unwrap();
-    common::store_with_customers(&config);
+    support::store_with_customers(&config);
 
     // Anna (whatsapp, then sms) arrives.
-    let t = common::at(10, 0, 0);
-    let mut p = common::pipeline(&config);
-    let obs = common::every_second(t, Timestamp(t.0 + 3000), |t| {
-        common::ibeacon(t, 0, 1, 8.0, [0x5A, 1, 2, 3, 4, 5])
+    let t = support::at(10, 0, 0);
+    let mut p = support::pipeline(&config);
+    let obs = support::every_second(t, Timestamp(t.0 + 3000), |t| {
+        support::ibeacon(t, 0, 1, 8.0, [0x5A, 1, 2, 3, 4, 5])
     });
-    common::run(&mut p, &obs, Timestamp(t.0 + 3000));
+    support::run(&mut p, &obs, Timestamp(t.0 + 3000));
 
     let console: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(Vec::new()));
     let mut w = nearcast::app::worker(&config, &config.daemon.database, console).unwrap();
-    let r = rt.block_on(w.run_once(common::at(10, 0, 3))).unwrap();
+    let r = rt.block_on(w.run_once(support::at(10, 0, 3))).unwrap();
     assert_eq!((r.sent, r.fell_over, r.failed), (1, 1, 0));
 
     let wa = meta.take();
@@ -528,10 +529,10 @@ token_file = "{}"
     );
     let rows = w.store().outbox_rows(None, 10).unwrap();
     assert_eq!(
-        (rows[0].channel.as_str(), rows[0].state.as_str()),
+        (rows[0].channel.as_str(), rows[0].state.name()),
         ("sms", "sent")
     );
     // Neither token reached the database.
-    let bytes = common::database_bytes(&config);
-    assert!(!common::contains(&bytes, b"EAAfile") && !common::contains(&bytes, b"twfile"));
+    let bytes = support::database_bytes(&config);
+    assert!(!support::contains(&bytes, b"EAAfile") && !support::contains(&bytes, b"twfile"));
 }

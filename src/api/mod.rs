@@ -33,13 +33,44 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::Clock;
-use crate::app::metrics::Metrics;
-use crate::channel::http::{Env, Secret, load_secret};
-use crate::config::{ApiConfig, ChannelConfig, SecretRef};
+use crate::channel::ChannelSettings;
+use crate::clock::Clock;
 use crate::core::identity::Hasher;
+use crate::credentials::{Env, Secret, SecretRef, load_secret};
+use crate::metrics::Metrics;
 use crate::source::health::{Health, State};
 use crate::store::Store;
+
+/// Where the API listens unless `bind` says otherwise: loopback only.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8787";
+
+/// The local HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Address to listen on (`127.0.0.1:8787` by default).
+    pub bind: SocketAddr,
+    /// Bearer token for the mutating `/v1` calls; without one they are refused.
+    pub token: Option<SecretRef>,
+    /// The URL the providers call this box at (behind a tunnel or proxy),
+    /// without the `/webhooks/…` path: Twilio signs the full URL.
+    pub public_url: Option<String>,
+    /// Meta's WhatsApp Cloud API webhook.
+    pub whatsapp: Option<MetaWebhook>,
+    /// Twilio's auth token for `X-Twilio-Signature` (defaults to the first
+    /// twilio channel's token).
+    pub twilio: Option<SecretRef>,
+    /// Vonage's signature secret for the JWT on its webhooks.
+    pub vonage: Option<SecretRef>,
+}
+
+/// Meta's webhook secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaWebhook {
+    /// The app secret that keys `X-Hub-Signature-256`.
+    pub app_secret: SecretRef,
+    /// The token Meta echoes in its verification handshake.
+    pub verify_token: SecretRef,
+}
 
 /// Everything the handlers share.
 pub struct Api {
@@ -47,8 +78,8 @@ pub struct Api {
     /// serialises writers anyway).
     store: Mutex<Store>,
     hasher: Hasher,
-    config: ApiConfig,
-    channels: Vec<ChannelConfig>,
+    config: ApiSettings,
+    channels: Vec<ChannelSettings>,
     env: Arc<dyn Env>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -63,8 +94,8 @@ impl Api {
     pub fn new(
         store: Store,
         hasher: Hasher,
-        config: ApiConfig,
-        channels: Vec<ChannelConfig>,
+        config: ApiSettings,
+        channels: Vec<ChannelSettings>,
         env: Arc<dyn Env>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,

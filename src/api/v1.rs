@@ -11,42 +11,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{Api, authorize, with_store};
+use crate::core::enrolment::Enrolment;
 use crate::core::types::Timestamp;
-use crate::store::{Conversion, ConversionOutcome, Enrolment, Error};
-
-/// `Some(value)` for a present key, even `null`; `None` (by `default`)
-/// for an absent one.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnrolBody {
-    id: String,
-    #[serde(default)]
-    first_name: String,
-    phone: Option<String>,
-    #[serde(default)]
-    channels: Vec<String>,
-    consent_at: String,
-    consent_source: String,
-    #[serde(default)]
-    identities: Vec<String>,
-    #[serde(default)]
-    segments: Vec<String>,
-    #[serde(default)]
-    purposes: Vec<String>,
-    consent_text: Option<String>,
-    /// Absent: confirmed by the retailer's system; `null`: pending
-    /// (double opt-in by reply); a time: confirmed then.
-    #[serde(default, deserialize_with = "present")]
-    confirmed_at: Option<Option<String>>,
-}
+use crate::store::{Conversion, ConversionOutcome, Error, Store};
 
 fn bad_request(message: impl Into<String>) -> Response {
     (
@@ -74,6 +45,20 @@ fn store_error(e: Error) -> Response {
     }
 }
 
+/// Runs `op` on the API's connection, answering with `ok` of its result,
+/// or with what the store's error means for the caller.
+async fn call<T: Send + 'static>(
+    api: &Arc<Api>,
+    op: impl FnOnce(&mut Store) -> Result<T, Error> + Send + 'static,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
+    match with_store(api, op).await {
+        Ok(Ok(v)) => ok(v),
+        Ok(Err(e)) => store_error(e),
+        Err(r) => r,
+    }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
@@ -87,28 +72,15 @@ pub(super) async fn enrol(
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
-    let b: EnrolBody = match parse(&body) {
-        Ok(b) => b,
+    // The body is the enrolment itself, checked like a file's row.
+    let e: Enrolment = match parse(&body) {
+        Ok(e) => e,
         Err(r) => return r,
-    };
-    let e = Enrolment {
-        id: b.id,
-        first_name: b.first_name,
-        phone: b.phone,
-        channels: b.channels,
-        consent_at: b.consent_at,
-        consent_source: b.consent_source,
-        identities: b.identities,
-        segments: b.segments,
-        purposes: b.purposes,
-        consent_text: b.consent_text,
-        confirmed_at: b.confirmed_at,
     };
     let now = api.clock.now();
     let a = api.clone();
     let id = e.id.clone();
-    match with_store(&api, move |s| s.enrol(&e, &a.hasher, now)).await {
-        Ok(Ok(report)) => {
+    call(&api, move |s| s.enrol(&e, &a.hasher, now), |report| {
             tracing::info!(customer = %id, added = report.added, "customer enrolled through the API");
             let code = if report.added > 0 {
                 StatusCode::CREATED
@@ -124,10 +96,8 @@ pub(super) async fn enrol(
                 })),
             )
                 .into_response()
-        }
-        Ok(Err(e)) => store_error(e),
-        Err(r) => r,
-    }
+    })
+    .await
 }
 
 /// `POST /v1/customers/{id}/opt-out`: every channel, at once.
@@ -141,18 +111,19 @@ pub(super) async fn opt_out(
     }
     let now = api.clock.now();
     let who = id.clone();
-    match with_store(&api, move |s| s.opt_out(&who, now)).await {
-        Ok(Ok(())) => {
+    call(
+        &api,
+        move |s| s.opt_out(&who, now),
+        |()| {
             tracing::info!(customer = %id, "opted out through the API");
             (
                 StatusCode::OK,
                 axum::Json(json!({"customer": id, "opted_out": true})),
             )
                 .into_response()
-        }
-        Ok(Err(e)) => store_error(e),
-        Err(r) => r,
-    }
+        },
+    )
+    .await
 }
 
 /// `DELETE /v1/customers/{id}`: erasure, as `customers forget`.
@@ -165,14 +136,15 @@ pub(super) async fn forget(
         return r;
     }
     let who = id.clone();
-    match with_store(&api, move |s| s.forget(&who)).await {
-        Ok(Ok(())) => {
+    call(
+        &api,
+        move |s| s.forget(&who),
+        |()| {
             tracing::info!(customer = %id, "customer erased through the API");
             StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(Err(e)) => store_error(e),
-        Err(r) => r,
-    }
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -255,25 +227,24 @@ pub(super) async fn conversion(
     };
     let now = api.clock.now();
     let reference = c.reference.clone();
-    match with_store(&api, move |s| s.record_conversion(&c, now)).await {
-        Ok(Ok(ConversionOutcome::Recorded)) => (
+    let answer = move |outcome| match outcome {
+        ConversionOutcome::Recorded => (
             StatusCode::CREATED,
             axum::Json(json!({"reference": reference, "duplicate": false})),
         )
             .into_response(),
-        Ok(Ok(ConversionOutcome::Duplicate)) => (
+        ConversionOutcome::Duplicate => (
             StatusCode::OK,
             axum::Json(json!({"reference": reference, "duplicate": true})),
         )
             .into_response(),
-        Ok(Ok(ConversionOutcome::Conflict)) => (
+        ConversionOutcome::Conflict => (
             StatusCode::CONFLICT,
             axum::Json(json!({"error": "this reference was recorded with other values"})),
         )
             .into_response(),
-        Ok(Err(e)) => store_error(e),
-        Err(r) => r,
-    }
+    };
+    call(&api, move |s| s.record_conversion(&c, now), answer).await
 }
 
 #[cfg(test)]

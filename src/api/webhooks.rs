@@ -20,10 +20,10 @@ use serde_json::{Value, json};
 use super::replies::{Intent, intent, normalise_phone};
 use super::signature::{self, Reject};
 use super::{Api, internal, secret};
-use crate::app::metrics::Metrics;
 use crate::channel::http::scrub;
-use crate::config::{Adapter, ChannelConfig, VonageChannel};
+use crate::channel::{AdapterSettings, ChannelSettings, VonageChannel};
 use crate::core::types::Timestamp;
+use crate::metrics::Metrics;
 use crate::store::{DeliveryStatus, StatusOutcome, Store};
 
 /// Which provider called.
@@ -83,13 +83,13 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 /// The nearcast channel a provider's traffic belongs to: the first
 /// configured channel on that adapter (and provider channel), else the
 /// conventional name.
-fn channel_for(channels: &[ChannelConfig], provider: Provider, sub: &str) -> String {
+fn channel_for(channels: &[ChannelSettings], provider: Provider, sub: &str) -> String {
     channels
         .iter()
         .find(|c| match (&c.adapter, provider) {
-            (Adapter::WhatsApp(_), Provider::WhatsApp) => true,
-            (Adapter::Twilio(t), Provider::Twilio) => t.whatsapp == (sub == "whatsapp"),
-            (Adapter::Vonage(v), Provider::Vonage) => {
+            (AdapterSettings::WhatsApp(_), Provider::WhatsApp) => true,
+            (AdapterSettings::Twilio(t), Provider::Twilio) => t.whatsapp == (sub == "whatsapp"),
+            (AdapterSettings::Vonage(v), Provider::Vonage) => {
                 v.channel.wire_name() == sub
                     || (v.channel == VonageChannel::Viber && sub == "viber")
             }
@@ -106,7 +106,7 @@ fn channel_for(channels: &[ChannelConfig], provider: Provider, sub: &str) -> Str
 
 /// Meta: `entry[].changes[].value.statuses[]` and `.messages[]`.
 #[must_use]
-pub fn parse_meta(body: &Value, channels: &[ChannelConfig]) -> Report {
+pub fn parse_meta(body: &Value, channels: &[ChannelSettings]) -> Report {
     let mut r = Report::default();
     let channel = channel_for(channels, Provider::WhatsApp, "whatsapp");
     let list = |v: &Value, k: &str| {
@@ -163,7 +163,7 @@ pub fn parse_meta(body: &Value, channels: &[ChannelConfig]) -> Report {
 /// Twilio: a status callback (`MessageSid`, `MessageStatus`, `ErrorCode`)
 /// or an incoming message (`From`, `Body`, `ButtonText`).
 #[must_use]
-pub fn parse_twilio(params: &[(String, String)], channels: &[ChannelConfig]) -> Report {
+pub fn parse_twilio(params: &[(String, String)], channels: &[ChannelSettings]) -> Report {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let mut r = Report::default();
     match (
@@ -206,7 +206,7 @@ pub fn parse_twilio(params: &[(String, String)], channels: &[ChannelConfig]) -> 
 /// Vonage Messages v1: a status (`message_uuid`, `status`, `error`) or an
 /// inbound message (`from`, `text`, `reply`, `button`), with `channel`.
 #[must_use]
-pub fn parse_vonage(body: &Value, channels: &[ChannelConfig]) -> Report {
+pub fn parse_vonage(body: &Value, channels: &[ChannelSettings]) -> Report {
     let mut r = Report::default();
     let sub = str_at(body, &["channel"]).unwrap_or("sms");
     if let (Some(id), Some(status)) = (str_at(body, &["message_uuid"]), str_at(body, &["status"])) {

@@ -14,14 +14,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Clock, Error, database_path};
+use super::{Error, database_path};
+use crate::channel::SendResult;
 use crate::channel::{Adapter, Deliver, Outgoing, SendFuture, Worker};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::campaign::{CampaignIdx, Ledger, Outcome, Reason, Trigger};
 use crate::core::identity::CustomerInfo;
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
-use crate::store::{SendResult, Store};
+use crate::store::Store;
 
 /// Customers decided and committed per transaction.
 const BATCH: usize = 256;

@@ -9,14 +9,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Error, database_path, open_database, output, worker};
-use crate::channel::http::Env;
+use crate::channel::SendResult;
 use crate::channel::{Adapter, Deliver, Outgoing, Providers, SendFuture, Worker, console};
-use crate::config::{self, SecretRef, SourceConfig, TwilioSettings, WhatsAppSettings};
+use crate::channel::{AdapterSettings, TwilioSettings, WhatsAppSettings};
+use crate::config;
 use crate::core::campaign::{Outcome, Reason};
 use crate::core::identity::Identity;
 use crate::core::types::Timestamp;
+use crate::credentials::Env;
+use crate::credentials::SecretRef;
+use crate::source::SimSettings;
 use crate::source::sim::{SimConfig, SimCustomer, Simulator};
-use crate::store::{SendResult, Store};
+use crate::store::Store;
 
 /// The example configuration, built into the binary so `nearcast demo`
 /// works from anywhere.
@@ -158,7 +162,7 @@ fn provider_adapters(
     let mut adapters = super::adapters(config, out)?;
     for c in &config.daemon.channels {
         let settings = match c.name.as_str() {
-            "whatsapp" => config::Adapter::WhatsApp(WhatsAppSettings {
+            "whatsapp" => AdapterSettings::WhatsApp(WhatsAppSettings {
                 base_url: url.to_owned(),
                 api_version: "v23.0".into(),
                 phone_number_id: "100000000000000".into(),
@@ -166,7 +170,7 @@ fn provider_adapters(
                 allow_text: false,
                 timeout,
             }),
-            "sms" | "mms" => config::Adapter::Twilio(TwilioSettings {
+            "sms" | "mms" => AdapterSettings::Twilio(TwilioSettings {
                 base_url: url.to_owned(),
                 account_sid: format!("AC{}", "0".repeat(32)),
                 api_key: None,
@@ -243,25 +247,18 @@ pub async fn demo(
         }
     };
     let config = config::load(&config_dir)?;
-    let (shoppers_per_hour, seed, share, customers_csv) = config
-        .daemon
-        .sources
-        .iter()
-        .find_map(|s| match s {
-            SourceConfig::Sim {
-                shoppers_per_hour,
-                seed,
-                opted_in_share,
-                customers,
-            } => Some((
-                *shoppers_per_hour,
-                *seed,
-                *opted_in_share,
-                customers.clone(),
-            )),
-            _ => None,
-        })
-        .unwrap_or((120, 7, 0.35, config_dir.join("customers.csv")));
+    let sim = config.daemon.sim().cloned().unwrap_or_else(|| SimSettings {
+        shoppers_per_hour: 120,
+        seed: 7,
+        opted_in_share: 0.35,
+        customers: config_dir.join("customers.csv"),
+    });
+    let SimSettings {
+        shoppers_per_hour,
+        seed,
+        opted_in_share: share,
+        customers: customers_csv,
+    } = sim;
     let db = opts
         .db
         .clone()

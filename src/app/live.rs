@@ -1,51 +1,16 @@
-//! Live sources (BLE adapters, Wi-Fi presence) as tasks, shared by the
-//! daemon, `record` and `scan`; and the daemon's status file, which is how
-//! `nearcast stats` shows their health and the guards' counters while the
-//! daemon runs (counts only, never a device).
+//! The daemon's status file, which is how `nearcast stats` shows the live
+//! sources' health and the guards' counters while the daemon runs (counts
+//! only, never a device). The sources themselves start in `sources`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-use super::{Clock, Counters};
-use crate::config::SourceConfig;
+use super::Counters;
 use crate::core::guard::GuardStats;
-use crate::core::types::{Observation, Timestamp};
+use crate::core::types::Timestamp;
 use crate::source::health::{Health, HealthSnapshot};
-use crate::source::{Feed, Now, ble, wifi};
-
-/// The clock as a live source reads it.
-#[must_use]
-pub fn now_fn(clock: Arc<dyn Clock>) -> Now {
-    Arc::new(move || clock.now())
-}
-
-/// Starts a live source feeding `tx`; `None` for the simulator and
-/// recordings, which are not live.
-#[must_use]
-pub fn spawn(
-    source: &SourceConfig,
-    clock: Arc<dyn Clock>,
-    tx: mpsc::Sender<Observation>,
-) -> Option<(JoinHandle<()>, Arc<Health>)> {
-    let now = now_fn(clock);
-    match source {
-        SourceConfig::Ble(b) => {
-            let health = Arc::new(Health::new(format!("ble:{}", b.adapter)));
-            let feed = Feed::new(tx, health.clone());
-            Some((tokio::spawn(ble::run(b.clone(), now, feed)), health))
-        }
-        SourceConfig::Wifi(w) => {
-            let health = Arc::new(Health::new(format!("wifi:{}", w.backend.name())));
-            let feed = Feed::new(tx, health.clone());
-            Some((tokio::spawn(wifi::run(w.clone(), now, feed)), health))
-        }
-        SourceConfig::Sim { .. } | SourceConfig::Replay { .. } => None,
-    }
-}
 
 /// The daemon's status file: beside the database, `<name>.status.json`.
 #[must_use]
@@ -63,84 +28,9 @@ pub struct Status {
     /// Wi-Fi reports the pipeline handled.
     pub wifi: u64,
     /// The flood and junk guards.
-    pub guard: GuardCounts,
+    pub guard: GuardStats,
     /// Each live source.
-    pub sources: Vec<SourceStatus>,
-}
-
-/// [`GuardStats`] as written.
-#[derive(Serialize, serde::Deserialize, Debug, PartialEq, Default)]
-pub struct GuardCounts {
-    /// Admitted to identity lookup.
-    pub admitted: u64,
-    /// Impossible RSSI.
-    pub junk: u64,
-    /// Per-address rate limit.
-    pub address_rate: u64,
-    /// Per-identity rate limit.
-    pub identity_rate: u64,
-    /// Ignored addresses (too many identities).
-    pub spoofing: u64,
-    /// Addresses put in quarantine.
-    pub quarantined: u64,
-    /// Remembered entries evicted.
-    pub evicted: u64,
-}
-
-impl From<GuardStats> for GuardCounts {
-    fn from(g: GuardStats) -> GuardCounts {
-        GuardCounts {
-            admitted: g.admitted,
-            junk: g.junk,
-            address_rate: g.address_rate,
-            identity_rate: g.identity_rate,
-            spoofing: g.spoofing,
-            quarantined: g.quarantined,
-            evicted: g.evicted,
-        }
-    }
-}
-
-/// One source's health as written.
-#[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
-pub struct SourceStatus {
-    /// `ble:hci0`, `wifi:hostapd`, …
-    pub name: String,
-    /// `starting`, `running`, `recovering`.
-    pub state: String,
-    /// Why it last went down.
-    pub last_outage: Option<String>,
-    /// Raw events received.
-    pub events: u64,
-    /// Observations delivered.
-    pub delivered: u64,
-    /// Dropped on a full queue.
-    pub queue_full: u64,
-    /// Outages.
-    pub outages: u64,
-    /// Recoveries.
-    pub recoveries: u64,
-    /// Failed reconnection attempts.
-    pub failed_attempts: u64,
-}
-
-impl From<HealthSnapshot> for SourceStatus {
-    fn from(h: HealthSnapshot) -> SourceStatus {
-        SourceStatus {
-            name: h.name,
-            state: serde_json::to_value(h.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            last_outage: h.last_outage.map(str::to_owned),
-            events: h.events,
-            delivered: h.delivered,
-            queue_full: h.queue_full,
-            outages: h.outages,
-            recoveries: h.recoveries,
-            failed_attempts: h.failed_attempts,
-        }
-    }
+    pub sources: Vec<HealthSnapshot>,
 }
 
 impl Status {
@@ -151,8 +41,8 @@ impl Status {
             written_at: at.as_secs_f64(),
             sightings: counters.sightings,
             wifi: counters.wifi,
-            guard: counters.guard.into(),
-            sources: healths.iter().map(|h| h.snapshot().into()).collect(),
+            guard: counters.guard,
+            sources: healths.iter().map(|h| h.snapshot()).collect(),
         }
     }
 

@@ -5,16 +5,16 @@
 //! reads the clock only through the `Clock` it is given.
 
 pub mod broadcast;
-pub mod clock;
+pub mod cli;
 pub mod demo;
 pub mod live;
-pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod record;
 pub mod replay;
 pub mod run;
 pub mod scan;
+pub mod sources;
 pub mod stand_in;
 
 use std::collections::HashMap;
@@ -28,7 +28,6 @@ use crate::core::identity::Hasher;
 use crate::core::types::Timestamp;
 use crate::store::{self, Store};
 
-pub use clock::{Clock, SystemClock};
 pub use pipeline::{Counters, Output, Pipeline};
 
 /// Errors a command can end with.
@@ -57,6 +56,24 @@ pub enum Error {
     /// Anything else a command refuses, with what to do.
     #[error("{0}")]
     Usage(String),
+    /// The configuration a command needs was refused.
+    #[error("configuration refused:\n{0}")]
+    Refused(config::Errors),
+    /// An operating-system call failed while doing `what`.
+    #[error("{what}")]
+    Context {
+        /// What was being done.
+        what: String,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// An operating-system call failed (the runtime, a socket, standard
+    /// output).
+    #[error(transparent)]
+    Os(std::io::Error),
+    /// JSON output could not be written.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
 }
 
 impl Error {
@@ -182,7 +199,7 @@ pub fn worker(
 
 /// Each configured channel's pace.
 #[must_use]
-pub fn limits(config: &Config) -> HashMap<String, crate::config::ChannelLimits> {
+pub fn limits(config: &Config) -> HashMap<String, crate::channel::ChannelLimits> {
     config
         .daemon
         .channels
@@ -203,7 +220,7 @@ pub fn adapters(
     let mut providers = None;
     for c in &config.daemon.channels {
         let adapter = match &c.adapter {
-            config::Adapter::Console => Arc::new(Console::new(
+            crate::channel::AdapterSettings::Console => Arc::new(Console::new(
                 console.clone(),
                 config.engine.rules.tz.clone(),
             )) as Adapter,

@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::core::advert::{self, DecodeStats, Frame};
+use crate::core::advert::{self, Frame};
 use crate::core::campaign::{Committed, Engine, Ledger, Outcome, Reason};
-use crate::core::guard::{Guard, GuardConfig, GuardStats, Verdict};
+use crate::core::guard::{Guard, GuardConfig, Verdict};
 use crate::core::identity::{CustomerInfo, Directory, Hasher, Identity, Resolver};
 use crate::core::presence::{EventKind, Tracker, ZoneEvent};
 use crate::core::types::{Observation, Timestamp};
 use crate::core::zones::Layout;
+pub use crate::metrics::Counters;
 
 /// What the pipeline reports as it goes.
 #[derive(Debug)]
@@ -38,40 +39,6 @@ pub enum Output<'a> {
         /// The decision.
         committed: &'a Committed,
     },
-}
-
-/// Running totals.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// BLE sightings handled.
-    pub sightings: u64,
-    /// Wi-Fi reports handled.
-    pub wifi: u64,
-    /// Presence events by kind: arrived, entered, dwelled, exited, left.
-    pub events: [u64; 5],
-    /// Decisions that acted.
-    pub acted: u64,
-    /// Messages queued.
-    pub messages: u64,
-    /// Points awarded.
-    pub points: u64,
-    /// Suppressions by reason (indexed like `Reason::ALL`).
-    pub suppressed: [u64; Reason::ALL.len()],
-    /// Frame decoding counts.
-    pub decode: DecodeStats,
-    /// What the flood and junk guards let through or dropped.
-    pub guard: GuardStats,
-}
-
-impl Counters {
-    /// Suppressions of one reason.
-    #[must_use]
-    pub fn suppressed(&self, r: Reason) -> u64 {
-        Reason::ALL
-            .iter()
-            .position(|x| *x == r)
-            .map_or(0, |i| self.suppressed[i])
-    }
 }
 
 fn event_index(kind: &EventKind) -> usize {

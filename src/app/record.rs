@@ -17,8 +17,9 @@ use std::time::Duration;
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
-use super::{Clock, Error, database_path};
-use crate::config::{Config, SourceConfig};
+use super::{Error, database_path};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::core::advert::{self, DecodeStats, Frame};
 use crate::core::identity::{Hasher, Identity, Resolver};
 use crate::core::types::{Observation, Timestamp};
@@ -38,27 +39,12 @@ pub fn record_sim(
     shoppers: Option<u32>,
     seed: Option<u64>,
 ) -> Result<u64, Error> {
-    let Some((per_hour, default_seed, share, customers)) =
-        config.daemon.sources.iter().find_map(|s| match s {
-            SourceConfig::Sim {
-                shoppers_per_hour,
-                seed,
-                opted_in_share,
-                customers,
-            } => Some((
-                *shoppers_per_hour,
-                *seed,
-                *opted_in_share,
-                customers.clone(),
-            )),
-            _ => None,
-        })
-    else {
+    let Some(sim) = config.daemon.sim() else {
         return Err(Error::Usage(
             "the configuration has no [[source]] kind = \"sim\" to record".into(),
         ));
     };
-    let customers = super::demo::sim_customers(&customers)?
+    let customers = super::demo::sim_customers(&sim.customers)?
         .into_iter()
         .map(|(_, c)| c)
         .collect();
@@ -69,11 +55,11 @@ pub fn record_sim(
         .day_start
         .saturating_add(Duration::from_secs(10 * 3600));
     let cfg = SimConfig {
-        seed: seed.unwrap_or(default_seed),
-        shoppers: shoppers.unwrap_or(per_hour.saturating_mul(minutes) / 60),
+        seed: seed.unwrap_or(sim.seed),
+        shoppers: shoppers.unwrap_or(sim.shoppers_per_hour.saturating_mul(minutes) / 60),
         start,
         duration: Duration::from_secs(u64::from(minutes) * 60),
-        opted_in_share: share,
+        opted_in_share: sim.opted_in_share,
         ..SimConfig::default()
     };
     let f = std::fs::File::create(file).map_err(|e| Error::io(file, e))?;
@@ -182,10 +168,8 @@ pub async fn record_live(
     };
     let (tx, mut rx) = mpsc::channel::<Observation>(8192);
     let mut tasks = Vec::new();
-    for s in &config.daemon.sources {
-        if let Some((task, _)) = super::live::spawn(s, clock.clone(), tx.clone()) {
-            tasks.push(task);
-        }
+    for s in config.daemon.sources.iter().filter(|s| s.is_live()) {
+        tasks.push(super::sources::spawn(s, &config.layout, clock.clone(), tx.clone())?.task);
     }
     drop(tx);
     if tasks.is_empty() {

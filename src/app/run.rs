@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{Clock, Error, Output, database_path, open_database, worker};
+use super::{Error, Output, database_path, open_database, worker};
+use crate::channel::ChannelLimits;
 use crate::channel::{Adapter, Worker};
-use crate::config::{ChannelLimits, Config, SourceConfig};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::core::campaign::Outcome;
 use crate::core::clock_guard::{ClockGuard, Distrust};
 use crate::core::types::Observation;
-use crate::source::sim::{SimConfig, SimCustomer, Simulator};
 
 /// How many observations may wait between the sources and the pipeline;
 /// beyond that, new ones are dropped and counted (the radio keeps talking).
@@ -76,7 +77,7 @@ pub async fn run_with_reload(
     let api_hasher = hasher.clone();
     let mut pipeline = super::pipeline(&config, hasher, loaded, store);
     let mut worker = worker(&config, &db, console.clone())?;
-    let metrics = Arc::new(super::metrics::Metrics::default());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     worker.metrics = metrics.clone();
     let mut watcher = crate::store::Store::open(&db)?;
 
@@ -85,12 +86,9 @@ pub async fn run_with_reload(
     // Live sources (BLE, Wi-Fi) report their health through the status file.
     let mut healths = Vec::new();
     for s in &config.daemon.sources {
-        if let Some((task, health)) = super::live::spawn(s, clock.clone(), tx.clone()) {
-            sources.push(task);
-            healths.push(health);
-            continue;
-        }
-        sources.push(spawn_source(s.clone(), &config, clock.clone(), tx.clone())?);
+        let running = super::sources::spawn(s, &config.layout, clock.clone(), tx.clone())?;
+        sources.push(running.task);
+        healths.extend(running.health);
     }
     drop(tx);
     let api = match &config.daemon.api {
@@ -331,12 +329,12 @@ async fn drive(
 /// Binds the local API and serves it on its own task until the returned
 /// sender fires.
 async fn start_api(
-    settings: &crate::config::ApiConfig,
+    settings: &crate::api::ApiSettings,
     config: &Config,
     db: &std::path::Path,
     hasher: crate::core::identity::Hasher,
     clock: &Arc<dyn Clock>,
-    metrics: &Arc<super::metrics::Metrics>,
+    metrics: &Arc<crate::metrics::Metrics>,
     healths: &[Arc<crate::source::health::Health>],
 ) -> Result<
     (
@@ -359,7 +357,7 @@ async fn start_api(
         hasher,
         settings.clone(),
         config.daemon.channels.clone(),
-        Arc::new(crate::channel::http::ProcessEnv),
+        Arc::new(crate::credentials::ProcessEnv),
         clock.clone(),
         metrics.clone(),
         healths.to_vec(),
@@ -442,108 +440,5 @@ fn log_output(o: &Output<'_>) {
                 "suppressed"
             ),
         },
-    }
-}
-
-/// Starts one source task feeding `tx`, paced by the wall clock.
-fn spawn_source(
-    source: SourceConfig,
-    config: &Config,
-    clock: Arc<dyn Clock>,
-    tx: mpsc::Sender<Observation>,
-) -> Result<tokio::task::JoinHandle<()>, Error> {
-    let layout = config.layout.clone();
-    match source {
-        SourceConfig::Sim {
-            shoppers_per_hour,
-            seed,
-            opted_in_share,
-            customers,
-        } => {
-            let sim_customers = super::demo::sim_customers(&customers)?
-                .into_iter()
-                .map(|(_, c)| c)
-                .collect::<Vec<SimCustomer>>();
-            Ok(tokio::spawn(async move {
-                let mut hour = 0u64;
-                loop {
-                    let start = clock.now();
-                    let mono = clock.monotonic();
-                    let cfg = SimConfig {
-                        seed: seed.wrapping_add(hour),
-                        shoppers: shoppers_per_hour,
-                        start,
-                        duration: Duration::from_secs(3600),
-                        opted_in_share,
-                        ..SimConfig::default()
-                    };
-                    let sim = match Simulator::new(cfg, layout.clone(), sim_customers.clone()) {
-                        Ok(sim) => sim,
-                        Err(e) => {
-                            tracing::error!(error = %e, "simulator source cannot start");
-                            return;
-                        }
-                    };
-                    for obs in sim {
-                        let due = mono + obs.at().since(start);
-                        if !pace_and_send(&*clock, due, obs, &tx).await {
-                            return;
-                        }
-                        if clock.monotonic().saturating_sub(mono) >= Duration::from_secs(3600) {
-                            break;
-                        }
-                    }
-                    hour += 1;
-                }
-            }))
-        }
-        SourceConfig::Replay { file } => {
-            let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
-            Ok(tokio::spawn(async move {
-                let mut reader =
-                    crate::source::replay::Reader::new(std::io::BufReader::new(f), &layout);
-                // A recording plays as if it started now, at its own pace.
-                let mut first = None;
-                let mono = clock.monotonic();
-                while let Some(Ok(obs)) = reader.next() {
-                    let t0 = *first.get_or_insert(obs.at());
-                    if !pace_and_send(&*clock, mono + obs.at().since(t0), obs, &tx).await {
-                        return;
-                    }
-                }
-                tracing::info!(file = %file.display(), stats = ?reader.stats(), "replay source finished");
-            }))
-        }
-        SourceConfig::Ble(_) | SourceConfig::Wifi(_) => {
-            Err(Error::Usage("live sources are started by app::live".into()))
-        }
-    }
-}
-
-/// Sleeps until `due` on `clock`'s monotonic time, stamps the observation
-/// with the wall clock as a radio would, then sends; false when the
-/// pipeline is gone.
-async fn pace_and_send(
-    clock: &dyn Clock,
-    due: Duration,
-    mut obs: Observation,
-    tx: &mpsc::Sender<Observation>,
-) -> bool {
-    let wait = due.saturating_sub(clock.monotonic());
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
-    let now = clock.now();
-    match &mut obs {
-        Observation::Ble(s) => s.at = now,
-        Observation::Wifi(w) => w.at = now,
-    }
-    match tx.try_send(obs) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::debug!("observation queue full; dropped one");
-            true
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }

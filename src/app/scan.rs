@@ -17,15 +17,15 @@ use std::time::Duration;
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
-use super::{Clock, Error, database_path};
-use crate::config::{Config, SourceConfig};
+use super::{Error, database_path};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::core::advert::{self, DecodeStats, Frame};
 use crate::core::identity::{Hasher, Resolver};
-use crate::core::types::{BdAddr, Observation, ScannerIdx, Sighting, Timestamp};
+use crate::core::types::{BdAddr, Observation, Rssi, ScannerIdx, Sighting, Timestamp};
 use crate::core::zones::Layout;
-use crate::source::Feed;
-use crate::source::ble::{self, BleSettings};
-use crate::source::health::Health;
+use crate::source::SourceSettings;
+use crate::source::ble::BleSettings;
 use crate::store::{self, Store};
 
 /// `scan` settings.
@@ -174,13 +174,7 @@ impl Table {
         }
         row.samples.push(s.rssi.0);
         let mut sorted = row.samples.clone();
-        sorted.sort_unstable();
-        let mid = sorted.len() / 2;
-        row.smoothed = if sorted.len() % 2 == 1 {
-            f64::from(sorted[mid])
-        } else {
-            (f64::from(sorted[mid - 1]) + f64::from(sorted[mid])) / 2.0
-        };
+        row.smoothed = Rssi::median(&mut sorted).unwrap_or(f64::from(s.rssi.0));
         row.rssi = s.rssi.0;
         row.tx_power = s.tx_power.or(row.tx_power);
         row.measured_power = measured_power;
@@ -262,7 +256,7 @@ impl Table {
 fn layout_for(config: Option<&Config>, adapter: &str) -> (Arc<Layout>, ScannerIdx) {
     if let Some(c) = config {
         for s in &c.daemon.sources {
-            if let SourceConfig::Ble(b) = s
+            if let SourceSettings::Ble(b) = s
                 && b.adapter == adapter
             {
                 return (c.layout.clone(), b.scanner);
@@ -317,7 +311,7 @@ pub async fn scan(
     let mut settings = BleSettings::new(&opts.adapter, scanner);
     if let Some(c) = config {
         for s in &c.daemon.sources {
-            if let SourceConfig::Ble(b) = s
+            if let SourceSettings::Ble(b) = s
                 && b.adapter == opts.adapter
             {
                 settings = b.clone();
@@ -325,12 +319,13 @@ pub async fn scan(
         }
     }
     let (tx, mut rx) = mpsc::channel::<Observation>(4096);
-    let health = Arc::new(Health::new(format!("ble:{}", opts.adapter)));
-    let task = tokio::spawn(ble::run(
-        settings,
-        super::live::now_fn(clock.clone()),
-        Feed::new(tx, health),
-    ));
+    let task = super::sources::spawn(
+        &SourceSettings::Ble(settings),
+        &table.layout,
+        clock.clone(),
+        tx,
+    )?
+    .task;
     let io = |e: std::io::Error| Error::io(std::path::Path::new("<stdout>"), e);
     let deadline = opts
         .seconds
@@ -390,12 +385,10 @@ pub async fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::{ManufacturerData, Rssi};
+    use crate::core::advert::Frame;
+    use crate::core::types::Rssi;
 
     fn ibeacon(ms: i64, rssi: i16) -> Sighting {
-        let mut data = vec![0x02, 0x15];
-        data.extend_from_slice(&[0xE2; 16]);
-        data.extend_from_slice(&[0, 1, 0, 2, 0xC5]);
         let mut s = Sighting::new(
             Timestamp(ms),
             ScannerIdx(0),
@@ -403,10 +396,15 @@ mod tests {
             Rssi(rssi),
         );
         s.tx_power = Some(-8);
-        s.manufacturer_data.push(ManufacturerData {
-            company: 76,
-            data: data.into_iter().collect(),
-        });
+        Frame::IBeacon {
+            uuid: [0xE2; 16],
+            major: 1,
+            minor: 2,
+            measured_power: -59,
+        }
+        .encode()
+        .unwrap()
+        .add_to(&mut s);
         s
     }
 

@@ -5,13 +5,15 @@
 //! (`POST /2010-04-01/Accounts/{sid}/Messages.json`) and Vonage Messages
 //! (`POST /v1/messages`), and prints one readable line per request.
 //!
-//! A plain HTTP/1.1 server on tokio (one request per connection, then
-//! `Connection: close`): no framework for three canned answers. Never used
-//! by the daemon; checks no credentials; keeps nothing.
+//! A plain HTTP/1.1 server on tokio (keep-alive, `Content-Length` or
+//! chunked bodies): no framework for three canned answers. The same server
+//! runs the tests' scripted provider stand-ins ([`run`] with a [`Script`]).
+//! Never used by the daemon; checks no credentials; keeps nothing.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,16 +24,68 @@ use super::broadcast::Sink;
 /// Largest request head or body accepted.
 const MAX: usize = 1 << 20;
 
-/// A parsed request.
+/// A request as the stand-in received it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
     /// `POST`, …
     pub method: String,
-    /// Path without the query.
+    /// The request target as sent (path and query).
     pub path: String,
+    /// Header names (lowercase) and values, in order.
+    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
 }
+
+impl Request {
+    /// The value of header `name` (case-insensitive).
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    #[must_use]
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// What the stand-in answers a request with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Status, extra headers, JSON body.
+    Json(u16, Vec<(String, String)>, String),
+    /// Never answer (the client times out).
+    Hang,
+}
+
+impl Reply {
+    /// `status` with a JSON `body`.
+    #[must_use]
+    pub fn json(status: u16, body: &str) -> Reply {
+        Reply::Json(status, Vec::new(), body.to_owned())
+    }
+
+    /// The same reply with one more header.
+    #[must_use]
+    pub fn with_header(self, name: &str, value: &str) -> Reply {
+        match self {
+            Reply::Json(s, mut h, b) => {
+                h.push((name.to_owned(), value.to_owned()));
+                Reply::Json(s, h, b)
+            }
+            Reply::Hang => Reply::Hang,
+        }
+    }
+}
+
+/// What to answer each request with (and whatever else to do with it:
+/// print it, record it).
+pub type Script = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
 /// The stand-in's answer to a request, and the line it prints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +102,8 @@ pub struct Answer {
 /// Pure, so each provider's shape is testable without a socket.
 #[must_use]
 pub fn answer(req: &Request, n: u64) -> Answer {
-    let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let path = req.path.split('?').next().unwrap_or("");
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let text = String::from_utf8_lossy(&req.body);
     match (req.method.as_str(), parts.as_slice()) {
         ("POST", [version, phone_id, "messages"]) if version.starts_with('v') => {
@@ -144,12 +199,13 @@ pub fn answer(req: &Request, n: u64) -> Answer {
         _ => Answer {
             status: 404,
             body: json!({ "error": "the stand-in does not know this path" }).to_string(),
-            line: format!("unknown  {} {}", req.method, req.path),
+            line: format!("unknown  {} {path}", req.method),
         },
     }
 }
 
-/// Serves until `shutdown` completes, printing a line per request to `out`.
+/// Serves until `shutdown` completes, answering as the providers would
+/// accept each message and printing a line per request to `out`.
 ///
 /// # Errors
 /// The listener failed.
@@ -158,85 +214,180 @@ pub async fn serve(
     out: Sink,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let counter = Arc::new(AtomicU64::new(0));
+    let counter = AtomicU64::new(0);
+    let script: Script = Arc::new(move |req| {
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let a = answer(req, n);
+        if let Ok(mut o) = out.lock() {
+            let _ = writeln!(o, "{}", a.line);
+            let _ = o.flush();
+        }
+        Reply::Json(a.status, Vec::new(), a.body)
+    });
+    run(listener, script, Duration::ZERO, shutdown).await
+}
+
+/// Serves `script` on `listener` until `shutdown` completes, holding each
+/// answer for `delay` first (a provider's own latency; other connections
+/// are served meanwhile). Connections are kept alive, as providers do.
+///
+/// # Errors
+/// The listener failed.
+pub async fn run(
+    listener: TcpListener,
+    script: Script,
+    delay: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             accepted = listener.accept() => {
-                let (mut stream, _) = accepted?;
-                let (out, counter) = (out.clone(), counter.clone());
+                let (stream, _) = accepted?;
+                let script = script.clone();
                 tokio::spawn(async move {
-                    if let Ok(Some(req)) = read_request(&mut stream).await {
-                        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-                        let a = answer(&req, n);
-                        if let Ok(mut o) = out.lock() {
-                            let _ = writeln!(o, "{}", a.line);
-                            let _ = o.flush();
-                        }
-                        let _ = respond(&mut stream, &a).await;
-                    }
+                    let _ = connection(stream, &script, delay).await;
                 });
             }
         }
     }
 }
 
-async fn read_request(s: &mut TcpStream) -> std::io::Result<Option<Request>> {
+/// Answers the requests of one connection until the client closes it.
+async fn connection(
+    mut stream: TcpStream,
+    script: &Script,
+    delay: Duration,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
+    while let Some(req) = read_request(&mut stream, &mut buf).await? {
+        let reply = script(&req);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        match reply {
+            Reply::Hang => {
+                // Hold the connection until the client gives up.
+                let mut sink = [0u8; 64];
+                while stream.read(&mut sink).await? > 0 {}
+                return Ok(());
+            }
+            Reply::Json(status, headers, body) => {
+                let reason = match status {
+                    200 => "OK",
+                    201 => "Created",
+                    202 => "Accepted",
+                    404 => "Not Found",
+                    _ => "Status",
+                };
+                let mut head = format!(
+                    "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+                    body.len()
+                );
+                for (n, v) in headers {
+                    head.push_str(&format!("{n}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                // One write: head and body in two would wait out the
+                // client's delayed ACK (Nagle), 40 ms a request.
+                head.push_str(&body);
+                stream.write_all(head.as_bytes()).await?;
+                stream.flush().await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one request (a `Content-Length` or chunked body) from `stream`;
+/// `None` when the client closed the connection or sent too much.
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Request>> {
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+            break i;
         }
-        if buf.len() > MAX {
+        if buf.len() > MAX || !read_more(stream, buf).await? {
             return Ok(None);
-        }
-        match s.read(&mut chunk).await? {
-            0 => return Ok(None),
-            n => buf.extend_from_slice(&chunk[..n]),
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    buf.drain(..head_end + 4);
     let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split_whitespace();
+    let mut first = lines.next().unwrap_or("").split(' ');
     let method = first.next().unwrap_or("").to_owned();
-    let target = first.next().unwrap_or("");
-    let path = target.split('?').next().unwrap_or("").to_owned();
-    let length = lines
+    let path = first.next().unwrap_or("").to_owned();
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-        .unwrap_or(0)
-        .min(MAX);
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let mut rest = vec![0u8; length - body.len()];
-        let n = s.read(&mut rest).await?;
-        if n == 0 {
-            break;
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let line_end = loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                if !read_more(stream, buf).await? {
+                    return Ok(None);
+                }
+            };
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&buf[..line_end])
+                    .split(';')
+                    .next()
+                    .unwrap_or("0")
+                    .trim(),
+                16,
+            )
+            .unwrap_or(0);
+            if body.len() + size > MAX {
+                return Ok(None);
+            }
+            buf.drain(..line_end + 2);
+            while buf.len() < size + 2 {
+                if !read_more(stream, buf).await? {
+                    return Ok(None);
+                }
+            }
+            body.extend_from_slice(&buf[..size]);
+            buf.drain(..size + 2);
+            if size == 0 {
+                break;
+            }
         }
-        body.extend_from_slice(&rest[..n]);
+    } else {
+        let len = get("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        if len > MAX {
+            return Ok(None);
+        }
+        while buf.len() < len {
+            if !read_more(stream, buf).await? {
+                return Ok(None);
+            }
+        }
+        body = buf.drain(..len).collect();
     }
-    body.truncate(length);
-    Ok(Some(Request { method, path, body }))
+    Ok(Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    }))
 }
 
-async fn respond(stream: &mut TcpStream, a: &Answer) -> std::io::Result<()> {
-    let reason = match a.status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        _ => "Not Found",
-    };
-    let head = format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        a.status,
-        a.body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(a.body.as_bytes()).await?;
-    stream.shutdown().await
+/// Reads more of the connection into `buf`; false at its end.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
 }
 
 #[cfg(test)]
@@ -247,6 +398,7 @@ mod tests {
         Request {
             method: "POST".into(),
             path: path.into(),
+            headers: Vec::new(),
             body: body.as_bytes().to_vec(),
         }
     }

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use jiff::tz::TimeZone;
 
-use super::Outgoing;
+use super::{Outgoing, SendResult};
 use crate::core::message::Variant;
-use crate::store::SendResult;
 
 /// Where console output goes.
 pub type Sink = Arc<Mutex<dyn Write + Send>>;

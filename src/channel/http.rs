@@ -1,19 +1,19 @@
 //! HTTP plumbing shared by the provider adapters: the plain request value
 //! their pure builders return, the response their pure classifiers read,
 //! one shared client (reqwest on rustls, with timeouts), `Retry-After`,
-//! secrets loaded by reference, and scrubbing of provider error texts.
+//! and scrubbing of provider error texts. Secrets come from `credentials`.
 //!
 //! Owns no provider knowledge: what to send and what an answer means live
 //! in `whatsapp`, `twilio`, `vonage` and `webhook`. Never logs a header
 //! value or a body.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::SecretRef;
+use super::SendResult;
 use crate::core::types::Timestamp;
-use crate::store::SendResult;
+use crate::credentials::{Env, Secret, SecretRef, load_secret};
 
 /// Sent as `User-Agent`; Meta's document constrains its form
 /// (`name/1.2.3`).
@@ -220,100 +220,6 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
-/// A secret loaded from the environment or a file: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value (tests, or a secret obtained elsewhere).
-    #[must_use]
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself: only for putting it on the wire.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// Where secrets are looked up: the process environment in the daemon, a
-/// map in tests (setting environment variables in tests is racy).
-pub trait Env: Send + Sync {
-    /// The variable's value, if set and valid Unicode.
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl<const N: usize> Env for [(&'static str, &'static str); N] {
-    fn var(&self, name: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-    }
-}
-
-/// systemd's `LoadCredential=` puts credential files here.
-pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
-
-/// Loads a secret by reference. A file is read at every send, so a rotated
-/// credential is picked up without a restart; a trailing newline is dropped.
-///
-/// # Errors
-/// What is missing, naming the variable or file but never a value.
-pub fn load_secret(r: &SecretRef, env: &dyn Env) -> Result<Secret, String> {
-    let value = match r {
-        SecretRef::Env(name) => env
-            .var(name)
-            .ok_or_else(|| format!("environment variable {name} (token_env) is not set"))?,
-        SecretRef::File(path) => {
-            let full = secret_path(path, env)?;
-            std::fs::read_to_string(&full)
-                .map_err(|e| format!("token_file {}: {e}", full.display()))?
-        }
-    };
-    let value = value.trim_end_matches(['\n', '\r']);
-    if value.trim().is_empty() {
-        return Err(match r {
-            SecretRef::Env(name) => format!("environment variable {name} (token_env) is empty"),
-            SecretRef::File(p) => format!("token_file {} is empty", p.display()),
-        });
-    }
-    Ok(Secret(value.to_owned()))
-}
-
-/// A relative `token_file` is a systemd credential name, resolved against
-/// `$CREDENTIALS_DIRECTORY`.
-fn secret_path(path: &Path, env: &dyn Env) -> Result<PathBuf, String> {
-    if path.is_absolute() {
-        return Ok(path.to_owned());
-    }
-    match env.var(CREDENTIALS_DIRECTORY) {
-        Some(dir) if !dir.is_empty() => Ok(Path::new(&dir).join(path)),
-        _ => Err(format!(
-            "token_file {} is relative but $CREDENTIALS_DIRECTORY is not set \
-             (use systemd LoadCredential= or an absolute path)",
-            path.display()
-        )),
-    }
-}
-
 /// `Authorization: Basic …` for `user:password`.
 #[must_use]
 pub fn basic_auth(user: &str, password: &Secret) -> String {
@@ -437,6 +343,106 @@ impl Client {
     }
 }
 
+/// What makes a provider's settings an adapter: where its secret is, how
+/// long a request may take, its pure request builder and classifier.
+pub trait Api: Send + Sync + 'static {
+    /// The adapter's name in logs and errors (`twilio`).
+    const NAME: &'static str;
+    /// Whether the provider keeps one message per outbox key (see
+    /// [`Deliver::dedupes`](super::Deliver::dedupes)).
+    const DEDUPES: bool = false;
+
+    /// The secret the requests are signed or authorised with.
+    fn token(&self) -> &SecretRef;
+
+    /// Time a request may take.
+    fn timeout(&self) -> Duration;
+
+    /// The request for `msg`, or the result to record instead.
+    ///
+    /// # Errors
+    /// The [`SendResult`] to record when nothing is sent.
+    fn build(&self, msg: &super::Outgoing<'_>, token: &Secret) -> Result<HttpRequest, SendResult>;
+
+    /// What the provider's answer means.
+    fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult;
+}
+
+/// Implements [`Api`] for a provider's settings (with `token` and
+/// `timeout` fields) from its module's pure `build_request` and `classify`.
+macro_rules! provider_api {
+    ($settings:ty, $name:literal, dedupes: $dedupes:literal) => {
+        impl $crate::channel::http::Api for $settings {
+            const NAME: &'static str = $name;
+            const DEDUPES: bool = $dedupes;
+
+            fn token(&self) -> &$crate::credentials::SecretRef {
+                &self.token
+            }
+
+            fn timeout(&self) -> std::time::Duration {
+                self.timeout
+            }
+
+            fn build(
+                &self,
+                msg: &$crate::channel::Outgoing<'_>,
+                token: &$crate::credentials::Secret,
+            ) -> Result<$crate::channel::http::HttpRequest, $crate::channel::SendResult> {
+                build_request(msg, self, token)
+            }
+
+            fn classify(
+                resp: &$crate::channel::http::HttpResponse,
+                now: $crate::core::types::Timestamp,
+            ) -> $crate::channel::SendResult {
+                classify(resp, now)
+            }
+        }
+    };
+}
+pub(crate) use provider_api;
+
+/// A provider adapter: its settings, the shared client, and where its
+/// secret is looked up. The one `Deliver` implementation every HTTP
+/// provider shares.
+pub struct Provider<S> {
+    settings: S,
+    client: Client,
+    env: Arc<dyn Env>,
+}
+
+impl<S: Api> Provider<S> {
+    /// An adapter sending with `client`, reading its secret through `env`.
+    #[must_use]
+    pub fn new(settings: S, client: Client, env: Arc<dyn Env>) -> Provider<S> {
+        Provider {
+            settings,
+            client,
+            env,
+        }
+    }
+}
+
+impl<S: Api> super::Deliver for Provider<S> {
+    fn send<'a>(&'a self, msg: &'a super::Outgoing<'a>) -> super::SendFuture<'a> {
+        Box::pin(send_with(
+            &self.client,
+            &*self.env,
+            self.settings.token(),
+            self.settings.timeout(),
+            msg,
+            S::NAME,
+            |token| self.settings.build(msg, token),
+            S::classify,
+        ))
+    }
+
+    fn dedupes(&self) -> bool {
+        S::DEDUPES
+    }
+}
+
 /// Every provider adapter's `send`: loads the secret (a missing one is a
 /// misconfigured channel), builds the request with it (or the result to
 /// record instead), sends it and classifies the answer.
@@ -444,7 +450,7 @@ impl Client {
 pub async fn send_with(
     client: &Client,
     env: &dyn Env,
-    secret: &crate::config::SecretRef,
+    secret: &SecretRef,
     timeout: Duration,
     msg: &super::Outgoing<'_>,
     what: &str,
@@ -571,31 +577,6 @@ mod tests {
         );
         assert_eq!(scrub("error 21211 at line\n2"), "error 21211 at line 2");
         assert_eq!(scrub(&"x".repeat(300)).chars().count(), 200);
-    }
-
-    #[test]
-    fn secrets_by_reference() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("wa-token"), "s3cret\n").unwrap();
-        let creds = dir.path().to_str().unwrap().to_owned();
-        let creds: &'static str = Box::leak(creds.into_boxed_str());
-        let env = [("WA_TOKEN", "from-env"), (CREDENTIALS_DIRECTORY, creds)];
-        let env_ref = SecretRef::Env("WA_TOKEN".into());
-        assert_eq!(load_secret(&env_ref, &env).unwrap().expose(), "from-env");
-        let rel = SecretRef::File("wa-token".into());
-        assert_eq!(load_secret(&rel, &env).unwrap().expose(), "s3cret");
-        let abs = SecretRef::File(dir.path().join("wa-token"));
-        assert_eq!(load_secret(&abs, &[]).unwrap().expose(), "s3cret");
-        assert_eq!(
-            load_secret(&rel, &[]).unwrap_err(),
-            "token_file wa-token is relative but $CREDENTIALS_DIRECTORY is not set \
-             (use systemd LoadCredential= or an absolute path)"
-        );
-        assert_eq!(
-            load_secret(&SecretRef::Env("NOPE".into()), &env).unwrap_err(),
-            "environment variable NOPE (token_env) is not set"
-        );
-        assert_eq!(format!("{:?}", Secret::new("s3cret")), "Secret(***)");
     }
 
     #[test]

@@ -14,11 +14,118 @@ pub mod webhook;
 pub mod whatsapp;
 pub mod worker;
 
-use crate::core::message::Rendered;
-use crate::core::types::Timestamp;
-use crate::store::{OutboxItem, SendResult};
+use crate::core::message::{Rendered, Variant};
+use std::time::Duration;
 
-pub use worker::{Report, RetryPolicy, Worker};
+use crate::core::types::Timestamp;
+use crate::store::OutboxItem;
+
+pub use twilio::TwilioSettings;
+pub use vonage::{VonageChannel, VonageSettings};
+pub use webhook::WebhookSettings;
+pub use whatsapp::WhatsAppSettings;
+pub use worker::{OutboxSettings, Report, RetryPolicy, Worker};
+
+/// How a channel is delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdapterSettings {
+    /// Print to standard output (demos, dry runs).
+    Console,
+    /// WhatsApp Business Cloud API.
+    WhatsApp(WhatsAppSettings),
+    /// Twilio Programmable Messaging (SMS, MMS, WhatsApp).
+    Twilio(TwilioSettings),
+    /// Vonage Messages API (SMS, MMS, WhatsApp, Viber).
+    Vonage(VonageSettings),
+    /// Signed JSON POST to the retailer's own system.
+    Webhook(WebhookSettings),
+}
+
+/// A delivery channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelSettings {
+    /// Name customers' preferences refer to (`whatsapp`, `sms`, `mms`).
+    pub name: String,
+    /// Richest variant it carries.
+    pub variant: Variant,
+    /// Whether personal data (name, balance) may go over it.
+    pub private: bool,
+    /// Adapter and its provider settings.
+    pub adapter: AdapterSettings,
+    /// How fast and how many at once messages go out on it.
+    pub limits: ChannelLimits,
+}
+
+/// A channel's pace: a token bucket (`rate` messages a second, at most
+/// `burst` at once after a quiet spell) and at most `concurrency` requests
+/// in flight. Providers throttle per sender; sending faster than they
+/// accept only earns 429s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChannelLimits {
+    /// Messages a second.
+    pub rate: f64,
+    /// Tokens the bucket holds.
+    pub burst: u32,
+    /// Requests in flight.
+    pub concurrency: u32,
+}
+
+impl Eq for ChannelLimits {}
+
+impl ChannelLimits {
+    /// Defaults: a console prints as fast as it is asked; a provider gets
+    /// 10 messages a second, one at a time after a lull, 4 in flight.
+    #[must_use]
+    pub fn default_for(adapter: &AdapterSettings) -> ChannelLimits {
+        match adapter {
+            AdapterSettings::Console => ChannelLimits {
+                rate: 1000.0,
+                burst: 1000,
+                concurrency: 1,
+            },
+            _ => ChannelLimits {
+                rate: 10.0,
+                burst: 1,
+                concurrency: 4,
+            },
+        }
+    }
+}
+
+/// The outcome of one send attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendResult {
+    /// Accepted.
+    Sent {
+        /// The provider's message id.
+        provider_id: Option<String>,
+    },
+    /// Try again later.
+    Retry {
+        /// Not before this long.
+        after: Duration,
+        /// What happened.
+        error: String,
+    },
+    /// Not reachable on this channel (not a WhatsApp user, outside the
+    /// chat window, unsubscribed from this channel only): try the
+    /// customer's next channel.
+    Fallback {
+        /// What happened.
+        error: String,
+    },
+    /// Do not try again (the recipient unsubscribed, the number is invalid).
+    Failed {
+        /// What happened.
+        error: String,
+    },
+    /// The channel itself is misconfigured (bad credentials, unknown sender):
+    /// stop sending on it and alert; the message waits.
+    Misconfigured {
+        /// What happened.
+        error: String,
+    },
+}
 
 /// A message on its way out.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +136,22 @@ pub struct Outgoing<'a> {
     pub rendered: &'a Rendered,
     /// When it is being sent.
     pub at: Timestamp,
+}
+
+impl Outgoing<'_> {
+    /// The customer's phone number, or (for adapter `what`) the fallback to
+    /// the next channel when there is none.
+    ///
+    /// # Errors
+    /// [`SendResult::Fallback`] without a phone number.
+    pub fn phone(&self, what: &str) -> Result<&str, SendResult> {
+        self.item
+            .phone
+            .as_deref()
+            .ok_or_else(|| SendResult::Fallback {
+                error: format!("{what}: the customer has no phone number"),
+            })
+    }
 }
 
 /// A future an adapter returns.
@@ -70,7 +193,7 @@ pub enum Error {
 /// secrets from the process environment.
 pub struct Providers {
     client: http::Client,
-    env: std::sync::Arc<dyn http::Env>,
+    env: std::sync::Arc<dyn crate::credentials::Env>,
 }
 
 impl Providers {
@@ -81,7 +204,7 @@ impl Providers {
     pub fn new() -> Result<Providers, Error> {
         Ok(Providers {
             client: http::Client::new().map_err(|e| Error::Http(e.to_string()))?,
-            env: std::sync::Arc::new(http::ProcessEnv),
+            env: std::sync::Arc::new(crate::credentials::ProcessEnv),
         })
     }
 
@@ -90,7 +213,7 @@ impl Providers {
     ///
     /// # Errors
     /// [`Error::Http`] when the TLS backend cannot be set up.
-    pub fn with_env(env: std::sync::Arc<dyn http::Env>) -> Result<Providers, Error> {
+    pub fn with_env(env: std::sync::Arc<dyn crate::credentials::Env>) -> Result<Providers, Error> {
         Ok(Providers {
             client: http::Client::new().map_err(|e| Error::Http(e.to_string()))?,
             env,
@@ -100,8 +223,8 @@ impl Providers {
     /// The adapter for a configured provider (`console` is built by the
     /// caller, which owns the terminal).
     #[must_use]
-    pub fn adapter(&self, a: &crate::config::Adapter) -> Adapter {
-        use crate::config::Adapter as A;
+    pub fn adapter(&self, a: &AdapterSettings) -> Adapter {
+        use AdapterSettings as A;
         let (client, env) = (self.client.clone(), self.env.clone());
         match a {
             A::WhatsApp(s) => std::sync::Arc::new(whatsapp::WhatsApp::new(s.clone(), client, env)),

@@ -17,55 +17,51 @@
 //! reconciled by the worker, not here. `build_request` and `classify` are
 //! pure; `Twilio` only sends.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::{
-    self, Client, Env, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT, Secret,
-};
-use super::{Deliver, Outgoing, SendFuture};
-use crate::config::TwilioSettings;
+use super::http::{self, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
+use super::{Outgoing, SendResult};
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
-use crate::store::SendResult;
+use crate::credentials::{Secret, SecretRef};
+
+/// Twilio Programmable Messaging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TwilioSettings {
+    /// `https://api.twilio.com` unless overridden.
+    pub base_url: String,
+    /// `AC…`: the account the messages are sent from.
+    pub account_sid: String,
+    /// `SK…`: an API key to authenticate with instead of the account SID.
+    pub api_key: Option<String>,
+    /// Auth token (or the API key's secret).
+    pub token: SecretRef,
+    /// Sender: E.164 number, alphanumeric sender id, or `whatsapp:+…`.
+    pub from: Option<String>,
+    /// `MG…`: a Messaging Service whose sender pool picks the sender.
+    pub messaging_service_sid: Option<String>,
+    /// WhatsApp through Twilio (`provider_channel = "whatsapp"`) rather than SMS/MMS.
+    pub whatsapp: bool,
+    /// Content template SIDs (`HX…`) by message id, for WhatsApp.
+    pub content_sids: BTreeMap<String, String>,
+    /// Free text on WhatsApp (see [`WhatsAppSettings::allow_text`]).
+    pub allow_text: bool,
+    /// Where Twilio posts delivery status.
+    pub status_callback: Option<String>,
+    /// Time a request may take.
+    pub timeout: Duration,
+}
 
 /// Twilio's longest `ValidityPeriod`, in seconds.
 const MAX_VALIDITY: i64 = 36_000;
 
-/// The Twilio adapter.
-pub struct Twilio {
-    settings: TwilioSettings,
-    client: Client,
-    env: Arc<dyn Env>,
-}
+/// The twilio adapter.
+pub type Twilio = http::Provider<TwilioSettings>;
 
-impl Twilio {
-    /// An adapter sending with `client`, reading its secret through `env`.
-    #[must_use]
-    pub fn new(settings: TwilioSettings, client: Client, env: Arc<dyn Env>) -> Twilio {
-        Twilio {
-            settings,
-            client,
-            env,
-        }
-    }
-}
-
-impl Deliver for Twilio {
-    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(http::send_with(
-            &self.client,
-            &*self.env,
-            &self.settings.token,
-            self.settings.timeout,
-            msg,
-            "twilio",
-            |token| build_request(msg, &self.settings, token),
-            classify,
-        ))
-    }
-}
+http::provider_api!(TwilioSettings, "twilio", dedupes: false);
 
 /// The request for `msg`, or why none is sent.
 ///
@@ -77,11 +73,7 @@ pub fn build_request(
     s: &TwilioSettings,
     token: &Secret,
 ) -> Result<HttpRequest, SendResult> {
-    let Some(phone) = msg.item.phone.as_deref() else {
-        return Err(SendResult::Fallback {
-            error: "twilio: the customer has no phone number".into(),
-        });
-    };
+    let phone = msg.phone("twilio")?;
     let r = msg.rendered;
     let mut form: Vec<(&str, String)> = Vec::new();
     form.push((
@@ -251,8 +243,8 @@ fn meaning(code: i64) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SecretRef;
     use crate::core::message::{Rendered, TemplateCall};
+    use crate::credentials::SecretRef;
     use std::collections::BTreeMap;
     use std::time::Duration;
 

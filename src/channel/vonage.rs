@@ -13,57 +13,66 @@
 //!
 //! `build_request` and `classify` are pure; `Vonage` only sends.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::http::{
-    self, Client, Env, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT, Secret,
-};
-use super::{Deliver, Outgoing, SendFuture};
-use crate::config::{VonageChannel, VonageSettings};
+use super::http::{self, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
+use super::{Outgoing, SendResult};
 use crate::core::message::Variant;
 use crate::core::types::Timestamp;
-use crate::store::SendResult;
+use crate::credentials::{Secret, SecretRef};
 
-/// The Vonage adapter.
-pub struct Vonage {
-    settings: VonageSettings,
-    client: Client,
-    env: Arc<dyn Env>,
+/// Which of Vonage's channels a `vonage` channel uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VonageChannel {
+    /// SMS.
+    Sms,
+    /// MMS (US and Canada).
+    Mms,
+    /// WhatsApp.
+    WhatsApp,
+    /// Viber Business Messages.
+    Viber,
 }
 
-impl Vonage {
-    /// An adapter sending with `client`, reading its secret through `env`.
+impl VonageChannel {
+    /// The Messages API's `channel` value.
     #[must_use]
-    pub fn new(settings: VonageSettings, client: Client, env: Arc<dyn Env>) -> Vonage {
-        Vonage {
-            settings,
-            client,
-            env,
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            VonageChannel::Sms => "sms",
+            VonageChannel::Mms => "mms",
+            VonageChannel::WhatsApp => "whatsapp",
+            VonageChannel::Viber => "viber_service",
         }
     }
 }
 
-impl Deliver for Vonage {
-    /// The Messages API carries the outbox key as `client_ref`.
-    fn dedupes(&self) -> bool {
-        true
-    }
-
-    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(http::send_with(
-            &self.client,
-            &*self.env,
-            &self.settings.token,
-            self.settings.timeout,
-            msg,
-            "vonage",
-            |token| build_request(msg, &self.settings, token),
-            classify,
-        ))
-    }
+/// Vonage Messages API v1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VonageSettings {
+    /// `https://api.nexmo.com` unless overridden.
+    pub base_url: String,
+    /// API key (an account id, not a secret).
+    pub api_key: String,
+    /// API secret.
+    pub token: SecretRef,
+    /// Sender: number (digits), alphanumeric id (SMS), or Viber service id.
+    pub from: String,
+    /// Vonage channel.
+    pub channel: VonageChannel,
+    /// Free text on WhatsApp (see [`WhatsAppSettings::allow_text`]).
+    pub allow_text: bool,
+    /// Time a request may take.
+    pub timeout: Duration,
 }
+
+/// The vonage adapter.
+pub type Vonage = http::Provider<VonageSettings>;
+
+// The Messages API carries the outbox key as `client_ref`.
+http::provider_api!(VonageSettings, "vonage", dedupes: true);
 
 /// The request for `msg`, or why none is sent.
 ///
@@ -75,11 +84,7 @@ pub fn build_request(
     s: &VonageSettings,
     token: &Secret,
 ) -> Result<HttpRequest, SendResult> {
-    let Some(phone) = msg.item.phone.as_deref() else {
-        return Err(SendResult::Fallback {
-            error: "vonage: the customer has no phone number".into(),
-        });
-    };
+    let phone = msg.phone("vonage")?;
     let r = msg.rendered;
     let mut body = json!({
         "channel": s.channel.wire_name(),
@@ -231,8 +236,8 @@ fn meaning(code: u32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SecretRef;
     use crate::core::message::{Rendered, TemplateCall};
+    use crate::credentials::SecretRef;
     use std::time::Duration;
 
     fn settings(channel: VonageChannel) -> VonageSettings {

@@ -19,18 +19,27 @@
 //!
 //! `build_request` and `classify` are pure; `Webhook` only sends.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::http::{self, Client, Env, HttpRequest, HttpResponse, Secret};
-use super::{Deliver, Outgoing, SendFuture};
-use crate::config::WebhookSettings;
+use super::http::{self, HttpRequest, HttpResponse};
+use super::{Outgoing, SendResult};
 use crate::core::types::Timestamp;
-use crate::store::SendResult;
+use crate::credentials::{Secret, SecretRef};
+
+/// JSON POST to the retailer's own system, signed with HMAC-SHA256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Where to post.
+    pub url: String,
+    /// The signing key.
+    pub token: SecretRef,
+    /// Time a request may take.
+    pub timeout: Duration,
+}
 
 /// The header carrying the signature.
 pub const SIGNATURE: &str = "X-Nearcast-Signature";
@@ -40,52 +49,25 @@ pub const TIMESTAMP: &str = "X-Nearcast-Timestamp";
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// The webhook adapter.
-pub struct Webhook {
-    settings: WebhookSettings,
-    client: Client,
-    env: Arc<dyn Env>,
-}
+pub type Webhook = http::Provider<WebhookSettings>;
 
-impl Webhook {
-    /// An adapter sending with `client`, reading its key through `env`.
-    #[must_use]
-    pub fn new(settings: WebhookSettings, client: Client, env: Arc<dyn Env>) -> Webhook {
-        Webhook {
-            settings,
-            client,
-            env,
-        }
-    }
-}
-
-impl Deliver for Webhook {
-    /// The receiver gets the outbox key as `Idempotency-Key` and answers 409
-    /// to one it already has (see docs/webhook.md).
-    fn dedupes(&self) -> bool {
-        true
-    }
-
-    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(http::send_with(
-            &self.client,
-            &*self.env,
-            &self.settings.token,
-            self.settings.timeout,
-            msg,
-            "webhook",
-            |key| Ok(build_request(msg, &self.settings, key)),
-            classify,
-        ))
-    }
-}
+// The receiver gets the outbox key as `Idempotency-Key` and answers 409 to
+// one it already has (see docs/webhook.md).
+http::provider_api!(WebhookSettings, "webhook", dedupes: true);
 
 fn rfc3339(t: Timestamp) -> Value {
     jiff::Timestamp::from_millisecond(t.0).map_or(Value::Null, |t| json!(t.to_string()))
 }
 
 /// The signed request for `msg`.
-#[must_use]
-pub fn build_request(msg: &Outgoing<'_>, s: &WebhookSettings, key: &Secret) -> HttpRequest {
+///
+/// # Errors
+/// None: a webhook takes every message (the `Result` is every provider's).
+pub fn build_request(
+    msg: &Outgoing<'_>,
+    s: &WebhookSettings,
+    key: &Secret,
+) -> Result<HttpRequest, SendResult> {
     let i = msg.item;
     let r = msg.rendered;
     let template = r.template.as_ref().map_or(Value::Null, |t| {
@@ -96,7 +78,7 @@ pub fn build_request(msg: &Outgoing<'_>, s: &WebhookSettings, key: &Secret) -> H
         "customer": i.customer,
         "first_name": i.first_name,
         "phone": i.phone,
-        "channel": i.channel,
+        "channel": i.channel.as_str(),
         "campaign": i.campaign,
         "message": i.message,
         "variant": r.variant.name(),
@@ -113,7 +95,7 @@ pub fn build_request(msg: &Outgoing<'_>, s: &WebhookSettings, key: &Secret) -> H
     .to_string()
     .into_bytes();
     let ts = msg.at.0.div_euclid(1000).to_string();
-    HttpRequest::post(
+    Ok(HttpRequest::post(
         s.url.clone(),
         vec![
             ("Content-Type".into(), "application/json".into()),
@@ -122,7 +104,7 @@ pub fn build_request(msg: &Outgoing<'_>, s: &WebhookSettings, key: &Secret) -> H
             (SIGNATURE.into(), sign(key.expose().as_bytes(), &ts, &body)),
         ],
         body,
-    )
+    ))
 }
 
 fn mac(key: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
@@ -201,8 +183,8 @@ pub fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
 mod tests {
     use super::*;
     use crate::channel::http::{RETRY_THROTTLED, RETRY_TRANSIENT};
-    use crate::config::SecretRef;
     use crate::core::message::{Rendered, TemplateCall, Variant};
+    use crate::credentials::SecretRef;
 
     fn settings() -> WebhookSettings {
         WebhookSettings {
@@ -232,7 +214,7 @@ mod tests {
             rendered: &r,
             at,
         };
-        let req = build_request(&msg, &settings(), &Secret::new("k3y"));
+        let req = build_request(&msg, &settings(), &Secret::new("k3y")).unwrap();
         assert_eq!(req.url, "https://crm.example.com/nearcast");
         let body = r#"{"attempt":1,"balance":110,"campaign":"welcome","channel":"whatsapp","created_at":"2026-11-24T09:00:00Z","customer":"anna","expires_at":"2026-11-24T09:10:00Z","first_name":"Anna","id":"3-welcome-1795510800000","image":null,"message":"welcome","phone":"+4915112345678","points":10,"sent_at":"2026-11-24T09:00:03.25Z","template":{"buttons":["Angebote"],"language":"de","name":"welcome_back","params":["Anna"]},"text":"Hallo Anna!","variant":"rich"}"#;
         assert_eq!(req.body_text(), body);

@@ -14,52 +14,39 @@
 //!
 //! `build_request` and `classify` are pure; `WhatsApp` only sends.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::http::{
-    self, Client, Env, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT, Secret,
-};
-use super::{Deliver, Outgoing, SendFuture};
-use crate::config::WhatsAppSettings;
+use super::http::{self, HttpRequest, HttpResponse, RETRY_THROTTLED, RETRY_TRANSIENT};
+use super::{Outgoing, SendResult};
 use crate::core::message::{Rendered, TemplateCall, Variant};
 use crate::core::types::Timestamp;
-use crate::store::SendResult;
+use crate::credentials::{Secret, SecretRef};
 
-/// The WhatsApp Cloud API adapter.
-pub struct WhatsApp {
-    settings: WhatsAppSettings,
-    client: Client,
-    env: Arc<dyn Env>,
+/// WhatsApp Business Cloud API (Meta).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhatsAppSettings {
+    /// `https://graph.facebook.com` unless overridden (tests, demo stand-in).
+    pub base_url: String,
+    /// Graph API version, `v23.0`.
+    pub api_version: String,
+    /// The business phone number's id.
+    pub phone_number_id: String,
+    /// Access token (system user token).
+    pub token: SecretRef,
+    /// Send a message without a template as free text. Meta delivers free
+    /// text only inside a customer-initiated 24-hour window, which nearcast
+    /// does not track; outside it the answer (131047) falls over.
+    pub allow_text: bool,
+    /// Time a request may take.
+    pub timeout: Duration,
 }
 
-impl WhatsApp {
-    /// An adapter sending with `client`, reading its token through `env`.
-    #[must_use]
-    pub fn new(settings: WhatsAppSettings, client: Client, env: Arc<dyn Env>) -> WhatsApp {
-        WhatsApp {
-            settings,
-            client,
-            env,
-        }
-    }
-}
+/// The whatsapp adapter.
+pub type WhatsApp = http::Provider<WhatsAppSettings>;
 
-impl Deliver for WhatsApp {
-    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
-        Box::pin(http::send_with(
-            &self.client,
-            &*self.env,
-            &self.settings.token,
-            self.settings.timeout,
-            msg,
-            "whatsapp",
-            |token| build_request(msg, &self.settings, token),
-            classify,
-        ))
-    }
-}
+http::provider_api!(WhatsAppSettings, "whatsapp", dedupes: false);
 
 /// The request for `msg`, or why none is sent (no phone number; no
 /// template and free text not allowed).
@@ -71,11 +58,7 @@ pub fn build_request(
     s: &WhatsAppSettings,
     token: &Secret,
 ) -> Result<HttpRequest, SendResult> {
-    let Some(to) = msg.item.phone.as_deref() else {
-        return Err(SendResult::Fallback {
-            error: "whatsapp: the customer has no phone number".into(),
-        });
-    };
+    let to = msg.phone("whatsapp")?;
     let body = message_body(to, msg.rendered, &msg.item.key, s.allow_text)?;
     Ok(HttpRequest::post(
         http::join(
@@ -281,7 +264,7 @@ fn meaning(code: i64) -> Option<&'static str> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::SecretRef;
+    use crate::core::types::Purpose;
     use crate::store::OutboxItem;
     use std::time::Duration;
 
@@ -304,12 +287,12 @@ pub(crate) mod tests {
             first_name: "Anna".into(),
             phone: Some("+4915112345678".into()),
             channels: vec!["whatsapp".into(), "sms".into()],
-            purpose: "welcome".into(),
+            purpose: Purpose::Welcome,
             consented: vec!["whatsapp".into(), "sms".into()],
             campaign: "welcome".into(),
             message: "welcome".into(),
             channel: "whatsapp".into(),
-            variant: "rich".into(),
+            variant: Variant::Rich,
             points: 10,
             balance: 110,
             created_at: Timestamp(1_795_510_800_000),

@@ -24,16 +24,49 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use super::ChannelLimits;
+use super::SendResult;
 use super::{Adapter, Error, Outgoing};
-use crate::config::ChannelLimits;
 use crate::core::campaign::Engine;
 use crate::core::message::{Variant, Vars};
-use crate::core::types::{Timestamp, millis};
-use crate::store::{OutboxItem, OutboxState, SendResult, Store};
+use crate::core::types::{ChannelName, Timestamp, millis};
+use crate::store::{FollowUpResult, OutboxItem, OutboxState, Store};
 
 /// How long a misconfigured channel rests before it is tried again (a
 /// configuration reload tries it at once).
 pub const MISCONFIGURED_PAUSE: Duration = Duration::from_secs(300);
+
+/// Outbox worker settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// A claimed row is someone else's to retry after this long.
+    pub lease: Duration,
+    /// Rows claimed per round.
+    pub batch: u32,
+    /// How often the worker looks for due rows when idle.
+    pub poll: Duration,
+    /// Attempts before a message that keeps failing is given up (`dead`).
+    pub max_attempts: u32,
+    /// First wait after a failed attempt; it doubles with each attempt
+    /// (with jitter) up to `backoff_max`. A provider's `Retry-After` is
+    /// honoured when it asks for longer.
+    pub backoff_min: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> OutboxSettings {
+        OutboxSettings {
+            lease: Duration::from_secs(30),
+            batch: 32,
+            poll: Duration::from_secs(1),
+            max_attempts: 10,
+            backoff_min: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(900),
+        }
+    }
+}
 
 /// What one round did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,13 +119,13 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
-        let d = crate::config::OutboxConfig::default();
+        let d = OutboxSettings::default();
         RetryPolicy::from(&d)
     }
 }
 
-impl From<&crate::config::OutboxConfig> for RetryPolicy {
-    fn from(c: &crate::config::OutboxConfig) -> RetryPolicy {
+impl From<&OutboxSettings> for RetryPolicy {
+    fn from(c: &OutboxSettings) -> RetryPolicy {
         RetryPolicy {
             max_attempts: c.max_attempts,
             backoff_min: c.backoff_min,
@@ -219,7 +252,7 @@ pub struct Worker {
     /// Totals since start.
     pub totals: Report,
     /// Send outcomes and latency per channel, for `/healthz` and `/metrics`.
-    pub metrics: Arc<crate::app::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Limits for a channel the configuration does not pace (tests' adapters).
@@ -379,7 +412,7 @@ impl Worker {
                     if item.interrupted
                         && self
                             .adapters
-                            .get(&item.channel)
+                            .get(item.channel.as_str())
                             .is_some_and(|a| !a.dedupes())
                     {
                         let error = format!(
@@ -429,7 +462,7 @@ impl Worker {
                     SendResult::Retry { .. } | SendResult::Misconfigured { .. }
                 );
                 self.metrics
-                    .note_send(&item.channel, answered, latency, now);
+                    .note_send(item.channel.as_str(), answered, latency, now);
                 self.record(item, now, result, &mut report)?;
             }
         }
@@ -445,17 +478,18 @@ impl Worker {
         report: &mut Report,
     ) -> Result<(), Error> {
         match result {
-            SendResult::Sent { .. } => {
-                self.lane(&item.channel).failures = 0;
+            SendResult::Sent { provider_id } => {
+                self.lane(item.channel.as_str()).failures = 0;
                 report.sent += 1;
-                self.store.record_send(item.id, now, &result)?;
+                self.store
+                    .record_sent(item.id, now, provider_id.as_deref())?;
                 let campaign = self
                     .engine
                     .campaigns
                     .iter()
                     .find(|c| c.id.as_str() == item.campaign);
                 if let Some(f) = campaign.and_then(|c| c.fallback.as_ref())
-                    && *f.channel != *item.channel
+                    && *f.channel != *item.channel.as_str()
                 {
                     self.store.arm_fallback(
                         item.id,
@@ -467,9 +501,17 @@ impl Worker {
             }
             SendResult::Retry { after, error } => {
                 let policy = self.policy;
-                let lane = self.lanes.entry(item.channel.clone()).or_insert_with(|| {
-                    Lane::new(self.limits.get(&item.channel).copied().unwrap_or(UNPACED))
-                });
+                let lane = self
+                    .lanes
+                    .entry(item.channel.to_string())
+                    .or_insert_with(|| {
+                        Lane::new(
+                            self.limits
+                                .get(item.channel.as_str())
+                                .copied()
+                                .unwrap_or(UNPACED),
+                        )
+                    });
                 // The first failure after a success counts against the
                 // message; further ones are the channel being down.
                 let counts = lane.failures == 0;
@@ -477,7 +519,7 @@ impl Worker {
                 let n = lane.failures;
                 let wait = policy.backoff(n, &mut self.rng).max(after);
                 let until = now.saturating_add(wait);
-                let lane = self.lane(&item.channel);
+                let lane = self.lane(item.channel.as_str());
                 lane.paused_until = lane.paused_until.max(until);
                 if counts && item.attempts >= policy.max_attempts {
                     tracing::warn!(outbox = item.id, campaign = %item.campaign, channel = %item.channel, attempts = item.attempts, %error, "giving up on the message");
@@ -495,27 +537,29 @@ impl Worker {
                 }
             }
             SendResult::Fallback { ref error } => {
-                self.lane(&item.channel).failures = 0;
+                self.lane(item.channel.as_str()).failures = 0;
                 if let Some((channel, variant)) = self.next_channel(item) {
                     tracing::info!(outbox = item.id, from = %item.channel, to = %channel, %error, "falling over to the next channel");
                     self.store
-                        .fall_over(item.id, now, &channel, variant.name(), error)?;
+                        .fall_over(item.id, now, &channel, variant, error)?;
                     report.fell_over += 1;
                 } else {
                     tracing::warn!(outbox = item.id, campaign = %item.campaign, %error, "no further channel; message failed");
-                    self.store.record_send(item.id, now, &result)?;
+                    self.store
+                        .finish(item.id, OutboxState::Failed, error, false)?;
                     report.failed += 1;
                 }
             }
             SendResult::Failed { ref error } => {
-                self.lane(&item.channel).failures = 0;
+                self.lane(item.channel.as_str()).failures = 0;
                 tracing::warn!(outbox = item.id, campaign = %item.campaign, channel = %item.channel, %error, "message failed");
-                self.store.record_send(item.id, now, &result)?;
+                self.store
+                    .finish(item.id, OutboxState::Failed, error, false)?;
                 report.failed += 1;
             }
             SendResult::Misconfigured { error } => {
                 let until = now.saturating_add(MISCONFIGURED_PAUSE);
-                let lane = self.lane(&item.channel);
+                let lane = self.lane(item.channel.as_str());
                 let first = lane.paused_until < until;
                 lane.paused_until = lane.paused_until.max(until);
                 if first {
@@ -542,7 +586,7 @@ impl Worker {
                     .filter(|c| {
                         item.channels.contains(c)
                             && item.consented.contains(c)
-                            && self.adapters.contains_key(c)
+                            && self.adapters.contains_key(c.as_str())
                     })
                     .map(|c| (c, Variant::Plain))
             } else {
@@ -560,7 +604,7 @@ impl Worker {
                         item.id,
                         now,
                         &channel,
-                        variant.name(),
+                        variant,
                         "fallback",
                         now.saturating_add(ttl),
                     )?;
@@ -575,58 +619,32 @@ impl Worker {
         Ok(())
     }
 
-    /// Decides the follow-ups that are due: messages of a campaign with a
-    /// `follow_up`, read between one day and nothing before `after` ago,
-    /// with no purchase since. Quiet hours hold them; the caps apply as to
-    /// any message. A read older than that window (the box was off) is not
-    /// followed up: a reminder days late is noise.
+    /// Commits the follow-ups that are due, as the campaign engine decides
+    /// them: messages of a campaign with a `follow_up`, read in the window
+    /// the engine gives, with no purchase since.
     fn sweep_follow_ups(&mut self, now: Timestamp, report: &mut Report) -> Result<(), Error> {
         let engine = self.engine.clone();
         let local = engine.rules.local(now);
-        if engine
-            .rules
-            .quiet_hours
-            .iter()
-            .any(|r| r.contains(local.minute))
-        {
-            return Ok(());
-        }
         for campaign in &engine.campaigns {
-            let Some(f) = campaign.follow_up else {
+            let Some(f) = &campaign.follow_up else {
                 continue;
             };
-            let message = engine.message(f.message);
-            let until = now.saturating_sub(f.after);
-            let since = until.saturating_sub(Duration::from_secs(24 * 3600));
-            for (parent, channel) in self
-                .store
-                .follow_ups_due(campaign.id.as_str(), since..until)?
-            {
-                let variant = engine
-                    .channels
-                    .iter()
-                    .find(|c| c.name.as_str() == channel)
-                    .map_or(Variant::Plain, |c| message.best_for(c.variant));
-                let queued = self.store.decide_follow_up(
-                    parent,
-                    now,
-                    message.id.as_str(),
-                    variant.name(),
-                    now.saturating_add(message.ttl),
-                    (local.day_start, local.week_start),
-                    (
-                        engine.rules.max_messages_per_day,
-                        engine.rules.max_messages_per_week,
-                    ),
-                )?;
-                match queued {
-                    Some(id) => {
+            let Some(read) = engine.follow_up_window(f, now) else {
+                continue;
+            };
+            for parent in self.store.follow_ups_due(campaign.id.as_str(), read)? {
+                match self
+                    .store
+                    .commit_follow_up(parent, now, &local, &engine, f)?
+                {
+                    FollowUpResult::Queued(id) => {
                         tracing::info!(outbox = id, parent, campaign = %campaign.id, "follow-up queued");
                         report.follow_ups += 1;
                     }
-                    None => {
-                        tracing::info!(parent, campaign = %campaign.id, "follow-up suppressed: cap");
+                    FollowUpResult::Suppressed(reason) => {
+                        tracing::info!(parent, campaign = %campaign.id, reason = reason.name(), "follow-up suppressed");
                     }
+                    FollowUpResult::Done => {}
                 }
             }
         }
@@ -653,7 +671,7 @@ impl Worker {
 
     /// The customer's next configured channel after the item's, with the
     /// richest variant of its message that channel carries.
-    fn next_channel(&self, item: &OutboxItem) -> Option<(String, Variant)> {
+    fn next_channel(&self, item: &OutboxItem) -> Option<(ChannelName, Variant)> {
         let message = self
             .engine
             .messages
@@ -664,13 +682,9 @@ impl Worker {
             .iter()
             .filter(|c| item.consented.contains(c));
         consented.into_iter().find_map(|name| {
-            let spec = self
-                .engine
-                .channels
-                .iter()
-                .find(|c| c.name.as_str() == name)?;
+            let spec = self.engine.channels.iter().find(|c| c.name == *name)?;
             self.adapters
-                .contains_key(name)
+                .contains_key(name.as_str())
                 .then(|| (name.clone(), message.best_for(spec.variant)))
         })
     }
@@ -700,7 +714,7 @@ async fn deliver(
             error: format!("message {:?} is no longer configured", item.message),
         };
     };
-    let Some(adapter) = adapters.get(&item.channel) else {
+    let Some(adapter) = adapters.get(item.channel.as_str()) else {
         return SendResult::Failed {
             error: format!("channel {:?} is not configured", item.channel),
         };
@@ -711,10 +725,12 @@ async fn deliver(
         balance: item.balance,
         store: store_name.to_owned(),
     };
-    let variant = Variant::parse(&item.variant).unwrap_or(Variant::Plain);
+    let variant = item.variant;
     // Defence in depth behind check-config: no name or balance over a
     // channel not private enough for the campaign; try the next channel.
-    if let Err(error) = engine.privacy_guard(&item.campaign, &item.channel, message, variant) {
+    if let Err(error) =
+        engine.privacy_guard(&item.campaign, item.channel.as_str(), message, variant)
+    {
         return SendResult::Fallback { error };
     }
     let rendered = match message.render(variant, &vars) {

@@ -7,45 +7,16 @@
 //! request needs them, never here.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Source;
-use super::daemon::{Adapter, ChannelConfig};
-use super::providers::SecretRef;
+use super::{Source, refuse_inline, secret_ref};
+use crate::api::{ApiSettings, DEFAULT_BIND, MetaWebhook};
+use crate::channel::{AdapterSettings, ChannelSettings};
 
-/// Where the API listens unless `bind` says otherwise: loopback only.
-pub const DEFAULT_BIND: &str = "127.0.0.1:8787";
-
-/// The local HTTP API.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiConfig {
-    /// Address to listen on (`127.0.0.1:8787` by default).
-    pub bind: SocketAddr,
-    /// Bearer token for the mutating `/v1` calls; without one they are refused.
-    pub token: Option<SecretRef>,
-    /// The URL the providers call this box at (behind a tunnel or proxy),
-    /// without the `/webhooks/…` path: Twilio signs the full URL.
-    pub public_url: Option<String>,
-    /// Meta's WhatsApp Cloud API webhook.
-    pub whatsapp: Option<MetaWebhook>,
-    /// Twilio's auth token for `X-Twilio-Signature` (defaults to the first
-    /// twilio channel's token).
-    pub twilio: Option<SecretRef>,
-    /// Vonage's signature secret for the JWT on its webhooks.
-    pub vonage: Option<SecretRef>,
-}
-
-/// Meta's webhook secrets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetaWebhook {
-    /// The app secret that keys `X-Hub-Signature-256`.
-    pub app_secret: SecretRef,
-    /// The token Meta echoes in its verification handshake.
-    pub verify_token: SecretRef,
-}
+/// The example variable name in the API's hints.
+const API_ENV: &str = "NEARCAST_API_TOKEN";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,61 +65,13 @@ struct RawVonage {
     signature_secret: Option<Spanned<toml::Value>>,
 }
 
-/// Refuses a secret written inline under `key`.
-fn refuse_inline(src: &mut Source, key: &str, v: Option<&Spanned<toml::Value>>, credential: &str) {
-    if let Some(v) = v {
-        src.error(
-            v.span(),
-            format!("`{key}` would put a secret into the config file; nearcast refuses that"),
-            Some(format!(
-                "keep it in a file readable only by nearcast and name it: with systemd, \
-                 `LoadCredential={credential}:/etc/credstore/{credential}` in the unit and \
-                 {key}_file = \"{credential}\"; or in the environment: {key}_env = \"NEARCAST_{}\"",
-                credential.to_ascii_uppercase().replace('-', "_")
-            )),
-        );
-    }
-}
-
-/// One secret by reference from `<key>_env` / `<key>_file`.
-fn secret_ref(
-    src: &mut Source,
-    key: &str,
-    env: Option<&Spanned<String>>,
-    file: Option<&Spanned<String>>,
-) -> Option<SecretRef> {
-    match (env, file) {
-        (Some(e), None) => {
-            let v = e.get_ref();
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                src.error(
-                    e.span(),
-                    format!("{key}_env {v:?} is not an environment variable name"),
-                    Some("letters, digits and `_`, e.g. \"NEARCAST_API_TOKEN\"".into()),
-                );
-            }
-            Some(SecretRef::Env(v.clone()))
-        }
-        (None, Some(f)) => Some(SecretRef::File(PathBuf::from(f.get_ref()))),
-        (Some(e), Some(_)) => {
-            src.error(
-                e.span(),
-                format!("give either `{key}_env` or `{key}_file`, not both"),
-                None,
-            );
-            None
-        }
-        (None, None) => None,
-    }
-}
-
 /// Builds the API settings; `None` when `[api]` is absent or disabled.
 pub(super) fn build(
     src: &mut Source,
     api: Option<&Spanned<RawApi>>,
     hooks: Option<&Spanned<RawWebhooks>>,
-    channels: &[ChannelConfig],
-) -> Option<ApiConfig> {
+    channels: &[ChannelSettings],
+) -> Option<ApiSettings> {
     let Some(api) = api else {
         if let Some(h) = hooks {
             src.error(
@@ -163,7 +86,7 @@ pub(super) fn build(
     };
     let span = api.span();
     let a = api.get_ref();
-    refuse_inline(src, "token", a.token.as_ref(), "api-token");
+    refuse_inline(src, "token", a.token.as_ref(), "api-token", "token");
     let bind = match &a.bind {
         None => DEFAULT_BIND.parse().ok()?,
         Some(b) => match b.get_ref().parse::<SocketAddr>() {
@@ -180,7 +103,13 @@ pub(super) fn build(
             }
         },
     };
-    let token = secret_ref(src, "token", a.token_env.as_ref(), a.token_file.as_ref());
+    let token = secret_ref(
+        src,
+        "token",
+        a.token_env.as_ref(),
+        a.token_file.as_ref(),
+        API_ENV,
+    );
     let public_url = a.public_url.as_ref().map(|u| {
         let v = u.get_ref();
         if !(v.starts_with("https://") || v.starts_with("http://")) || v.contains('?') {
@@ -196,7 +125,7 @@ pub(super) fn build(
         }
         v.trim_end_matches('/').to_owned()
     });
-    let mut config = ApiConfig {
+    let mut config = ApiSettings {
         bind,
         token,
         public_url,
@@ -213,24 +142,28 @@ pub(super) fn build(
             "app_secret",
             r.app_secret.as_ref(),
             "whatsapp-app-secret",
+            "app_secret",
         );
         refuse_inline(
             src,
             "verify_token",
             r.verify_token.as_ref(),
             "whatsapp-verify-token",
+            "verify_token",
         );
         let app_secret = secret_ref(
             src,
             "app_secret",
             r.app_secret_env.as_ref(),
             r.app_secret_file.as_ref(),
+            API_ENV,
         );
         let verify_token = secret_ref(
             src,
             "verify_token",
             r.verify_token_env.as_ref(),
             r.verify_token_file.as_ref(),
+            API_ENV,
         );
         match (app_secret, verify_token) {
             (Some(app_secret), Some(verify_token)) => {
@@ -253,18 +186,25 @@ pub(super) fn build(
     // Twilio signs with the account's auth token, which a twilio channel
     // already names: that is the default.
     let channel_token = channels.iter().find_map(|c| match &c.adapter {
-        Adapter::Twilio(t) => Some(t.token.clone()),
+        AdapterSettings::Twilio(t) => Some(t.token.clone()),
         _ => None,
     });
     config.twilio = match &h.twilio {
         Some(t) => {
             let r = t.get_ref();
-            refuse_inline(src, "auth_token", r.auth_token.as_ref(), "twilio-token");
+            refuse_inline(
+                src,
+                "auth_token",
+                r.auth_token.as_ref(),
+                "twilio-token",
+                "auth_token",
+            );
             let token = secret_ref(
                 src,
                 "auth_token",
                 r.auth_token_env.as_ref(),
                 r.auth_token_file.as_ref(),
+                API_ENV,
             )
             .or(channel_token);
             if token.is_none() {
@@ -297,12 +237,14 @@ pub(super) fn build(
             "signature_secret",
             r.signature_secret.as_ref(),
             "vonage-signature-secret",
+            "signature_secret",
         );
         config.vonage = secret_ref(
             src,
             "signature_secret",
             r.signature_secret_env.as_ref(),
             r.signature_secret_file.as_ref(),
+            API_ENV,
         );
         if config.vonage.is_none() {
             src.error(

@@ -7,14 +7,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Dur, Source, valid_id};
+use super::{Dur, Source};
+use crate::channel::{ChannelSettings, OutboxSettings};
+use crate::clock::ClockSettings;
 use crate::core::guard::GuardConfig;
 use crate::core::identity::AppBeacons;
-use crate::core::message::Variant;
 use crate::core::types::Uuid128;
 use crate::core::zones::Layout;
-use crate::source::ble::BleSettings;
-use crate::source::wifi::{Backend, WifiSettings};
+use crate::source::{SimSettings, SourceSettings};
 
 /// Daemon settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,42 +24,21 @@ pub struct Daemon {
     /// Installation secret (identity hashing key); beside the database unless set.
     pub secret_file: Option<PathBuf>,
     /// Where observations come from.
-    pub sources: Vec<SourceConfig>,
+    pub sources: Vec<SourceSettings>,
     /// Delivery channels by name.
-    pub channels: Vec<ChannelConfig>,
+    pub channels: Vec<ChannelSettings>,
     /// Outbox worker settings.
-    pub outbox: OutboxConfig,
+    pub outbox: OutboxSettings,
     /// tracing filter (`RUST_LOG` syntax).
     pub log_filter: String,
     /// Privacy settings.
     pub privacy: Privacy,
     /// When the wall clock is trusted.
-    pub clock: ClockConfig,
+    pub clock: ClockSettings,
     /// Flood and junk guards before identity lookup (`[guard]`).
     pub guard: GuardConfig,
     /// The local HTTP API (`[api]`, `[webhooks.*]`); `None` when off.
-    pub api: Option<super::api::ApiConfig>,
-}
-
-/// When the wall clock is trusted (the box has no real-time clock).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClockConfig {
-    /// Wait for the kernel to report NTP synchronisation.
-    pub require_sync: bool,
-    /// A step larger than this (wall against monotonic) is a jump.
-    pub max_jump: Duration,
-    /// After a jump, trust again once steady this long.
-    pub settle: Duration,
-}
-
-impl Default for ClockConfig {
-    fn default() -> ClockConfig {
-        ClockConfig {
-            require_sync: true,
-            max_jump: Duration::from_secs(120),
-            settle: Duration::from_secs(60),
-        }
-    }
+    pub api: Option<crate::api::ApiSettings>,
 }
 
 /// Privacy settings: rotating app tokens and retention.
@@ -84,6 +63,16 @@ impl Default for Privacy {
 }
 
 impl Daemon {
+    /// The first simulator source, if any (the demo and `record` take
+    /// their shoppers from it).
+    #[must_use]
+    pub fn sim(&self) -> Option<&SimSettings> {
+        self.sources.iter().find_map(|s| match s {
+            SourceSettings::Sim(sim) => Some(sim),
+            _ => None,
+        })
+    }
+
     /// The secret file: configured, or `secret.key` beside `database`.
     #[must_use]
     pub fn secret_path(&self, database: &Path) -> PathBuf {
@@ -95,146 +84,14 @@ impl Daemon {
     }
 }
 
-/// A configured source of observations.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SourceConfig {
-    /// The built-in store simulator.
-    Sim {
-        /// Shoppers per hour.
-        shoppers_per_hour: u32,
-        /// Random seed.
-        seed: u64,
-        /// Share of shoppers who are enrolled customers.
-        opted_in_share: f64,
-        /// Enrolled customers' identities in clear (the demo's customers CSV).
-        customers: PathBuf,
-    },
-    /// A recording, replayed in real time.
-    Replay {
-        /// The JSON Lines file.
-        file: PathBuf,
-    },
-    /// A BlueZ adapter (`kind = "ble"`).
-    Ble(BleSettings),
-    /// Wi-Fi presence (`kind = "wifi"`).
-    Wifi(WifiSettings),
-}
-
-impl SourceConfig {
-    /// True for sources that listen to the store (BLE, Wi-Fi), as opposed
-    /// to the simulator and recordings.
-    #[must_use]
-    pub fn is_live(&self) -> bool {
-        matches!(self, SourceConfig::Ble(_) | SourceConfig::Wifi(_))
-    }
-}
-
-/// How a channel is delivered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Adapter {
-    /// Print to standard output (demos, dry runs).
-    Console,
-    /// WhatsApp Business Cloud API.
-    WhatsApp(super::providers::WhatsAppSettings),
-    /// Twilio Programmable Messaging (SMS, MMS, WhatsApp).
-    Twilio(super::providers::TwilioSettings),
-    /// Vonage Messages API (SMS, MMS, WhatsApp, Viber).
-    Vonage(super::providers::VonageSettings),
-    /// Signed JSON POST to the retailer's own system.
-    Webhook(super::providers::WebhookSettings),
-}
-
-/// A delivery channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChannelConfig {
-    /// Name customers' preferences refer to (`whatsapp`, `sms`, `mms`).
-    pub name: String,
-    /// Richest variant it carries.
-    pub variant: Variant,
-    /// Whether personal data (name, balance) may go over it.
-    pub private: bool,
-    /// Adapter.
-    pub adapter: Adapter,
-    /// How fast and how many at once messages go out on it.
-    pub limits: ChannelLimits,
-}
-
-/// A channel's pace: a token bucket (`rate` messages a second, at most
-/// `burst` at once after a quiet spell) and at most `concurrency` requests
-/// in flight. Providers throttle per sender; sending faster than they
-/// accept only earns 429s.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ChannelLimits {
-    /// Messages a second.
-    pub rate: f64,
-    /// Tokens the bucket holds.
-    pub burst: u32,
-    /// Requests in flight.
-    pub concurrency: u32,
-}
-
-impl Eq for ChannelLimits {}
-
-impl ChannelLimits {
-    /// Defaults: a console prints as fast as it is asked; a provider gets
-    /// 10 messages a second, one at a time after a lull, 4 in flight.
-    #[must_use]
-    pub fn default_for(adapter: &Adapter) -> ChannelLimits {
-        match adapter {
-            Adapter::Console => ChannelLimits {
-                rate: 1000.0,
-                burst: 1000,
-                concurrency: 1,
-            },
-            _ => ChannelLimits {
-                rate: 10.0,
-                burst: 1,
-                concurrency: 4,
-            },
-        }
-    }
-}
-
-/// Outbox worker settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutboxConfig {
-    /// A claimed row is someone else's to retry after this long.
-    pub lease: Duration,
-    /// Rows claimed per round.
-    pub batch: u32,
-    /// How often the worker looks for due rows when idle.
-    pub poll: Duration,
-    /// Attempts before a message that keeps failing is given up (`dead`).
-    pub max_attempts: u32,
-    /// First wait after a failed attempt; it doubles with each attempt
-    /// (with jitter) up to `backoff_max`. A provider's `Retry-After` is
-    /// honoured when it asks for longer.
-    pub backoff_min: Duration,
-    /// Longest wait between attempts.
-    pub backoff_max: Duration,
-}
-
-impl Default for OutboxConfig {
-    fn default() -> OutboxConfig {
-        OutboxConfig {
-            lease: Duration::from_secs(30),
-            batch: 32,
-            poll: Duration::from_secs(1),
-            max_attempts: 10,
-            backoff_min: Duration::from_secs(2),
-            backoff_max: Duration::from_secs(900),
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
     database: RawDatabase,
     #[serde(default, rename = "source")]
-    sources: Vec<RawSource>,
+    sources: Vec<super::sources::RawSource>,
     #[serde(default)]
-    channels: BTreeMap<String, Spanned<RawChannel>>,
+    channels: BTreeMap<String, Spanned<super::providers::RawChannel>>,
     #[serde(default)]
     outbox: RawOutbox,
     #[serde(default)]
@@ -284,108 +141,6 @@ struct RawDatabase {
     secret_file: Option<PathBuf>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSource {
-    kind: Spanned<String>,
-    shoppers_per_hour: Option<u32>,
-    seed: Option<u64>,
-    opted_in_share: Option<Spanned<f64>>,
-    customers: Option<PathBuf>,
-    file: Option<PathBuf>,
-    // ble
-    adapter: Option<Spanned<String>>,
-    scanner: Option<Spanned<String>>,
-    silence: Option<Dur>,
-    // ble and wifi
-    retry_min: Option<Dur>,
-    retry_max: Option<Dur>,
-    // wifi
-    backend: Option<Spanned<String>>,
-    control: Option<PathBuf>,
-    ping: Option<Dur>,
-    interface: Option<String>,
-    stale_after: Option<Dur>,
-    poll: Option<Dur>,
-    seen_every: Option<Dur>,
-}
-
-impl RawSource {
-    /// The optional keys that are set, by name (for "does not apply").
-    fn keys_set(&self) -> Vec<&'static str> {
-        [
-            ("shoppers_per_hour", self.shoppers_per_hour.is_some()),
-            ("seed", self.seed.is_some()),
-            ("opted_in_share", self.opted_in_share.is_some()),
-            ("customers", self.customers.is_some()),
-            ("file", self.file.is_some()),
-            ("adapter", self.adapter.is_some()),
-            ("scanner", self.scanner.is_some()),
-            ("silence", self.silence.is_some()),
-            ("retry_min", self.retry_min.is_some()),
-            ("retry_max", self.retry_max.is_some()),
-            ("backend", self.backend.is_some()),
-            ("control", self.control.is_some()),
-            ("ping", self.ping.is_some()),
-            ("interface", self.interface.is_some()),
-            ("stale_after", self.stale_after.is_some()),
-            ("poll", self.poll.is_some()),
-            ("seen_every", self.seen_every.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(k, set)| set.then_some(k))
-        .collect()
-    }
-}
-
-/// Keys each source kind (and wifi backend) accepts.
-const SIM_KEYS: &[&str] = &["shoppers_per_hour", "seed", "opted_in_share", "customers"];
-/// Keys each live source kind (and wifi backend) accepts.
-const BLE_KEYS: &[&str] = &["adapter", "scanner", "silence", "retry_min", "retry_max"];
-const WIFI_KEYS: &[&str] = &["backend", "retry_min", "retry_max", "seen_every"];
-const HOSTAPD_KEYS: &[&str] = &["control", "ping"];
-const NEIGHBOURS_KEYS: &[&str] = &["interface", "stale_after"];
-const LEASES_KEYS: &[&str] = &["file", "poll"];
-
-fn default_shoppers() -> u32 {
-    120
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawChannel {
-    adapter: Spanned<String>,
-    variant: Option<Spanned<String>>,
-    rate: Option<Spanned<f64>>,
-    burst: Option<Spanned<u32>>,
-    concurrency: Option<Spanned<u32>>,
-    private: Option<bool>,
-    // Provider settings, checked per adapter in `providers`.
-    pub(super) base_url: Option<Spanned<String>>,
-    pub(super) api_version: Option<Spanned<String>>,
-    pub(super) phone_number_id: Option<Spanned<String>>,
-    pub(super) account_sid: Option<Spanned<String>>,
-    pub(super) api_key: Option<Spanned<String>>,
-    pub(super) from: Option<Spanned<String>>,
-    pub(super) messaging_service_sid: Option<Spanned<String>>,
-    pub(super) content_sids: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
-    pub(super) provider_channel: Option<Spanned<String>>,
-    pub(super) allow_text: Option<Spanned<bool>>,
-    pub(super) status_callback: Option<Spanned<String>>,
-    pub(super) url: Option<Spanned<String>>,
-    pub(super) token_env: Option<Spanned<String>>,
-    pub(super) token_file: Option<Spanned<String>>,
-    pub(super) timeout: Option<Spanned<Dur>>,
-    // Secrets written inline: read only to be refused with a hint.
-    pub(super) token: Option<Spanned<toml::Value>>,
-    pub(super) auth_token: Option<Spanned<toml::Value>>,
-    pub(super) access_token: Option<Spanned<toml::Value>>,
-    pub(super) api_secret: Option<Spanned<toml::Value>>,
-    pub(super) secret: Option<Spanned<toml::Value>>,
-    pub(super) password: Option<Spanned<toml::Value>>,
-    pub(super) signing_key: Option<Spanned<toml::Value>>,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawOutbox {
@@ -411,168 +166,49 @@ impl Default for RawLog {
     }
 }
 
-/// The variant a channel carries when config doesn't say.
-fn default_variant(name: &str) -> Variant {
-    match name {
-        "whatsapp" | "viber" | "messenger" | "rcs" => Variant::Rich,
-        "mms" => Variant::Medium,
-        _ => Variant::Plain,
-    }
-}
-
 pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Option<Daemon> {
     let raw: Raw = src.parse()?;
     let before = src.errors.len();
     let rel = |p: PathBuf| if p.is_relative() { dir.join(p) } else { p };
 
-    let mut sources = Vec::new();
-    for s in raw.sources {
-        let kind = s.kind.get_ref().as_str();
-        match kind {
-            "sim" => {
-                refuse_keys(src, &s, SIM_KEYS);
-                let share = s.opted_in_share.as_ref().map_or(0.3, |v| *v.get_ref());
-                if let Some(v) = &s.opted_in_share
-                    && !(0.0..=1.0).contains(v.get_ref())
-                {
-                    src.error(
-                        v.span(),
-                        "opted_in_share is a fraction between 0.0 and 1.0",
-                        None,
-                    );
-                }
-                let Some(customers) = s.customers.clone() else {
-                    src.error(
-                        s.kind.span(),
-                        "a sim source needs `customers`",
-                        Some("the demo customers CSV, e.g. customers = \"customers.csv\"".into()),
-                    );
-                    continue;
-                };
-                sources.push(SourceConfig::Sim {
-                    shoppers_per_hour: s.shoppers_per_hour.unwrap_or_else(default_shoppers),
-                    seed: s.seed.unwrap_or(0),
-                    opted_in_share: share,
-                    customers: rel(customers),
-                });
-            }
-            "replay" => {
-                refuse_keys(src, &s, &["file"]);
-                let Some(file) = s.file.clone() else {
-                    src.error(s.kind.span(), "a replay source needs `file`", None);
-                    continue;
-                };
-                sources.push(SourceConfig::Replay { file: rel(file) });
-            }
-            "ble" => {
-                refuse_keys(src, &s, BLE_KEYS);
-                if let Some(b) = ble_source(src, &s, layout) {
-                    sources.push(SourceConfig::Ble(b));
-                }
-            }
-            "wifi" => {
-                if let Some(w) = wifi_source(src, &s, &rel) {
-                    sources.push(SourceConfig::Wifi(w));
-                }
-            }
-            other => src.error(
-                s.kind.span(),
-                format!("unknown source kind `{other}`"),
-                Some("this build knows: sim, replay, ble, wifi".into()),
-            ),
-        }
+    let sources = super::sources::build(raw.sources, src, layout, &rel);
+    let channels = super::channels::build(&raw.channels, src);
+    let outbox = outbox(src, &raw.outbox);
+    check_log_filter(src, &raw.log.filter);
+    let privacy = privacy(src, &raw.privacy);
+    let guard = guard_config(src, &raw.guard);
+    let api = super::api::build(src, raw.api.as_ref(), raw.webhooks.as_ref(), &channels);
+    if src.errors.len() > before {
+        return None;
     }
+    let clock = clock(&raw.clock);
+    Some(Daemon {
+        privacy,
+        clock,
+        database: rel(raw.database.path),
+        secret_file: raw.database.secret_file.map(rel),
+        sources,
+        channels,
+        outbox,
+        log_filter: raw.log.filter,
+        guard,
+        api,
+    })
+}
 
-    let mut channels = Vec::new();
-    for (name, ch) in &raw.channels {
-        if !valid_id(name) {
-            src.error(
-                ch.span(),
-                format!("channel name `{name}` must be lowercase letters, digits, `-` or `_`"),
-                None,
-            );
-        }
-        let c = ch.get_ref();
-        let adapter = match c.adapter.get_ref().as_str() {
-            "console" => {
-                super::providers::check_keys("console", c, name, src);
-                Adapter::Console
-            }
-            "whatsapp" | "twilio" | "vonage" | "webhook" => {
-                super::providers::build(&c.adapter, c, name, src).unwrap_or(Adapter::Console)
-            }
-            other => {
-                src.error(
-                    c.adapter.span(),
-                    format!("unknown adapter `{other}`"),
-                    Some("this build knows: console, whatsapp, twilio, vonage, webhook".into()),
-                );
-                Adapter::Console
-            }
-        };
-        let variant = match &c.variant {
-            None => default_variant(name),
-            Some(v) => Variant::parse(v.get_ref()).unwrap_or_else(|| {
-                src.error(
-                    v.span(),
-                    format!("unknown variant `{}`", v.get_ref()),
-                    Some("one of: rich, medium, plain".into()),
-                );
-                Variant::Plain
-            }),
-        };
-        let mut limits = ChannelLimits::default_for(&adapter);
-        if let Some(r) = &c.rate {
-            if r.get_ref().is_finite() && *r.get_ref() > 0.0 {
-                limits.rate = *r.get_ref();
-            } else {
-                src.error(
-                    r.span(),
-                    format!(
-                        "rate must be above 0 messages a second, not {}",
-                        r.get_ref()
-                    ),
-                    Some("e.g. rate = 10.0; the provider's per-sender limit is the ceiling".into()),
-                );
-            }
-        }
-        for (v, field, what) in [
-            (&c.burst, &mut limits.burst, "burst"),
-            (&c.concurrency, &mut limits.concurrency, "concurrency"),
-        ] {
-            if let Some(v) = v {
-                if (1..=256).contains(v.get_ref()) {
-                    *field = *v.get_ref();
-                } else {
-                    src.error(
-                        v.span(),
-                        format!("{what} must be between 1 and 256, not {}", v.get_ref()),
-                        None,
-                    );
-                }
-            }
-        }
-        channels.push(ChannelConfig {
-            name: name.clone(),
-            variant,
-            private: c.private.unwrap_or(true),
-            adapter,
-            limits,
-        });
-    }
-
-    let defaults = OutboxConfig::default();
-    let outbox = OutboxConfig {
-        lease: raw.outbox.lease.map_or(defaults.lease, |d| d.0),
-        batch: raw.outbox.batch.unwrap_or(defaults.batch).clamp(1, 1000),
-        poll: raw.outbox.poll.map_or(defaults.poll, |d| d.0),
+/// `[outbox]`: lease, batch and retries, within bounds.
+fn outbox(src: &mut Source, raw: &RawOutbox) -> OutboxSettings {
+    let defaults = OutboxSettings::default();
+    let outbox = OutboxSettings {
+        lease: raw.lease.map_or(defaults.lease, |d| d.0),
+        batch: raw.batch.unwrap_or(defaults.batch).clamp(1, 1000),
+        poll: raw.poll.map_or(defaults.poll, |d| d.0),
         max_attempts: raw
-            .outbox
             .max_attempts
             .unwrap_or(defaults.max_attempts)
             .clamp(1, 100),
-        backoff_min: raw.outbox.backoff_min.map_or(defaults.backoff_min, |d| d.0),
-        backoff_max: raw.outbox.backoff_max.map_or(defaults.backoff_max, |d| d.0),
+        backoff_min: raw.backoff_min.map_or(defaults.backoff_min, |d| d.0),
+        backoff_max: raw.backoff_max.map_or(defaults.backoff_max, |d| d.0),
     };
     if outbox.backoff_max < outbox.backoff_min {
         src.error(
@@ -581,15 +217,23 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
             Some("backoff_max is the longest wait between attempts".into()),
         );
     }
-    if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
+    outbox
+}
+
+/// `[log] filter` in `RUST_LOG` syntax.
+fn check_log_filter(src: &mut Source, filter: &str) {
+    if tracing_subscriber::EnvFilter::try_new(filter).is_err() {
         src.error(
             0..0,
-            format!("invalid log filter {:?}", raw.log.filter),
+            format!("invalid log filter {:?}", filter),
             Some("use RUST_LOG syntax, e.g. \"info\" or \"nearcast=debug,info\"".into()),
         );
     }
+}
+
+/// `[privacy]`: the app's rotating-token beacons, their slot, retention.
+fn privacy(src: &mut Source, p: &RawPrivacy) -> Privacy {
     let defaults = Privacy::default();
-    let p = &raw.privacy;
     let mut privacy = Privacy {
         app: AppBeacons::default(),
         app_token_slot: p
@@ -640,196 +284,17 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
             ),
         );
     }
-    let guard = guard_config(src, &raw.guard);
-    let api = super::api::build(src, raw.api.as_ref(), raw.webhooks.as_ref(), &channels);
-    if src.errors.len() > before {
-        return None;
-    }
-    let clock_defaults = ClockConfig::default();
-    let clock = ClockConfig {
-        require_sync: raw
-            .clock
-            .require_sync
-            .unwrap_or(clock_defaults.require_sync),
-        max_jump: raw.clock.max_jump.map_or(clock_defaults.max_jump, |d| d.0),
-        settle: raw.clock.settle.map_or(clock_defaults.settle, |d| d.0),
-    };
-    Some(Daemon {
-        privacy,
-        clock,
-        database: rel(raw.database.path),
-        secret_file: raw.database.secret_file.map(rel),
-        sources,
-        channels,
-        outbox,
-        log_filter: raw.log.filter,
-        guard,
-        api,
-    })
+    privacy
 }
 
-/// Refuses keys set on a source that its kind does not take.
-fn refuse_keys(src: &mut Source, s: &RawSource, allowed: &[&str]) {
-    let kind = s.kind.get_ref();
-    for key in s.keys_set() {
-        if !allowed.contains(&key) {
-            src.error(
-                s.kind.span(),
-                format!("`{key}` does not apply to a {kind} source"),
-                Some(format!("a {kind} source takes: {}", allowed.join(", "))),
-            );
-        }
+/// `[clock]`: when the wall clock is trusted.
+fn clock(raw: &RawClock) -> ClockSettings {
+    let clock_defaults = ClockSettings::default();
+    ClockSettings {
+        require_sync: raw.require_sync.unwrap_or(clock_defaults.require_sync),
+        max_jump: raw.max_jump.map_or(clock_defaults.max_jump, |d| d.0),
+        settle: raw.settle.map_or(clock_defaults.settle, |d| d.0),
     }
-}
-
-fn ble_source(src: &mut Source, s: &RawSource, layout: Option<&Layout>) -> Option<BleSettings> {
-    let adapter = s
-        .adapter
-        .as_ref()
-        .map_or_else(|| "hci0".to_owned(), |a| a.get_ref().clone());
-    let adapter_ok = adapter.len() <= 32
-        && !adapter.is_empty()
-        && adapter
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !adapter_ok {
-        let span = s.adapter.as_ref().map_or(s.kind.span(), Spanned::span);
-        src.error(
-            span,
-            format!("invalid adapter name {adapter:?}"),
-            Some("a BlueZ adapter name such as \"hci0\" (see `bluetoothctl list`)".into()),
-        );
-        return None;
-    }
-    let scanner = match (layout, &s.scanner) {
-        // zones.toml failed to load: its own errors say why.
-        (None, _) => crate::core::types::ScannerIdx(0),
-        (Some(l), None) => {
-            if l.scanners.is_empty() {
-                src.error(
-                    s.kind.span(),
-                    "a ble source needs a scanner, and zones.toml has none",
-                    Some(
-                        "add a [[scanner]] to zones.toml and name it here: scanner = \"door\""
-                            .into(),
-                    ),
-                );
-                return None;
-            }
-            crate::core::types::ScannerIdx(0)
-        }
-        (Some(l), Some(name)) => {
-            if let Some(i) = l.scanner_index(name.get_ref()) {
-                i
-            } else {
-                let hint = super::did_you_mean(name.get_ref(), l.scanners.iter().map(|s| &*s.id));
-                src.error(
-                    name.span(),
-                    format!("unknown scanner `{}`", name.get_ref()),
-                    Some(hint),
-                );
-                return None;
-            }
-        }
-    };
-    let mut b = BleSettings::new(&adapter, scanner);
-    if let Some(d) = s.silence {
-        b.silence = d.0.max(std::time::Duration::from_secs(1));
-    }
-    if let Some(d) = s.retry_min {
-        b.retry_min = d.0;
-    }
-    if let Some(d) = s.retry_max {
-        b.retry_max = d.0;
-    }
-    Some(b)
-}
-
-fn wifi_source(
-    src: &mut Source,
-    s: &RawSource,
-    rel: &dyn Fn(PathBuf) -> PathBuf,
-) -> Option<WifiSettings> {
-    let Some(backend) = &s.backend else {
-        src.error(
-            s.kind.span(),
-            "a wifi source needs `backend`",
-            Some("one of: hostapd, neighbours, leases".into()),
-        );
-        return None;
-    };
-    let keys = |extra: &[&'static str]| -> Vec<&'static str> {
-        WIFI_KEYS.iter().chain(extra).copied().collect()
-    };
-    let backend = match backend.get_ref().as_str() {
-        "hostapd" => {
-            refuse_keys(src, s, &keys(HOSTAPD_KEYS));
-            let Some(control) = s.control.clone() else {
-                src.error(
-                    s.kind.span(),
-                    "the hostapd backend needs `control`",
-                    Some(
-                        "hostapd's control socket, e.g. control = \"/var/run/hostapd/wlan0\""
-                            .into(),
-                    ),
-                );
-                return None;
-            };
-            Backend::Hostapd {
-                control: rel(control),
-                ping_every: s.ping.map_or(std::time::Duration::from_secs(10), |d| d.0),
-            }
-        }
-        "neighbours" => {
-            refuse_keys(src, s, &keys(NEIGHBOURS_KEYS));
-            Backend::Neighbours {
-                interface: s.interface.clone(),
-                stale_after: s
-                    .stale_after
-                    .map_or(std::time::Duration::from_secs(300), |d| d.0),
-            }
-        }
-        "leases" => {
-            refuse_keys(src, s, &keys(LEASES_KEYS));
-            let Some(file) = s.file.clone() else {
-                src.error(
-                    s.kind.span(),
-                    "the leases backend needs `file`",
-                    Some(
-                        "dnsmasq's leases file, e.g. file = \"/var/lib/misc/dnsmasq.leases\""
-                            .into(),
-                    ),
-                );
-                return None;
-            };
-            Backend::Leases {
-                file: rel(file),
-                poll: s.poll.map_or(std::time::Duration::from_secs(2), |d| d.0),
-            }
-        }
-        other => {
-            src.error(
-                backend.span(),
-                format!("unknown wifi backend `{other}`"),
-                Some(super::did_you_mean(
-                    other,
-                    ["hostapd", "neighbours", "leases"],
-                )),
-            );
-            return None;
-        }
-    };
-    let mut w = WifiSettings::new(backend);
-    if let Some(d) = s.retry_min {
-        w.retry_min = d.0;
-    }
-    if let Some(d) = s.retry_max {
-        w.retry_max = d.0;
-    }
-    if let Some(d) = s.seen_every {
-        w.seen_every = d.0.max(std::time::Duration::from_secs(1));
-    }
-    Some(w)
 }
 
 fn guard_config(src: &mut Source, raw: &RawGuard) -> GuardConfig {
@@ -858,6 +323,7 @@ mod tests {
 
     use super::*;
     use crate::config::{CAMPAIGNS_FILE, DAEMON_FILE, Errors, ZONES_FILE, load};
+    use crate::source::wifi::Backend;
 
     /// The example config with `sources` appended to nearcast.toml.
     fn with_sources(sources: &str) -> (tempfile::TempDir, Result<crate::config::Config, Errors>) {
@@ -917,13 +383,13 @@ mod tests {
              [guard]\nmax_identities = 2\n",
         );
         let c = r.unwrap_or_else(|e| panic!("{e}"));
-        let live: Vec<&SourceConfig> = c.daemon.sources.iter().filter(|s| s.is_live()).collect();
-        let SourceConfig::Ble(b) = live[0] else {
+        let live: Vec<&SourceSettings> = c.daemon.sources.iter().filter(|s| s.is_live()).collect();
+        let SourceSettings::Ble(b) = live[0] else {
             panic!("{live:?}")
         };
         assert_eq!((b.adapter.as_str(), b.scanner.0), ("hci1", 1));
         assert_eq!(b.silence, std::time::Duration::from_secs(120));
-        let SourceConfig::Wifi(w) = live[1] else {
+        let SourceSettings::Wifi(w) = live[1] else {
             panic!("{live:?}")
         };
         assert_eq!(
@@ -933,7 +399,7 @@ mod tests {
                 ping_every: std::time::Duration::from_secs(10)
             }
         );
-        let SourceConfig::Wifi(w) = live[2] else {
+        let SourceSettings::Wifi(w) = live[2] else {
             panic!("{live:?}")
         };
         assert_eq!(w.seen_every, std::time::Duration::from_secs(10));

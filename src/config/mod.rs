@@ -8,8 +8,10 @@
 
 mod api;
 mod campaigns;
+mod channels;
 mod daemon;
 mod providers;
+mod sources;
 mod zones;
 
 use std::fmt;
@@ -19,17 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::credentials::SecretRef;
 
 use crate::core::campaign::Engine;
 use crate::core::zones::Layout;
 
-pub use api::{ApiConfig, DEFAULT_BIND, MetaWebhook};
-pub use daemon::{
-    Adapter, ChannelConfig, ChannelLimits, ClockConfig, Daemon, OutboxConfig, Privacy, SourceConfig,
-};
-pub use providers::{
-    SecretRef, TwilioSettings, VonageChannel, VonageSettings, WebhookSettings, WhatsAppSettings,
-};
+pub use daemon::{Daemon, Privacy};
 
 /// The file names in a config directory.
 pub const DAEMON_FILE: &str = "nearcast.toml";
@@ -261,6 +260,65 @@ fn build(
         layout: Arc::new(zones.layout),
         engine: Arc::new(engine),
     })
+}
+
+/// Refuses a secret written inline under `key`, with the hint to name it
+/// as the systemd credential `credential` under `<name>_file` (or
+/// `<name>_env`).
+pub(crate) fn refuse_inline(
+    src: &mut Source,
+    key: &str,
+    v: Option<&Spanned<toml::Value>>,
+    credential: &str,
+    name: &str,
+) {
+    if let Some(v) = v {
+        src.error(
+            v.span(),
+            format!("`{key}` would put a secret into the config file; nearcast refuses that"),
+            Some(format!(
+                "keep it in a file readable only by nearcast and name it: with systemd, \
+                 `LoadCredential={credential}:/etc/credstore/{credential}` in the unit and \
+                 {name}_file = \"{credential}\"; or in the environment: {name}_env = \"NEARCAST_{}\"",
+                credential.to_ascii_uppercase().replace('-', "_")
+            )),
+        );
+    }
+}
+
+/// One secret by reference from `<key>_env` / `<key>_file` (`example`: an
+/// environment variable name for the hint); `None` when neither is given
+/// or both are (refused).
+pub(crate) fn secret_ref(
+    src: &mut Source,
+    key: &str,
+    env: Option<&Spanned<String>>,
+    file: Option<&Spanned<String>>,
+    example: &str,
+) -> Option<SecretRef> {
+    match (env, file) {
+        (Some(e), None) => {
+            let v = e.get_ref();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                src.error(
+                    e.span(),
+                    format!("{key}_env {v:?} is not an environment variable name"),
+                    Some(format!("letters, digits and `_`, e.g. \"{example}\"")),
+                );
+            }
+            Some(SecretRef::Env(v.clone()))
+        }
+        (None, Some(f)) => Some(SecretRef::File(PathBuf::from(f.get_ref()))),
+        (Some(e), Some(_)) => {
+            src.error(
+                e.span(),
+                format!("give either `{key}_env` or `{key}_file`, not both"),
+                None,
+            );
+            None
+        }
+        (None, None) => None,
+    }
 }
 
 /// A near-miss suggestion: `"cofee"` → `coffee`.

@@ -8,124 +8,52 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
 use toml::Spanned;
 
-use super::Source;
-use super::daemon::RawChannel;
+use super::{Dur, Source};
+use crate::channel::{
+    AdapterSettings, TwilioSettings, VonageChannel, VonageSettings, WebhookSettings,
+    WhatsAppSettings,
+};
+use crate::credentials::SecretRef;
 
-/// Where a secret comes from. Never the config file itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretRef {
-    /// An environment variable's name (`token_env`).
-    Env(String),
-    /// A file (`token_file`); a relative path is a systemd credential name,
-    /// resolved against `$CREDENTIALS_DIRECTORY`.
-    File(PathBuf),
-}
-
-/// WhatsApp Business Cloud API (Meta).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WhatsAppSettings {
-    /// `https://graph.facebook.com` unless overridden (tests, demo stand-in).
-    pub base_url: String,
-    /// Graph API version, `v23.0`.
-    pub api_version: String,
-    /// The business phone number's id.
-    pub phone_number_id: String,
-    /// Access token (system user token).
-    pub token: SecretRef,
-    /// Send a message without a template as free text. Meta delivers free
-    /// text only inside a customer-initiated 24-hour window, which nearcast
-    /// does not track; outside it the answer (131047) falls over.
-    pub allow_text: bool,
-    /// Time a request may take.
-    pub timeout: Duration,
-}
-
-/// Twilio Programmable Messaging.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TwilioSettings {
-    /// `https://api.twilio.com` unless overridden.
-    pub base_url: String,
-    /// `AC…`: the account the messages are sent from.
-    pub account_sid: String,
-    /// `SK…`: an API key to authenticate with instead of the account SID.
-    pub api_key: Option<String>,
-    /// Auth token (or the API key's secret).
-    pub token: SecretRef,
-    /// Sender: E.164 number, alphanumeric sender id, or `whatsapp:+…`.
-    pub from: Option<String>,
-    /// `MG…`: a Messaging Service whose sender pool picks the sender.
-    pub messaging_service_sid: Option<String>,
-    /// WhatsApp through Twilio (`provider_channel = "whatsapp"`) rather than SMS/MMS.
-    pub whatsapp: bool,
-    /// Content template SIDs (`HX…`) by message id, for WhatsApp.
-    pub content_sids: BTreeMap<String, String>,
-    /// Free text on WhatsApp (see [`WhatsAppSettings::allow_text`]).
-    pub allow_text: bool,
-    /// Where Twilio posts delivery status.
-    pub status_callback: Option<String>,
-    /// Time a request may take.
-    pub timeout: Duration,
-}
-
-/// Which of Vonage's channels a `vonage` channel uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VonageChannel {
-    /// SMS.
-    Sms,
-    /// MMS (US and Canada).
-    Mms,
-    /// WhatsApp.
-    WhatsApp,
-    /// Viber Business Messages.
-    Viber,
-}
-
-impl VonageChannel {
-    /// The Messages API's `channel` value.
-    #[must_use]
-    pub fn wire_name(self) -> &'static str {
-        match self {
-            VonageChannel::Sms => "sms",
-            VonageChannel::Mms => "mms",
-            VonageChannel::WhatsApp => "whatsapp",
-            VonageChannel::Viber => "viber_service",
-        }
-    }
-}
-
-/// Vonage Messages API v1.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VonageSettings {
-    /// `https://api.nexmo.com` unless overridden.
-    pub base_url: String,
-    /// API key (an account id, not a secret).
-    pub api_key: String,
-    /// API secret.
-    pub token: SecretRef,
-    /// Sender: number (digits), alphanumeric id (SMS), or Viber service id.
-    pub from: String,
-    /// Vonage channel.
-    pub channel: VonageChannel,
-    /// Free text on WhatsApp (see [`WhatsAppSettings::allow_text`]).
-    pub allow_text: bool,
-    /// Time a request may take.
-    pub timeout: Duration,
-}
-
-/// JSON POST to the retailer's own system, signed with HMAC-SHA256.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebhookSettings {
-    /// Where to post.
-    pub url: String,
-    /// The signing key.
-    pub token: SecretRef,
-    /// Time a request may take.
-    pub timeout: Duration,
+/// One `[channels.NAME]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChannel {
+    pub(super) adapter: Spanned<String>,
+    pub(super) variant: Option<Spanned<String>>,
+    pub(super) rate: Option<Spanned<f64>>,
+    pub(super) burst: Option<Spanned<u32>>,
+    pub(super) concurrency: Option<Spanned<u32>>,
+    pub(super) private: Option<bool>,
+    // Provider settings, checked per adapter in `providers`.
+    pub(super) base_url: Option<Spanned<String>>,
+    pub(super) api_version: Option<Spanned<String>>,
+    pub(super) phone_number_id: Option<Spanned<String>>,
+    pub(super) account_sid: Option<Spanned<String>>,
+    pub(super) api_key: Option<Spanned<String>>,
+    pub(super) from: Option<Spanned<String>>,
+    pub(super) messaging_service_sid: Option<Spanned<String>>,
+    pub(super) content_sids: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub(super) provider_channel: Option<Spanned<String>>,
+    pub(super) allow_text: Option<Spanned<bool>>,
+    pub(super) status_callback: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) token_env: Option<Spanned<String>>,
+    pub(super) token_file: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<Dur>>,
+    // Secrets written inline: read only to be refused with a hint.
+    pub(super) token: Option<Spanned<toml::Value>>,
+    pub(super) auth_token: Option<Spanned<toml::Value>>,
+    pub(super) access_token: Option<Spanned<toml::Value>>,
+    pub(super) api_secret: Option<Spanned<toml::Value>>,
+    pub(super) secret: Option<Spanned<toml::Value>>,
+    pub(super) password: Option<Spanned<toml::Value>>,
+    pub(super) signing_key: Option<Spanned<toml::Value>>,
 }
 
 /// Key names that would put a secret into the file.
@@ -179,20 +107,9 @@ pub(super) fn check_keys(adapter: &str, c: &RawChannel, name: &str, src: &mut So
         c.password.as_ref(),
         c.signing_key.as_ref(),
     ];
+    let credential = format!("{name}-token");
     for (key, v) in INLINE_SECRETS.iter().zip(inline) {
-        if let Some(v) = v {
-            src.error(
-                v.span(),
-                format!("`{key}` would put a secret into the config file; nearcast refuses that"),
-                Some(format!(
-                    "keep it in a file readable only by nearcast and name it: with systemd, \
-                     `LoadCredential={name}-token:/etc/credstore/{name}-token` in the unit and \
-                     token_file = \"{name}-token\"; or in the environment: \
-                     token_env = \"NEARCAST_{}_TOKEN\"",
-                    name.to_ascii_uppercase().replace('-', "_")
-                )),
-            );
-        }
+        super::refuse_inline(src, key, v, &credential, "token");
     }
     let allowed: &[&str] = match adapter {
         "whatsapp" => &["base_url", "api_version", "phone_number_id", "allow_text"],
@@ -245,46 +162,24 @@ pub(super) fn build(
     c: &RawChannel,
     name: &str,
     src: &mut Source,
-) -> Option<super::Adapter> {
+) -> Option<AdapterSettings> {
     let before = src.errors.len();
     check_keys(adapter.get_ref(), c, name, src);
-    let need = |src: &mut Source, key: &str, example: &str| {
-        src.error(
-            adapter.span(),
-            format!("a {} channel needs `{key}`", adapter.get_ref()),
-            Some(format!("for example {key} = {example}")),
+    let t = Table { adapter, c, name };
+    let token = super::secret_ref(
+        src,
+        "token",
+        c.token_env.as_ref(),
+        c.token_file.as_ref(),
+        "NEARCAST_WHATSAPP_TOKEN",
+    );
+    if c.token_env.is_none() && c.token_file.is_none() {
+        t.need(
+            src,
+            "token_file",
+            &format!("\"{name}-token\" (a systemd credential) or token_env = \"NEARCAST_…\""),
         );
-    };
-    let token = match (&c.token_env, &c.token_file) {
-        (Some(e), None) => {
-            let v = e.get_ref();
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                src.error(
-                    e.span(),
-                    format!("token_env {v:?} is not an environment variable name"),
-                    Some("letters, digits and `_`, e.g. \"NEARCAST_WHATSAPP_TOKEN\"".into()),
-                );
-            }
-            Some(SecretRef::Env(v.clone()))
-        }
-        (None, Some(f)) => Some(SecretRef::File(PathBuf::from(f.get_ref()))),
-        (Some(e), Some(_)) => {
-            src.error(
-                e.span(),
-                "give either `token_env` or `token_file`, not both",
-                None,
-            );
-            None
-        }
-        (None, None) => {
-            need(
-                src,
-                "token_file",
-                &format!("\"{name}-token\" (a systemd credential) or token_env = \"NEARCAST_…\""),
-            );
-            None
-        }
-    };
+    }
     let timeout = match &c.timeout {
         None => crate::channel::http::DEFAULT_TIMEOUT,
         Some(t) => {
@@ -299,264 +194,11 @@ pub(super) fn build(
             d
         }
     };
-    let url = |src: &mut Source, v: &Spanned<String>| -> String {
-        if let Err(e) = check_url(v.get_ref()) {
-            src.error(v.span(), e, Some(
-                "https://…, or http:// to 127.0.0.1, [::1] or localhost (tests, a local stand-in)".into(),
-            ));
-        }
-        v.get_ref().trim_end_matches('/').to_owned()
-    };
-    let base = |src: &mut Source, default: &str| {
-        c.base_url
-            .as_ref()
-            .map_or_else(|| default.to_owned(), |v| url(src, v))
-    };
-    let allow_text = c.allow_text.as_ref().is_some_and(|v| *v.get_ref());
-    let sid = |src: &mut Source, v: &Spanned<String>, prefix: &str, key: &str| {
-        if !is_sid(v.get_ref(), prefix) {
-            src.error(
-                v.span(),
-                format!("{key} {:?} is not a {prefix}… SID", v.get_ref()),
-                Some(format!(
-                    "{prefix} followed by 32 hexadecimal digits, as shown in the Twilio console"
-                )),
-            );
-        }
-        v.get_ref().clone()
-    };
-
     let built = match adapter.get_ref().as_str() {
-        "whatsapp" => {
-            let base_url = base(src, "https://graph.facebook.com");
-            let api_version = c.api_version.as_ref().map_or_else(
-                || "v23.0".to_owned(),
-                |v| {
-                    if !is_api_version(v.get_ref()) {
-                        src.error(
-                            v.span(),
-                            format!("api_version {:?} is not a Graph API version", v.get_ref()),
-                            Some("like \"v23.0\"".into()),
-                        );
-                    }
-                    v.get_ref().clone()
-                },
-            );
-            let phone_number_id = match &c.phone_number_id {
-                Some(v)
-                    if !v.get_ref().is_empty()
-                        && v.get_ref().bytes().all(|b| b.is_ascii_digit()) =>
-                {
-                    v.get_ref().clone()
-                }
-                Some(v) => {
-                    src.error(
-                        v.span(),
-                        "phone_number_id is the numeric id of the business phone number",
-                        Some("WhatsApp Manager → phone numbers; digits only, e.g. \"106540352242922\"".into()),
-                    );
-                    String::new()
-                }
-                None => {
-                    need(src, "phone_number_id", "\"106540352242922\"");
-                    String::new()
-                }
-            };
-            token.map(|token| {
-                super::Adapter::WhatsApp(WhatsAppSettings {
-                    base_url,
-                    api_version,
-                    phone_number_id,
-                    token,
-                    allow_text,
-                    timeout,
-                })
-            })
-        }
-        "twilio" => {
-            let base_url = base(src, "https://api.twilio.com");
-            let account_sid = match &c.account_sid {
-                Some(v) => sid(src, v, "AC", "account_sid"),
-                None => {
-                    need(src, "account_sid", "\"AC…\"");
-                    String::new()
-                }
-            };
-            let api_key = c.api_key.as_ref().map(|v| sid(src, v, "SK", "api_key"));
-            let messaging_service_sid = c
-                .messaging_service_sid
-                .as_ref()
-                .map(|v| sid(src, v, "MG", "messaging_service_sid"));
-            let whatsapp = match &c.provider_channel {
-                None => name == "whatsapp",
-                Some(v) => match v.get_ref().as_str() {
-                    "sms" | "mms" => false,
-                    "whatsapp" => true,
-                    other => {
-                        src.error(
-                            v.span(),
-                            format!("twilio has no provider_channel `{other}` here"),
-                            Some("one of: sms (SMS and MMS), whatsapp".into()),
-                        );
-                        false
-                    }
-                },
-            };
-            let from = c.from.as_ref().map(|v| {
-                let f = v.get_ref();
-                let bare = f.strip_prefix("whatsapp:").unwrap_or(f);
-                let valid = if whatsapp {
-                    is_e164(bare)
-                } else {
-                    !f.starts_with("whatsapp:") && (is_e164(f) || is_sender_id(f))
-                };
-                if !valid {
-                    src.error(
-                        v.span(),
-                        format!("from {f:?} is not a sender for this channel"),
-                        Some(if whatsapp {
-                            "the WhatsApp sender's number, \"+14155552345\" or \"whatsapp:+14155552345\"".into()
-                        } else {
-                            "an E.164 number (\"+14155552345\") or an alphanumeric sender id of up to 11 characters".into()
-                        }),
-                    );
-                }
-                if whatsapp && !f.starts_with("whatsapp:") {
-                    format!("whatsapp:{f}")
-                } else {
-                    f.clone()
-                }
-            });
-            if from.is_none() && messaging_service_sid.is_none() {
-                need(
-                    src,
-                    "from",
-                    "\"+14155552345\" (or messaging_service_sid = \"MG…\")",
-                );
-            }
-            let mut content_sids = BTreeMap::new();
-            if let Some(map) = &c.content_sids {
-                if !whatsapp {
-                    src.error(
-                        map.span(),
-                        "content_sids are for WhatsApp through Twilio",
-                        Some("set provider_channel = \"whatsapp\", or remove them".into()),
-                    );
-                }
-                for (message, v) in map.get_ref() {
-                    content_sids.insert(message.clone(), sid(src, v, "HX", "content_sids"));
-                }
-            }
-            let status_callback = c.status_callback.as_ref().map(|v| url(src, v));
-            token.map(|token| {
-                super::Adapter::Twilio(TwilioSettings {
-                    base_url,
-                    account_sid,
-                    api_key,
-                    token,
-                    from,
-                    messaging_service_sid,
-                    whatsapp,
-                    content_sids,
-                    allow_text,
-                    status_callback,
-                    timeout,
-                })
-            })
-        }
-        "vonage" => {
-            let base_url = base(src, "https://api.nexmo.com");
-            let api_key = match &c.api_key {
-                Some(v)
-                    if !v.get_ref().is_empty()
-                        && v.get_ref().bytes().all(|b| b.is_ascii_alphanumeric()) =>
-                {
-                    v.get_ref().clone()
-                }
-                Some(v) => {
-                    src.error(
-                        v.span(),
-                        "api_key is the Vonage account's key (letters and digits)",
-                        None,
-                    );
-                    String::new()
-                }
-                None => {
-                    need(src, "api_key", "\"abcd1234\"");
-                    String::new()
-                }
-            };
-            let channel = match &c.provider_channel {
-                None => match name {
-                    "whatsapp" => VonageChannel::WhatsApp,
-                    "mms" => VonageChannel::Mms,
-                    "viber" => VonageChannel::Viber,
-                    _ => VonageChannel::Sms,
-                },
-                Some(v) => match v.get_ref().as_str() {
-                    "sms" => VonageChannel::Sms,
-                    "mms" => VonageChannel::Mms,
-                    "whatsapp" => VonageChannel::WhatsApp,
-                    "viber" | "viber_service" => VonageChannel::Viber,
-                    "messenger" => {
-                        src.error(
-                            v.span(),
-                            "Messenger addresses people by page-scoped id, which the customer registry does not hold",
-                            Some("use sms, mms, whatsapp or viber".into()),
-                        );
-                        VonageChannel::Sms
-                    }
-                    other => {
-                        src.error(
-                            v.span(),
-                            format!("vonage has no provider_channel `{other}`"),
-                            Some("one of: sms, mms, whatsapp, viber".into()),
-                        );
-                        VonageChannel::Sms
-                    }
-                },
-            };
-            let from = match &c.from {
-                Some(v) => {
-                    let f = v.get_ref().trim_start_matches('+');
-                    if f.is_empty() || f.len() > 50 {
-                        src.error(v.span(), "from is the sender: a number, an alphanumeric id or a Viber service id", None);
-                    }
-                    f.to_owned()
-                }
-                None => {
-                    need(src, "from", "\"447700900000\"");
-                    String::new()
-                }
-            };
-            token.map(|token| {
-                super::Adapter::Vonage(VonageSettings {
-                    base_url,
-                    api_key,
-                    token,
-                    from,
-                    channel,
-                    allow_text,
-                    timeout,
-                })
-            })
-        }
-        "webhook" => {
-            let target = match &c.url {
-                Some(v) => url(src, v),
-                None => {
-                    need(src, "url", "\"https://crm.example.com/nearcast\"");
-                    String::new()
-                }
-            };
-            token.map(|token| {
-                super::Adapter::Webhook(WebhookSettings {
-                    url: target,
-                    token,
-                    timeout,
-                })
-            })
-        }
+        "whatsapp" => whatsapp(&t, src, token, timeout),
+        "twilio" => twilio(&t, src, token, timeout),
+        "vonage" => vonage(&t, src, token, timeout),
+        "webhook" => webhook(&t, src, token, timeout),
         _ => None,
     };
     if src.errors.len() == before {
@@ -564,6 +206,327 @@ pub(super) fn build(
     } else {
         None
     }
+}
+
+/// One `[channels.NAME]` table being read.
+struct Table<'a> {
+    adapter: &'a Spanned<String>,
+    c: &'a RawChannel,
+    name: &'a str,
+}
+
+impl Table<'_> {
+    /// Records that the table lacks `key`.
+    fn need(&self, src: &mut Source, key: &str, example: &str) {
+        src.error(
+            self.adapter.span(),
+            format!("a {} channel needs `{key}`", self.adapter.get_ref()),
+            Some(format!("for example {key} = {example}")),
+        );
+    }
+
+    /// `base_url`, or the provider's `default`.
+    fn base(&self, src: &mut Source, default: &str) -> String {
+        self.c
+            .base_url
+            .as_ref()
+            .map_or_else(|| default.to_owned(), |v| url(src, v))
+    }
+
+    fn allow_text(&self) -> bool {
+        self.c.allow_text.as_ref().is_some_and(|v| *v.get_ref())
+    }
+}
+
+/// A URL setting, checked (see [`check_url`]), without a trailing `/`.
+fn url(src: &mut Source, v: &Spanned<String>) -> String {
+    if let Err(e) = check_url(v.get_ref()) {
+        src.error(
+            v.span(),
+            e,
+            Some(
+                "https://…, or http:// to 127.0.0.1, [::1] or localhost (tests, a local stand-in)"
+                    .into(),
+            ),
+        );
+    }
+    v.get_ref().trim_end_matches('/').to_owned()
+}
+
+/// A Twilio SID setting with its `prefix`, checked.
+fn sid(src: &mut Source, v: &Spanned<String>, prefix: &str, key: &str) -> String {
+    if !is_sid(v.get_ref(), prefix) {
+        src.error(
+            v.span(),
+            format!("{key} {:?} is not a {prefix}… SID", v.get_ref()),
+            Some(format!(
+                "{prefix} followed by 32 hexadecimal digits, as shown in the Twilio console"
+            )),
+        );
+    }
+    v.get_ref().clone()
+}
+
+/// The `whatsapp` adapter's keys.
+fn whatsapp(
+    t: &Table<'_>,
+    src: &mut Source,
+    token: Option<SecretRef>,
+    timeout: Duration,
+) -> Option<AdapterSettings> {
+    let base_url = t.base(src, "https://graph.facebook.com");
+    let api_version = t.c.api_version.as_ref().map_or_else(
+        || "v23.0".to_owned(),
+        |v| {
+            if !is_api_version(v.get_ref()) {
+                src.error(
+                    v.span(),
+                    format!("api_version {:?} is not a Graph API version", v.get_ref()),
+                    Some("like \"v23.0\"".into()),
+                );
+            }
+            v.get_ref().clone()
+        },
+    );
+    let phone_number_id = match &t.c.phone_number_id {
+        Some(v) if !v.get_ref().is_empty() && v.get_ref().bytes().all(|b| b.is_ascii_digit()) => {
+            v.get_ref().clone()
+        }
+        Some(v) => {
+            src.error(
+                v.span(),
+                "phone_number_id is the numeric id of the business phone number",
+                Some(
+                    "WhatsApp Manager → phone numbers; digits only, e.g. \"106540352242922\""
+                        .into(),
+                ),
+            );
+            String::new()
+        }
+        None => {
+            t.need(src, "phone_number_id", "\"106540352242922\"");
+            String::new()
+        }
+    };
+    token.map(|token| {
+        AdapterSettings::WhatsApp(WhatsAppSettings {
+            base_url,
+            api_version,
+            phone_number_id,
+            token,
+            allow_text: t.allow_text(),
+            timeout,
+        })
+    })
+}
+
+/// The `twilio` adapter's keys.
+fn twilio(
+    t: &Table<'_>,
+    src: &mut Source,
+    token: Option<SecretRef>,
+    timeout: Duration,
+) -> Option<AdapterSettings> {
+    let base_url = t.base(src, "https://api.twilio.com");
+    let account_sid = match &t.c.account_sid {
+        Some(v) => sid(src, v, "AC", "account_sid"),
+        None => {
+            t.need(src, "account_sid", "\"AC…\"");
+            String::new()
+        }
+    };
+    let api_key = t.c.api_key.as_ref().map(|v| sid(src, v, "SK", "api_key"));
+    let messaging_service_sid =
+        t.c.messaging_service_sid
+            .as_ref()
+            .map(|v| sid(src, v, "MG", "messaging_service_sid"));
+    let whatsapp = match &t.c.provider_channel {
+        None => t.name == "whatsapp",
+        Some(v) => match v.get_ref().as_str() {
+            "sms" | "mms" => false,
+            "whatsapp" => true,
+            other => {
+                src.error(
+                    v.span(),
+                    format!("twilio has no provider_channel `{other}` here"),
+                    Some("one of: sms (SMS and MMS), whatsapp".into()),
+                );
+                false
+            }
+        },
+    };
+    let from = t.c.from.as_ref().map(|v| {
+        let f = v.get_ref();
+        let bare = f.strip_prefix("whatsapp:").unwrap_or(f);
+        let valid = if whatsapp {
+            is_e164(bare)
+        } else {
+            !f.starts_with("whatsapp:") && (is_e164(f) || is_sender_id(f))
+        };
+        if !valid {
+            src.error(
+                v.span(),
+                format!("from {f:?} is not a sender for this channel"),
+                Some(if whatsapp {
+                    "the WhatsApp sender's number, \"+14155552345\" or \"whatsapp:+14155552345\"".into()
+                } else {
+                    "an E.164 number (\"+14155552345\") or an alphanumeric sender id of up to 11 characters".into()
+                }),
+            );
+        }
+        if whatsapp && !f.starts_with("whatsapp:") {
+            format!("whatsapp:{f}")
+        } else {
+            f.clone()
+        }
+    });
+    if from.is_none() && messaging_service_sid.is_none() {
+        t.need(
+            src,
+            "from",
+            "\"+14155552345\" (or messaging_service_sid = \"MG…\")",
+        );
+    }
+    let mut content_sids = BTreeMap::new();
+    if let Some(map) = &t.c.content_sids {
+        if !whatsapp {
+            src.error(
+                map.span(),
+                "content_sids are for WhatsApp through Twilio",
+                Some("set provider_channel = \"whatsapp\", or remove them".into()),
+            );
+        }
+        for (message, v) in map.get_ref() {
+            content_sids.insert(message.clone(), sid(src, v, "HX", "content_sids"));
+        }
+    }
+    let status_callback = t.c.status_callback.as_ref().map(|v| url(src, v));
+    token.map(|token| {
+        AdapterSettings::Twilio(TwilioSettings {
+            base_url,
+            account_sid,
+            api_key,
+            token,
+            from,
+            messaging_service_sid,
+            whatsapp,
+            content_sids,
+            allow_text: t.allow_text(),
+            status_callback,
+            timeout,
+        })
+    })
+}
+
+/// The `vonage` adapter's keys.
+fn vonage(
+    t: &Table<'_>,
+    src: &mut Source,
+    token: Option<SecretRef>,
+    timeout: Duration,
+) -> Option<AdapterSettings> {
+    let base_url = t.base(src, "https://api.nexmo.com");
+    let api_key = match &t.c.api_key {
+        Some(v)
+            if !v.get_ref().is_empty()
+                && v.get_ref().bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            v.get_ref().clone()
+        }
+        Some(v) => {
+            src.error(
+                v.span(),
+                "api_key is the Vonage account's key (letters and digits)",
+                None,
+            );
+            String::new()
+        }
+        None => {
+            t.need(src, "api_key", "\"abcd1234\"");
+            String::new()
+        }
+    };
+    let channel = match &t.c.provider_channel {
+        None => match t.name {
+            "whatsapp" => VonageChannel::WhatsApp,
+            "mms" => VonageChannel::Mms,
+            "viber" => VonageChannel::Viber,
+            _ => VonageChannel::Sms,
+        },
+        Some(v) => match v.get_ref().as_str() {
+            "sms" => VonageChannel::Sms,
+            "mms" => VonageChannel::Mms,
+            "whatsapp" => VonageChannel::WhatsApp,
+            "viber" | "viber_service" => VonageChannel::Viber,
+            "messenger" => {
+                src.error(
+                    v.span(),
+                    "Messenger addresses people by page-scoped id, which the customer registry does not hold",
+                    Some("use sms, mms, whatsapp or viber".into()),
+                );
+                VonageChannel::Sms
+            }
+            other => {
+                src.error(
+                    v.span(),
+                    format!("vonage has no provider_channel `{other}`"),
+                    Some("one of: sms, mms, whatsapp, viber".into()),
+                );
+                VonageChannel::Sms
+            }
+        },
+    };
+    let from = match &t.c.from {
+        Some(v) => {
+            let f = v.get_ref().trim_start_matches('+');
+            if f.is_empty() || f.len() > 50 {
+                src.error(
+                    v.span(),
+                    "from is the sender: a number, an alphanumeric id or a Viber service id",
+                    None,
+                );
+            }
+            f.to_owned()
+        }
+        None => {
+            t.need(src, "from", "\"447700900000\"");
+            String::new()
+        }
+    };
+    token.map(|token| {
+        AdapterSettings::Vonage(VonageSettings {
+            base_url,
+            api_key,
+            token,
+            from,
+            channel,
+            allow_text: t.allow_text(),
+            timeout,
+        })
+    })
+}
+
+/// The `webhook` adapter's keys.
+fn webhook(
+    t: &Table<'_>,
+    src: &mut Source,
+    token: Option<SecretRef>,
+    timeout: Duration,
+) -> Option<AdapterSettings> {
+    let target = match &t.c.url {
+        Some(v) => url(src, v),
+        None => {
+            t.need(src, "url", "\"https://crm.example.com/nearcast\"");
+            String::new()
+        }
+    };
+    token.map(|token| {
+        AdapterSettings::Webhook(WebhookSettings {
+            url: target,
+            token,
+            timeout,
+        })
+    })
 }
 
 /// https anywhere; plain http only to this machine, since requests carry
@@ -623,11 +586,10 @@ fn is_api_version(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Adapter;
     use super::*;
 
     /// Builds `nearcast.toml` text; the errors as `line:column: message | hint`.
-    fn load(channels: &str) -> (Vec<Adapter>, Vec<String>) {
+    fn load(channels: &str) -> (Vec<AdapterSettings>, Vec<String>) {
         let text = format!("[database]\npath = \"x.db\"\n\n{channels}");
         let mut src = Source::inline("nearcast.toml", &text);
         let daemon =
@@ -689,12 +651,12 @@ token_file = "/etc/credstore/crm"
         assert_eq!(
             adapters,
             [
-                Adapter::Webhook(WebhookSettings {
+                AdapterSettings::Webhook(WebhookSettings {
                     url: "https://crm.example.com/nearcast".into(),
                     token: SecretRef::File("/etc/credstore/crm".into()),
                     timeout: Duration::from_secs(10),
                 }),
-                Adapter::Twilio(TwilioSettings {
+                AdapterSettings::Twilio(TwilioSettings {
                     base_url: "https://api.twilio.com".into(),
                     account_sid: "AC0123456789abcdef0123456789abcdef".into(),
                     api_key: None,
@@ -707,7 +669,7 @@ token_file = "/etc/credstore/crm"
                     status_callback: None,
                     timeout: Duration::from_secs(5),
                 }),
-                Adapter::Twilio(TwilioSettings {
+                AdapterSettings::Twilio(TwilioSettings {
                     base_url: "https://api.twilio.com".into(),
                     account_sid: "AC0123456789abcdef0123456789abcdef".into(),
                     api_key: None,
@@ -724,7 +686,7 @@ token_file = "/etc/credstore/crm"
                     status_callback: None,
                     timeout: Duration::from_secs(10),
                 }),
-                Adapter::Vonage(VonageSettings {
+                AdapterSettings::Vonage(VonageSettings {
                     base_url: "https://api.nexmo.com".into(),
                     api_key: "abcd1234".into(),
                     token: SecretRef::Env("VONAGE_SECRET".into()),
@@ -733,7 +695,7 @@ token_file = "/etc/credstore/crm"
                     allow_text: false,
                     timeout: Duration::from_secs(10),
                 }),
-                Adapter::WhatsApp(WhatsAppSettings {
+                AdapterSettings::WhatsApp(WhatsAppSettings {
                     base_url: "https://graph.facebook.com".into(),
                     api_version: "v23.0".into(),
                     phone_number_id: "106540352242922".into(),

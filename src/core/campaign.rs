@@ -275,6 +275,46 @@ impl Rules {
         }
     }
 
+    /// The store's caps, the one place they are decided: whether one more
+    /// message may be queued (`message`), and how many of `points` may
+    /// still be awarded today, given `counts`.
+    ///
+    /// # Errors
+    /// [`Reason::CapDay`] or [`Reason::CapWeek`] when a message would pass
+    /// a message cap; [`Reason::PointsCap`] when points were to be awarded
+    /// and none are left today.
+    pub fn caps(&self, counts: Counts, message: bool, points: u32) -> Result<u32, Reason> {
+        if message {
+            if self
+                .max_messages_per_day
+                .is_some_and(|max| counts.messages_today >= max)
+            {
+                return Err(Reason::CapDay);
+            }
+            if self
+                .max_messages_per_week
+                .is_some_and(|max| counts.messages_week >= max)
+            {
+                return Err(Reason::CapWeek);
+            }
+        }
+        let allowed = match self.max_points_per_day {
+            Some(max) => points.min(max.saturating_sub(counts.points_today)),
+            None => points,
+        };
+        if points > 0 && allowed == 0 {
+            return Err(Reason::PointsCap);
+        }
+        Ok(allowed)
+    }
+
+    /// Whether `at` falls in the quiet hours (no message goes out then).
+    #[must_use]
+    pub fn quiet_at(&self, at: Timestamp) -> bool {
+        let minute = self.local(at).minute;
+        self.quiet_hours.iter().any(|r| r.contains(minute))
+    }
+
     fn open_at(&self, l: &Local) -> bool {
         self.opening[usize::try_from(l.weekday.to_monday_zero_offset()).unwrap_or(0)]
             .iter()
@@ -318,7 +358,30 @@ pub struct History {
     pub balance: i64,
 }
 
+/// What the caps count for one customer at a decision: the facts the
+/// ledger hands the engine, before the decision and again inside the
+/// transaction that commits it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Messages queued since the start of the local day.
+    pub messages_today: u32,
+    /// Messages queued since the start of the local week.
+    pub messages_week: u32,
+    /// Points awarded since the start of the local day.
+    pub points_today: u32,
+}
+
 impl History {
+    /// What the caps count.
+    #[must_use]
+    pub fn counts(&self) -> Counts {
+        Counts {
+            messages_today: self.messages_today,
+            messages_week: self.messages_week,
+            points_today: self.points_today,
+        }
+    }
+
     fn last_fired(&self, id: &CampaignId) -> Option<Timestamp> {
         self.last_fired
             .iter()
@@ -427,6 +490,17 @@ pub struct Action {
     /// Points to award (after the daily cap).
     pub points: u32,
     /// The message expires at this time.
+    pub expires_at: Timestamp,
+}
+
+/// A follow-up the engine decided to queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowUpAction {
+    /// The reminder.
+    pub message: MessageIdx,
+    /// The variant the parent's channel gets.
+    pub variant: Variant,
+    /// Not to be sent after this.
     pub expires_at: Timestamp,
 }
 
@@ -617,27 +691,7 @@ impl Engine {
         {
             return Err(Reason::Cooldown);
         }
-        if c.message.is_some() {
-            if rules
-                .max_messages_per_day
-                .is_some_and(|max| h.messages_today >= max)
-            {
-                return Err(Reason::CapDay);
-            }
-            if rules
-                .max_messages_per_week
-                .is_some_and(|max| h.messages_week >= max)
-            {
-                return Err(Reason::CapWeek);
-            }
-        }
-        let points = match rules.max_points_per_day {
-            Some(max) => c.points.min(max.saturating_sub(h.points_today)),
-            None => c.points,
-        };
-        if c.points > 0 && points == 0 {
-            return Err(Reason::PointsCap);
-        }
+        let points = rules.caps(h.counts(), c.message.is_some(), c.points)?;
         let ttl = c.message.map_or(Duration::ZERO, |m| self.message(m).ttl);
         Ok(Action {
             message: c.message,
@@ -672,6 +726,51 @@ impl Engine {
             campaign_id: c.id.clone(),
             outcome,
         }
+    }
+
+    /// The window of read times whose messages are due follow-up `f` at
+    /// `now`: read between a day and nothing before `f.after` ago (a read
+    /// older than that, while the box was off, is not followed up: a
+    /// reminder days late is noise). `None` during quiet hours, which hold
+    /// follow-ups like any message.
+    #[must_use]
+    pub fn follow_up_window(
+        &self,
+        f: &FollowUp,
+        now: Timestamp,
+    ) -> Option<std::ops::Range<Timestamp>> {
+        if self.rules.quiet_at(now) {
+            return None;
+        }
+        let until = now.saturating_sub(f.after);
+        Some(until.saturating_sub(Duration::from_secs(24 * 3600))..until)
+    }
+
+    /// Decides follow-up `f` of a message that went out on `channel`:
+    /// `f.message` in the richest variant that channel carries, unless the
+    /// customer's caps (`counts`, as the ledger has them now) are reached.
+    ///
+    /// # Errors
+    /// [`Reason::CapDay`] or [`Reason::CapWeek`].
+    pub fn decide_follow_up(
+        &self,
+        f: &FollowUp,
+        channel: &str,
+        counts: Counts,
+        now: Timestamp,
+    ) -> Result<FollowUpAction, Reason> {
+        self.rules.caps(counts, true, 0)?;
+        let message = self.message(f.message);
+        let variant = self
+            .channels
+            .iter()
+            .find(|c| c.name.as_str() == channel)
+            .map_or(Variant::Plain, |c| message.best_for(c.variant));
+        Ok(FollowUpAction {
+            message: f.message,
+            variant,
+            expires_at: now.saturating_add(message.ttl),
+        })
     }
 
     /// The campaign with this id.
@@ -1026,6 +1125,61 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn the_caps_are_decided_in_one_place() {
+        let mut rules = Rules::always(tz());
+        rules.max_messages_per_day = Some(2);
+        rules.max_messages_per_week = Some(5);
+        rules.max_points_per_day = Some(50);
+        let c = |messages_today, messages_week, points_today| Counts {
+            messages_today,
+            messages_week,
+            points_today,
+        };
+        assert_eq!(rules.caps(c(1, 1, 0), true, 10), Ok(10));
+        assert_eq!(rules.caps(c(2, 2, 0), true, 10), Err(Reason::CapDay));
+        assert_eq!(rules.caps(c(2, 2, 0), false, 10), Ok(10));
+        assert_eq!(rules.caps(c(1, 5, 0), true, 0), Err(Reason::CapWeek));
+        assert_eq!(rules.caps(c(0, 0, 45), false, 10), Ok(5));
+        assert_eq!(rules.caps(c(0, 0, 50), false, 10), Err(Reason::PointsCap));
+        assert_eq!(rules.caps(c(0, 0, 50), true, 0), Ok(0));
+    }
+
+    #[test]
+    fn a_follow_up_is_decided_by_the_engine_under_the_caps_and_quiet_hours() {
+        let e = engine();
+        let f = FollowUp {
+            message: MessageIdx(0),
+            after: Duration::from_secs(24 * 3600),
+        };
+        let now = at("10:00");
+        let window = e.follow_up_window(&f, now).unwrap();
+        assert_eq!(
+            (window.start, window.end),
+            (
+                now.saturating_sub(Duration::from_secs(48 * 3600)),
+                now.saturating_sub(Duration::from_secs(24 * 3600))
+            )
+        );
+        assert_eq!(e.follow_up_window(&f, at("20:00")), None);
+        assert_eq!(
+            e.decide_follow_up(&f, "sms", Counts::default(), now),
+            Ok(FollowUpAction {
+                message: MessageIdx(0),
+                variant: Variant::Plain,
+                expires_at: now.saturating_add(Duration::from_secs(300)),
+            })
+        );
+        let capped = Counts {
+            messages_today: 2,
+            ..Counts::default()
+        };
+        assert_eq!(
+            e.decide_follow_up(&f, "sms", capped, now),
+            Err(Reason::CapDay)
+        );
     }
 
     fn ev(t: Timestamp, kind: EventKind) -> ZoneEvent {

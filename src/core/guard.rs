@@ -73,7 +73,7 @@ pub enum Verdict {
 }
 
 /// What the guard did, by verdict.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuardStats {
     /// Sightings let through to identity lookup.
     pub admitted: u64,

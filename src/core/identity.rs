@@ -17,6 +17,7 @@ use sha2::Sha256;
 use super::advert::Frame;
 use super::rotating::{Ephemeral, RotatingIndex};
 use super::types::{BdAddr, ChannelName, CustomerId, Purposes, Uuid128};
+pub use super::types::{CustomerKey, ParseError};
 
 /// A device identity a customer can be recognised by.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,22 +42,6 @@ pub enum Identity {
     },
     /// A device address: a BLE public address or a Wi-Fi MAC.
     Mac(BdAddr),
-}
-
-/// Why an identity string was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// The kind before the first `:` is not one nearcast knows.
-    #[error("unknown identity kind `{0}` (expected ibeacon, altbeacon, eddystone-uid or mac)")]
-    UnknownKind(String),
-    /// The kind is known but the fields after it are malformed.
-    #[error("malformed {kind} identity: expected `{expected}`")]
-    Malformed {
-        /// The identity kind.
-        kind: &'static str,
-        /// The form expected.
-        expected: &'static str,
-    },
 }
 
 fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -242,11 +227,6 @@ pub struct AppBeacons {
     /// Eddystone-UIDs with this namespace carry a token as their instance.
     pub eddystone_namespace: Option<[u8; 10]>,
 }
-
-/// A stable numeric key for a customer (the registry's row id), used on the
-/// hot path instead of the retailer's string id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CustomerKey(pub u32);
 
 /// What the decision stage needs to know about a customer.
 #[derive(Clone, Debug, PartialEq, Eq)]

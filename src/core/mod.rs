@@ -7,6 +7,7 @@
 pub mod advert;
 pub mod campaign;
 pub mod clock_guard;
+pub mod enrolment;
 pub mod guard;
 pub mod identity;
 pub mod message;

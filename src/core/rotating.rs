@@ -19,8 +19,8 @@ use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::identity::CustomerKey;
 use super::types::Timestamp;
+use super::types::{CustomerKey, ParseError};
 
 /// A customer's rotating-identity key.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -57,12 +57,12 @@ impl RotatingKey {
     /// `eddystone-eid:<identity key, 32 hex>:<rotation exponent K>:<Unix time of beacon time 0>`
     /// and `app:<token key, 64 hex>`. `None` when `s` is not a rotating kind.
     #[must_use]
-    pub fn parse(s: &str) -> Option<Result<RotatingKey, super::identity::ParseError>> {
+    pub fn parse(s: &str) -> Option<Result<RotatingKey, ParseError>> {
         let s = s.trim();
         let (kind, rest) = s.split_once(':')?;
         match kind.to_ascii_lowercase().as_str() {
             "eddystone-eid" => Some((|| {
-                let bad = super::identity::ParseError::Malformed {
+                let bad = ParseError::Malformed {
                     kind: "eddystone-eid",
                     expected: "eddystone-eid:<identity key, 32 hex>:<rotation exponent 0-15>:<Unix time of beacon time 0>",
                 };
@@ -86,7 +86,7 @@ impl RotatingKey {
                 let mut key = [0u8; 32];
                 hex::decode_to_slice(rest, &mut key)
                     .map(|()| RotatingKey::App { key })
-                    .map_err(|_| super::identity::ParseError::Malformed {
+                    .map_err(|_| ParseError::Malformed {
                         kind: "app",
                         expected: "app:<token key, 64 hex>",
                     })

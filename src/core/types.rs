@@ -90,6 +90,25 @@ impl fmt::Display for Timestamp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rssi(pub i16);
 
+impl Rssi {
+    /// The median of a few RSSI samples in dBm (sorting them in place):
+    /// one multipath spike or body-blocked dip in a handful does not move
+    /// it. The mean of the middle two for an even count; `None` for none.
+    #[must_use]
+    pub fn median(samples: &mut [i16]) -> Option<f64> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let mid = samples.len() / 2;
+        Some(if samples.len() % 2 == 1 {
+            f64::from(samples[mid])
+        } else {
+            (f64::from(samples[mid - 1]) + f64::from(samples[mid])) / 2.0
+        })
+    }
+}
+
 /// A 48-bit Bluetooth device address or Wi-Fi MAC, most significant byte first
 /// (the order in which it is written `AA:BB:CC:DD:EE:FF`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -431,9 +450,37 @@ string_id!(
     ChannelName
 );
 
+/// A stable numeric key for a customer (the registry's row id), used on the
+/// hot path instead of the retailer's string id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CustomerKey(pub u32);
+
+/// Why an identity string (customers file, API enrolment) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The kind before the first `:` is not one nearcast knows.
+    #[error("unknown identity kind `{0}` (expected ibeacon, altbeacon, eddystone-uid or mac)")]
+    UnknownKind(String),
+    /// The kind is known but the fields after it are malformed.
+    #[error("malformed {kind} identity: expected `{expected}`")]
+    Malformed {
+        /// The identity kind.
+        kind: &'static str,
+        /// The form expected.
+        expected: &'static str,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rssi_median_of_odd_even_and_no_samples() {
+        assert_eq!(Rssi::median(&mut [-70, -40, -72]), Some(-70.0));
+        assert_eq!(Rssi::median(&mut [-70, -60, -90, -65]), Some(-67.5));
+        assert_eq!(Rssi::median(&mut []), None);
+    }
 
     #[test]
     fn bdaddr_round_trips_and_rejects_junk() {

@@ -22,6 +22,7 @@
 //! did not opt in.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use btleplug::api::{Central, CentralEvent, CentralState, Manager as _, Peripheral as _};
@@ -32,8 +33,9 @@ use futures_util::stream::BoxStream;
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
+use super::Feed;
 use super::health::{Backoff, Health, State};
-use super::{Feed, Now};
+use crate::clock::Clock;
 use crate::core::types::{
     BdAddr, ManufacturerData, Observation, Rssi, ScannerIdx, ServiceData, Sighting, Timestamp,
     Uuid128,
@@ -305,7 +307,7 @@ fn look(conn: &dbus::blocking::Connection, adapter: &str) -> BusState {
 
 /// Runs the source until the pipeline goes away. Never returns an error:
 /// whatever happens to Bluetooth, it retries.
-pub async fn run(settings: BleSettings, now: Now, feed: Feed) {
+pub async fn run(settings: BleSettings, clock: Arc<dyn Clock>, feed: Feed) {
     let health = feed.health.clone();
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
     let mut bus = spawn_bus_watch(settings.adapter.clone(), settings.probe_every);
@@ -327,7 +329,7 @@ pub async fn run(settings: BleSettings, now: Now, feed: Feed) {
                     &adapter,
                     events,
                     &mut bus,
-                    &now,
+                    &*clock,
                     &feed,
                     &mut backoff,
                 )
@@ -420,7 +422,7 @@ async fn scan(
     adapter: &Adapter,
     mut events: BoxStream<'static, CentralEvent>,
     bus: &mut mpsc::Receiver<BusState>,
-    now: &Now,
+    clock: &dyn Clock,
     feed: &Feed,
     backoff: &mut Backoff,
 ) -> Option<&'static str> {
@@ -468,7 +470,7 @@ async fn scan(
                     cached.device.apply(c);
                 }
                 cached.heard = t;
-                if let Some(s) = cached.device.sighting((now)(), settings.scanner) {
+                if let Some(s) = cached.device.sighting(clock.now(), settings.scanner) {
                     // A device BlueZ already knew (announced when the scan
                     // starts) is picked up, but only a property change is an
                     // advertisement heard now: that alone feeds the silence

@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A live source's state, as shown by `nearcast stats`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Not yet connected.
@@ -21,6 +21,16 @@ pub enum State {
     Running,
     /// Lost its radio or backend; retrying with backoff.
     Recovering,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Recovering => "recovering",
+        })
+    }
 }
 
 /// Counters of one live source. Cheap to update from its task, read by the
@@ -44,15 +54,16 @@ pub struct Health {
     pub failed_attempts: AtomicU64,
 }
 
-/// A copy of [`Health`] for printing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A copy of [`Health`] for printing, and as the daemon's status file
+/// carries it to `nearcast stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthSnapshot {
     /// Source name.
     pub name: String,
     /// State now.
     pub state: State,
     /// Why it last went down (`adapter powered off`, `bluez restarted`, …).
-    pub last_outage: Option<&'static str>,
+    pub last_outage: Option<String>,
     /// Raw events received.
     pub events: u64,
     /// Observations delivered.
@@ -130,7 +141,7 @@ impl Health {
         HealthSnapshot {
             name: self.name.clone(),
             state,
-            last_outage,
+            last_outage: last_outage.map(str::to_owned),
             events: get(&self.events),
             delivered: get(&self.delivered),
             queue_full: get(&self.queue_full),
@@ -213,7 +224,7 @@ mod tests {
         assert!(h.running());
         let s = h.snapshot();
         assert_eq!(
-            (s.state, s.last_outage, s.outages, s.recoveries),
+            (s.state, s.last_outage.as_deref(), s.outages, s.recoveries),
             (State::Running, Some("adapter powered off"), 1, 1)
         );
     }

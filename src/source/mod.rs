@@ -14,15 +14,54 @@ pub mod replay;
 pub mod sim;
 pub mod wifi;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::core::types::{Observation, ScannerIdx, Timestamp};
+use crate::core::types::{Observation, ScannerIdx};
+use ble::BleSettings;
 use health::Health;
+use wifi::WifiSettings;
 
-/// Where a live source reads the time (the daemon's clock).
-pub type Now = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+/// A configured source of observations (`[[source]]` in `nearcast.toml`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceSettings {
+    /// The built-in store simulator.
+    Sim(SimSettings),
+    /// A recording, replayed in real time.
+    Replay {
+        /// The JSON Lines file.
+        file: PathBuf,
+    },
+    /// A BlueZ adapter (`kind = "ble"`).
+    Ble(BleSettings),
+    /// Wi-Fi presence (`kind = "wifi"`).
+    Wifi(WifiSettings),
+}
+
+impl SourceSettings {
+    /// True for sources that listen to the store (BLE, Wi-Fi), as opposed
+    /// to the simulator and recordings.
+    #[must_use]
+    pub fn is_live(&self) -> bool {
+        matches!(self, SourceSettings::Ble(_) | SourceSettings::Wifi(_))
+    }
+}
+
+/// The simulator as a source (`kind = "sim"`): how busy the store is and
+/// whose phones it simulates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimSettings {
+    /// Shoppers per hour.
+    pub shoppers_per_hour: u32,
+    /// Random seed.
+    pub seed: u64,
+    /// Share of shoppers who are enrolled customers.
+    pub opted_in_share: f64,
+    /// Enrolled customers' identities in clear (the demo's customers CSV).
+    pub customers: PathBuf,
+}
 
 /// A live source's way to the pipeline: a bounded queue, and the source's
 /// [`Health`] counting what was delivered or dropped.

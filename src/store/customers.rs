@@ -1,5 +1,6 @@
-//! Customers and consent: CSV import (all or nothing), listing, opt-out,
-//! erasure, and the registry snapshot the identity stage works from.
+//! Customers and consent: CSV import (all or nothing; each row checked by
+//! `core::enrolment`, like an API enrolment), listing, opt-out, erasure,
+//! and the registry snapshot the identity stage works from.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Error, Result, Store};
-use crate::core::identity::{CustomerInfo, CustomerKey, Directory, Hasher, IdHash, Identity};
+use crate::core::enrolment::{Enrolled, Enrolment};
+use crate::core::identity::{CustomerInfo, CustomerKey, Directory, Hasher, IdHash};
 use crate::core::rotating::RotatingKey;
 use crate::core::types::{ChannelName, Purpose, Purposes, Timestamp};
 
@@ -82,22 +84,6 @@ pub struct CustomerRecord {
     pub messages: i64,
 }
 
-struct Row {
-    line: u64,
-    id: String,
-    first_name: String,
-    phone: Option<String>,
-    channels: String,
-    segments: String,
-    consent_at: Timestamp,
-    consent_source: String,
-    identities: Vec<(IdHash, &'static str)>,
-    rotating: Vec<RotatingKey>,
-    purposes: Purposes,
-    consent_text: String,
-    confirmed_at: Option<Timestamp>,
-}
-
 /// Optional columns after the required ones, by position in the file.
 #[derive(Clone, Copy, Debug, Default)]
 struct Extras {
@@ -109,163 +95,25 @@ struct Extras {
 /// Optional columns a customers file may add after the required eight.
 pub const OPTIONAL: [&str; 3] = ["purposes", "consent_text", "confirmed_at"];
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-/// E.164: `+`, then 8 to 15 digits, no leading zero.
-fn valid_phone(s: &str) -> bool {
-    let Some(digits) = s.strip_prefix('+') else {
-        return false;
-    };
-    (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
-}
-
-fn parse_row(
-    line: u64,
-    rec: &csv::StringRecord,
-    extras: Extras,
-    hasher: &Hasher,
-) -> std::result::Result<Row, String> {
-    let field = |i: usize| rec.get(i).unwrap_or("").trim();
-    let id = field(0);
-    if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
-        return Err("`id` must be 1 to 64 printable characters".into());
+/// A customers-file row as the enrolment it describes (each list field is
+/// one element; the enrolment's checks split it).
+fn enrolment(rec: &csv::StringRecord, extras: Extras) -> Enrolment {
+    let field = |i: usize| rec.get(i).unwrap_or("").to_owned();
+    let list = |i: usize| vec![field(i)];
+    let optional = |i: Option<usize>| i.map(field);
+    Enrolment {
+        id: field(0),
+        first_name: field(1),
+        phone: Some(field(2)),
+        channels: list(3),
+        consent_at: field(4),
+        consent_source: field(5),
+        identities: list(6),
+        segments: list(7),
+        purposes: extras.purposes.map(list).unwrap_or_default(),
+        consent_text: optional(extras.consent_text),
+        confirmed_at: extras.confirmed_at.map(|i| Some(field(i))),
     }
-    let first_name = field(1);
-    if first_name.chars().count() > 64 || first_name.chars().any(char::is_control) {
-        return Err("`first_name` must be at most 64 printable characters".into());
-    }
-    let phone = match field(2) {
-        "" => None,
-        p => {
-            let p: String = p
-                .chars()
-                .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
-                .collect();
-            if !valid_phone(&p) {
-                return Err("`phone` must be in international form, e.g. +4915112345678".into());
-            }
-            Some(p)
-        }
-    };
-    let channels: Vec<&str> = field(3)
-        .split('|')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    if let Some(bad) = channels.iter().find(|c| !valid_name(c)) {
-        return Err(format!(
-            "channel {bad:?} must be lowercase letters, digits, `-` or `_` (separate channels with |)"
-        ));
-    }
-    if !channels.is_empty() && phone.is_none() {
-        return Err("`phone` is needed to reach the customer on their channels".into());
-    }
-    let consent_at = match field(4) {
-        "" => {
-            return Err(
-                "`consent_at` is empty: only customers who opted in can be enrolled".into(),
-            );
-        }
-        t => t
-            .parse::<jiff::Timestamp>()
-            .map(|ts| Timestamp(ts.as_millisecond()))
-            .map_err(|_| {
-                "`consent_at` must be an RFC 3339 time, e.g. 2026-03-01T10:00:00Z".to_owned()
-            })?,
-    };
-    let consent_source = field(5);
-    if consent_source.is_empty() {
-        return Err("`consent_source` is empty: say where consent was captured (app, captive-portal, kiosk, …)".into());
-    }
-    let mut identities = Vec::new();
-    let mut rotating = Vec::new();
-    for (i, text) in field(6)
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .enumerate()
-    {
-        if let Some(key) = RotatingKey::parse(text) {
-            rotating.push(key.map_err(|e| format!("identity {}: {e}", i + 1))?);
-            continue;
-        }
-        let identity = Identity::parse(text).map_err(|e| format!("identity {}: {e}", i + 1))?;
-        identities.push((hasher.hash(&identity), identity.kind()));
-    }
-    if identities.is_empty() && rotating.is_empty() {
-        return Err(
-            "`identities` is empty: give at least one, e.g. ibeacon:<uuid>:<major>:<minor>".into(),
-        );
-    }
-    let segments: Vec<&str> = field(7)
-        .split([';', '|'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if let Some(bad) = segments.iter().find(|s| !valid_name(s)) {
-        return Err(format!(
-            "segment {bad:?} must be lowercase letters, digits, `-` or `_`"
-        ));
-    }
-    let optional = |i: Option<usize>| i.map_or("", |i| field(i));
-    let purposes = match optional(extras.purposes) {
-        "" => Purposes::ALL,
-        list => {
-            let mut set = Purposes::default();
-            for p in list
-                .split([';', '|'])
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-            {
-                set = set.with(Purpose::parse(p).ok_or_else(|| {
-                    format!("purpose {p:?} is not one of welcome, loyalty, offers")
-                })?);
-            }
-            set
-        }
-    };
-    let consent_text =
-        match optional(extras.consent_text) {
-            "" => "v1".to_owned(),
-            t if t.len() <= 64 && !t.chars().any(char::is_control) => t.to_owned(),
-            _ => return Err(
-                "`consent_text` is the version of the consent text shown, at most 64 characters"
-                    .into(),
-            ),
-        };
-    // Without the column, the retailer's system is taken to have confirmed
-    // the consent it exports; an empty value means not (yet) confirmed.
-    let confirmed_at = match (extras.confirmed_at, optional(extras.confirmed_at)) {
-        (None, _) => Some(consent_at),
-        (Some(_), "") => None,
-        (Some(_), t) => Some(
-            t.parse::<jiff::Timestamp>()
-                .map(|ts| Timestamp(ts.as_millisecond()))
-                .map_err(|_| "`confirmed_at` must be an RFC 3339 time or empty".to_owned())?,
-        ),
-    };
-    Ok(Row {
-        line,
-        rotating,
-        purposes,
-        consent_text,
-        confirmed_at,
-        id: id.to_owned(),
-        first_name: first_name.to_owned(),
-        phone,
-        channels: channels.join("|"),
-        segments: segments.join(";"),
-        consent_at,
-        consent_source: consent_source.to_owned(),
-        identities,
-    })
 }
 
 fn rotating_bytes(k: &RotatingKey) -> Vec<u8> {
@@ -290,70 +138,9 @@ fn split(s: &str, sep: char) -> Vec<String> {
         .collect()
 }
 
-/// One customer enrolled through the local API: the fields of a customers
-/// file row, validated and hashed by the same code as `customers import`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Enrolment {
-    /// Retailer's id.
-    pub id: String,
-    /// First name.
-    pub first_name: String,
-    /// Phone, international form.
-    pub phone: Option<String>,
-    /// Channels in preference order.
-    pub channels: Vec<String>,
-    /// When consent was given (RFC 3339).
-    pub consent_at: String,
-    /// Where consent was captured.
-    pub consent_source: String,
-    /// Identities as in the file (`ibeacon:…`, `mac:…`, `app:…`).
-    pub identities: Vec<String>,
-    /// Segments.
-    pub segments: Vec<String>,
-    /// Purposes consented to; all three when empty.
-    pub purposes: Vec<String>,
-    /// Version of the consent text shown.
-    pub consent_text: Option<String>,
-    /// Double opt-in: `None` = confirmed by the retailer's system (like a
-    /// file without the column); `Some(None)` = pending; `Some(Some(t))` =
-    /// confirmed at `t` (RFC 3339).
-    pub confirmed_at: Option<Option<String>>,
-}
-
-impl Enrolment {
-    /// The enrolment as a one-row customers file, so it goes through
-    /// exactly the import's checks and hashing.
-    fn to_csv(&self) -> std::result::Result<Vec<u8>, csv::Error> {
-        let mut header: Vec<&str> = HEADER.to_vec();
-        header.extend(["purposes", "consent_text"]);
-        if self.confirmed_at.is_some() {
-            header.push("confirmed_at");
-        }
-        let mut row = vec![
-            self.id.clone(),
-            self.first_name.clone(),
-            self.phone.clone().unwrap_or_default(),
-            self.channels.join("|"),
-            self.consent_at.clone(),
-            self.consent_source.clone(),
-            self.identities.join(";"),
-            self.segments.join(";"),
-            self.purposes.join(";"),
-            self.consent_text.clone().unwrap_or_default(),
-        ];
-        if let Some(c) = &self.confirmed_at {
-            row.push(c.clone().unwrap_or_default());
-        }
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(&header)?;
-        w.write_record(&row)?;
-        w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
-    }
-}
-
 impl Store {
     /// Adds or updates one customer (the local API's `POST /v1/customers`)
-    /// with the same validation and hashing as [`Store::import_customers`].
+    /// with the same checks and hashing as [`Store::import_customers`].
     ///
     /// # Errors
     /// [`Error::Import`] with what is wrong (line 2 is the customer), or
@@ -364,13 +151,10 @@ impl Store {
         hasher: &Hasher,
         now: Timestamp,
     ) -> Result<ImportReport> {
-        let csv = e.to_csv().map_err(|err| {
-            Error::Import(vec![RowError {
-                line: 2,
-                message: format!("cannot encode: {err}"),
-            }])
-        })?;
-        self.import_customers(&csv[..], hasher, now)
+        match e.check(hasher) {
+            Ok(c) => self.store_customers(vec![(2, c)], Vec::new(), now),
+            Err(message) => Err(Error::Import(vec![RowError { line: 2, message }])),
+        }
     }
 
     /// Imports a customers CSV. Every row is checked first; if any is bad,
@@ -448,7 +232,7 @@ impl Store {
                 });
                 continue;
             }
-            match parse_row(line, &rec, extras, hasher) {
+            match enrolment(&rec, extras).check(hasher) {
                 Err(message) => errors.push(RowError { line, message }),
                 Ok(row) => {
                     if !ids.insert(row.id.clone()) {
@@ -470,10 +254,23 @@ impl Store {
                             });
                         }
                     }
-                    rows.push(row);
+                    rows.push((line, row));
                 }
             }
         }
+        self.store_customers(rows, errors, now)
+    }
+
+    /// Writes checked customers, all or nothing, after refusing identities
+    /// and keys already enrolled for someone else; `errors` are the rows
+    /// refused so far (then nothing is written).
+    fn store_customers(
+        &mut self,
+        rows: Vec<(u64, Enrolled)>,
+        mut errors: Vec<RowError>,
+        now: Timestamp,
+    ) -> Result<ImportReport> {
+        let ids: HashSet<String> = rows.iter().map(|(_, r)| r.id.clone()).collect();
         // Identities already enrolled for someone not in this file.
         {
             let mut st = self.conn.prepare_cached(
@@ -481,7 +278,7 @@ impl Store {
             )?;
             let mut keys = rotating_key_owner(&self.conn)?;
             let mut seen_keys: HashMap<Vec<u8>, String> = HashMap::new();
-            for row in &rows {
+            for (line, row) in &rows {
                 for k in &row.rotating {
                     let bytes = rotating_bytes(k);
                     let other = match seen_keys.insert(bytes.clone(), row.id.clone()) {
@@ -493,7 +290,7 @@ impl Store {
                     };
                     if let Some(other) = other {
                         errors.push(RowError {
-                            line: row.line,
+                            line: *line,
                             message: format!(
                                 "a {} key already belongs to customer {other:?}",
                                 k.kind()
@@ -506,7 +303,7 @@ impl Store {
                         st.query_row([&h.0[..]], |r| r.get(0)).optional()?;
                     if let Some(other) = other.filter(|o| *o != row.id && !ids.contains(o)) {
                         errors.push(RowError {
-                            line: row.line,
+                            line: *line,
                             message: format!(
                                 "a {kind} identity already belongs to customer {other:?}"
                             ),
@@ -552,7 +349,7 @@ impl Store {
                 "INSERT INTO consents (customer, channel, purpose, given_at, source, text_version, confirmed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for r in &rows {
+            for (_, r) in &rows {
                 let existing: Option<(i64, Option<i64>)> = find
                     .query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?)))
                     .optional()?;
@@ -561,8 +358,8 @@ impl Store {
                         key,
                         r.first_name,
                         r.phone,
-                        r.channels,
-                        r.segments,
+                        r.channels.join("|"),
+                        r.segments.join(";"),
                         r.consent_at.0,
                         r.consent_source,
                         now.0
@@ -577,8 +374,8 @@ impl Store {
                         r.id,
                         r.first_name,
                         r.phone,
-                        r.channels,
-                        r.segments,
+                        r.channels.join("|"),
+                        r.segments.join(";"),
                         r.consent_at.0,
                         r.consent_source,
                         now.0
@@ -614,7 +411,7 @@ impl Store {
                         ])?;
                         report.identities += 1;
                     }
-                    for channel in r.channels.split('|').filter(|c| !c.is_empty()) {
+                    for channel in &r.channels {
                         for p in Purpose::ALL.into_iter().filter(|p| r.purposes.contains(*p)) {
                             add_consent.execute(params![
                                 key,
@@ -1030,6 +827,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::identity::Identity;
 
     const HEAD: &str =
         "id,first_name,phone,channels,consent_at,consent_source,identities,segments\n";

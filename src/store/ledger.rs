@@ -3,10 +3,12 @@
 //! conditionally, caps re-checked, points and the outbox row written, so two
 //! deciders on one database can never both send.
 
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{Error, Store};
-use crate::core::campaign::{Committed, Decision, Engine, History, Ledger, Local, Outcome, Reason};
+use crate::core::campaign::{
+    Committed, Counts, Decision, Engine, History, Ledger, Local, Outcome, Reason,
+};
 use crate::core::identity::CustomerInfo;
 use crate::core::presence::{EventKind, ZoneEvent};
 use crate::core::types::millis;
@@ -36,27 +38,16 @@ impl Ledger for Store {
                 ))
             })?
             .collect::<Result<_, _>>()?;
-        let (today, week): (i64, i64) = c
-            .prepare_cached(
-                "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
-            )?
-            .query_row(params![key, local.day_start.0, local.week_start.0.min(local.day_start.0)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let (points_today, balance): (i64, i64) = c
-            .prepare_cached(
-                "SELECT coalesce(sum(CASE WHEN at >= ?2 AND points > 0 THEN points END), 0), coalesce(sum(points), 0)
-                 FROM ledger WHERE customer = ?1",
-            )?
-            .query_row(params![key, local.day_start.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let clamp = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+        let counts = counts(c, key, local)?;
         Ok(History {
             visits: clamp(visits),
             last_arrival: last.first().copied().map(crate::core::types::Timestamp),
             previous_arrival: last.get(1).copied().map(crate::core::types::Timestamp),
             last_fired,
-            messages_today: clamp(today),
-            messages_week: clamp(week),
-            points_today: clamp(points_today),
-            balance,
+            messages_today: counts.messages_today,
+            messages_week: counts.messages_week,
+            points_today: counts.points_today,
+            balance: balance_of(c, key)?,
         })
     }
 
@@ -109,6 +100,35 @@ impl Ledger for Store {
     }
 }
 
+fn clamp(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+/// What the caps count for customer `key` at `local` (messages queued
+/// since the local day's and week's start, points awarded today): the facts
+/// the engine's caps are decided from, before a decision and again inside
+/// the transaction that commits it.
+pub(super) fn counts(c: &Connection, key: i64, local: &Local) -> Result<Counts, Error> {
+    let (today, week): (i64, i64) = c
+        .prepare_cached(
+            "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
+        )?
+        .query_row(
+            params![key, local.day_start.0, local.week_start.0.min(local.day_start.0)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+    let points_today: i64 = c
+        .prepare_cached(
+            "SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1 AND at >= ?2 AND points > 0",
+        )?
+        .query_row(params![key, local.day_start.0], |r| r.get(0))?;
+    Ok(Counts {
+        messages_today: clamp(today),
+        messages_week: clamp(week),
+        points_today: clamp(points_today),
+    })
+}
+
 /// Whether the customer is still on file and has not opted out.
 pub(super) fn opted_in(tx: &Transaction<'_>, key: i64) -> Result<bool, Error> {
     let consented: Option<bool> = tx
@@ -132,14 +152,15 @@ pub(super) fn opted_out(mut d: Decision) -> Committed {
 }
 
 /// The customer's points balance.
-pub(super) fn balance_of(tx: &Transaction<'_>, key: i64) -> Result<i64, Error> {
-    Ok(tx
-        .prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1")?
-        .query_row([key], |r| r.get(0))?)
+pub(super) fn balance_of(c: &Connection, key: i64) -> Result<i64, Error> {
+    Ok(
+        c.prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1")?
+            .query_row([key], |r| r.get(0))?,
+    )
 }
 
-/// Commits one decision inside `tx`: caps re-checked, the cooldown claimed
-/// conditionally, points and the outbox row written, and the decision
+/// Commits one decision inside `tx`: the engine's caps re-decided from the
+/// counts as they are now, the cooldown claimed conditionally, points and the outbox row written, and the decision
 /// recorded with `event` and `zone` (`(kind, zone)`, or `("broadcast", "-")`).
 /// Presence events and broadcasts both go through here.
 pub(super) fn commit_decision(
@@ -152,43 +173,16 @@ pub(super) fn commit_decision(
     balance: &mut i64,
 ) -> Result<Committed, Error> {
     let key = i64::from(customer.key.0);
-    let rules = &engine.rules;
     let campaign = engine.campaign(d.campaign);
     let mut outbox_id = None;
     if let Outcome::Act(a) = &mut d.outcome {
         let suppressed = (|| -> Result<Option<Reason>, Error> {
-            if a.message.is_some() {
-                let (today, week): (i64, i64) = tx
-                        .prepare_cached(
-                            "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
-                        )?
-                        .query_row(params![key, local.day_start.0, local.week_start.0.min(local.day_start.0)], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
-                        })?;
-                if rules
-                    .max_messages_per_day
-                    .is_some_and(|m| today >= i64::from(m))
-                {
-                    return Ok(Some(Reason::CapDay));
-                }
-                if rules
-                    .max_messages_per_week
-                    .is_some_and(|m| week >= i64::from(m))
-                {
-                    return Ok(Some(Reason::CapWeek));
-                }
-            }
-            if let Some(max) = rules.max_points_per_day
-                && a.points > 0
+            match engine
+                .rules
+                .caps(counts(tx, key, local)?, a.message.is_some(), a.points)
             {
-                let today: i64 = tx
-                        .prepare_cached("SELECT coalesce(sum(points), 0) FROM ledger WHERE customer = ?1 AND at >= ?2 AND points > 0")?
-                        .query_row(params![key, local.day_start.0], |r| r.get(0))?;
-                let left = u32::try_from((i64::from(max) - today).max(0)).unwrap_or(0);
-                a.points = a.points.min(left);
-                if a.points == 0 {
-                    return Ok(Some(Reason::PointsCap));
-                }
+                Ok(points) => a.points = points,
+                Err(reason) => return Ok(Some(reason)),
             }
             // The claim: succeeds only if no decision took this
             // campaign's cooldown for this customer meanwhile.

@@ -21,9 +21,9 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use broadcast::BROADCAST_EVENT;
-pub use customers::{CustomerRecord, Enrolment, ImportReport, RowError};
+pub use customers::{CustomerRecord, ImportReport, RowError};
 pub use inbound::{Conversion, ConversionOutcome, DeliveryStatus, PhoneMatch, StatusOutcome};
-pub use outbox::{Claim, DueFallback, OutboxItem, OutboxRow, OutboxState, SendResult};
+pub use outbox::{Claim, DueFallback, FollowUpResult, OutboxItem, OutboxRow, OutboxState};
 pub use retention::Purged;
 pub use secret::load_or_create_secret;
 

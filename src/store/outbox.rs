@@ -1,8 +1,14 @@
 //! The outbox: durable queue of messages with leases, attempts, TTL
 //! expiry and the result of each send.
 //!
-//! A worker claims due rows with `UPDATE … RETURNING` and a lease; if it
-//! dies mid-send, the lease runs out and the row is claimed again.
+//! A worker claims a channel's due rows in one immediate transaction: it
+//! selects them oldest decision first along the `outbox_channel` index,
+//! sets each to `sending` under a lease and counts the attempt, then reads
+//! it back typed (channel, variant, purpose parsed once, here; a row this
+//! build cannot read fails, saying why). If the worker dies mid-send, the
+//! lease runs out and the row is claimed again, marked interrupted. Which
+//! rows to queue, chain or follow up is the campaign engine's decision;
+//! this module only stores it atomically.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,7 +16,9 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Result, Store};
-use crate::core::types::Timestamp;
+use crate::core::campaign::{Engine, FollowUp, Local, Reason};
+use crate::core::message::Variant;
+use crate::core::types::{ChannelName, Purpose, Timestamp};
 
 /// Where a message is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,19 +96,19 @@ pub struct OutboxItem {
     /// Customer's phone, if any.
     pub phone: Option<String>,
     /// Customer's channels in preference order.
-    pub channels: Vec<String>,
-    /// The purpose the message serves (`welcome`, `loyalty`, `offers`).
-    pub purpose: String,
+    pub channels: Vec<ChannelName>,
+    /// The purpose the message serves.
+    pub purpose: Purpose,
     /// Channels with a usable consent for that purpose, now.
-    pub consented: Vec<String>,
+    pub consented: Vec<ChannelName>,
     /// Campaign id.
     pub campaign: String,
     /// Message id.
     pub message: String,
-    /// Channel name.
-    pub channel: String,
-    /// Variant name.
-    pub variant: String,
+    /// The channel it goes out on.
+    pub channel: ChannelName,
+    /// The variant that channel gets.
+    pub variant: Variant,
     /// Points awarded with it.
     pub points: u32,
     /// Balance after the award.
@@ -116,19 +124,44 @@ pub struct OutboxItem {
     pub interrupted: bool,
 }
 
-fn split(s: &str) -> Vec<String> {
+fn split(s: &str) -> Vec<ChannelName> {
     s.split('|')
         .filter(|c| !c.is_empty())
-        .map(str::to_owned)
+        .map(ChannelName::from)
         .collect()
 }
 
-/// Row `id` as the worker needs it.
+/// A typed column's text parsed once, here: an unknown value is named as
+/// the row's fault, never guessed at.
+fn typed<T>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    what: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<std::result::Result<T, String>> {
+    let text: String = r.get(idx)?;
+    Ok(parse(&text).ok_or_else(|| format!("unknown {what} {text:?}")))
+}
+
+/// The same, for a listing: an unknown value fails the read.
+fn column<T>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    what: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    typed(r, idx, what, parse)?.map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+/// Row `id` as the worker needs it; `Some(Err(why))` when a column holds
+/// a value this build does not know (a newer version wrote it).
 fn load_item(
     conn: &rusqlite::Connection,
     id: i64,
     interrupted: bool,
-) -> Result<Option<OutboxItem>> {
+) -> Result<Option<std::result::Result<OutboxItem, String>>> {
     let mut st = conn.prepare_cached(
         "SELECT o.id, o.key, c.id, c.first_name, c.phone, o.campaign, o.message, o.channel, o.variant,
                 o.points, o.balance, o.created_at, o.expires_at, o.attempts, c.channels, o.purpose,
@@ -139,26 +172,32 @@ fn load_item(
     )?;
     Ok(st
         .query_row([id], |r| {
-            Ok(OutboxItem {
+            let variant = typed(r, 8, "variant", Variant::parse)?;
+            let purpose = typed(r, 15, "purpose", Purpose::parse)?;
+            let (variant, purpose) = match (variant, purpose) {
+                (Ok(v), Ok(p)) => (v, p),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            };
+            Ok(Ok(OutboxItem {
                 id: r.get(0)?,
                 key: r.get(1)?,
                 customer: r.get(2)?,
                 first_name: r.get(3)?,
                 phone: r.get(4)?,
                 channels: split(&r.get::<_, String>(14)?),
-                purpose: r.get(15)?,
+                purpose,
                 consented: split(&r.get::<_, Option<String>>(16)?.unwrap_or_default()),
                 campaign: r.get(5)?,
                 message: r.get(6)?,
-                channel: r.get(7)?,
-                variant: r.get(8)?,
+                channel: ChannelName::from(r.get::<_, String>(7)?.as_str()),
+                variant,
                 points: r.get(9)?,
                 balance: r.get(10)?,
                 created_at: Timestamp(r.get(11)?),
                 expires_at: Timestamp(r.get(12)?),
                 attempts: r.get(13)?,
                 interrupted,
-            })
+            }))
         })
         .optional()?)
 }
@@ -173,7 +212,7 @@ pub struct DueFallback {
     /// It did not reach what its campaign's fallback asked for in time.
     pub unmet: bool,
     /// Where its campaign's fallback goes.
-    pub channel: Option<String>,
+    pub channel: Option<ChannelName>,
 }
 
 /// A row for `outbox list`.
@@ -186,11 +225,11 @@ pub struct OutboxRow {
     /// Campaign.
     pub campaign: String,
     /// Channel.
-    pub channel: String,
+    pub channel: ChannelName,
     /// Variant.
-    pub variant: String,
+    pub variant: Variant,
     /// State.
-    pub state: String,
+    pub state: OutboxState,
     /// Decided at.
     pub created_at: Timestamp,
     /// Sent at.
@@ -204,39 +243,15 @@ pub struct OutboxRow {
     pub ambiguous: bool,
 }
 
-/// The outcome of one send attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SendResult {
-    /// Accepted.
-    Sent {
-        /// The provider's message id.
-        provider_id: Option<String>,
-    },
-    /// Try again later.
-    Retry {
-        /// Not before this long.
-        after: Duration,
-        /// What happened.
-        error: String,
-    },
-    /// Not reachable on this channel (not a WhatsApp user, outside the
-    /// chat window, unsubscribed from this channel only): try the
-    /// customer's next channel.
-    Fallback {
-        /// What happened.
-        error: String,
-    },
-    /// Do not try again (the recipient unsubscribed, the number is invalid).
-    Failed {
-        /// What happened.
-        error: String,
-    },
-    /// The channel itself is misconfigured (bad credentials, unknown sender):
-    /// stop sending on it and alert; the message waits.
-    Misconfigured {
-        /// What happened.
-        error: String,
-    },
+/// What [`Store::commit_follow_up`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowUpResult {
+    /// Queued as this row.
+    Queued(i64),
+    /// Suppressed, and recorded so.
+    Suppressed(Reason),
+    /// The row had been followed up already.
+    Done,
 }
 
 /// What one claim did.
@@ -363,34 +378,41 @@ impl Store {
             )?;
             for (id, interrupted) in due {
                 claim.execute(params![id, now.saturating_add(lease).0])?;
-                items.extend(load_item(&tx, id, interrupted)?);
+                match load_item(&tx, id, interrupted)? {
+                    Some(Ok(item)) => items.push(item),
+                    // Nothing can be sent from a row this build cannot
+                    // read; it fails, saying why, rather than being sent
+                    // as something else.
+                    Some(Err(why)) => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'failed', lease_until = NULL, error = ?2 WHERE id = ?1",
+                        )?
+                        .execute(params![id, format!("unreadable row: {why}")])?;
+                    }
+                    None => {}
+                }
             }
         }
         tx.commit()?;
         Ok(items)
     }
 
-    /// Records the outcome of sending row `id` as the adapter classified
-    /// it; a retry waits the adapter's minimum (see [`Store::retry_at`] for
-    /// the worker's backoff).
+    /// Records that the provider accepted row `id` at `now`, under its
+    /// message id if it gave one.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn record_send(&mut self, id: i64, now: Timestamp, result: &SendResult) -> Result<()> {
-        match result {
-            SendResult::Sent { provider_id } => self.conn.prepare_cached(
+    pub fn record_sent(
+        &mut self,
+        id: i64,
+        now: Timestamp,
+        provider_id: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
                 "UPDATE outbox SET state = 'sent', sent_at = ?2, provider_id = ?3, lease_until = NULL, error = NULL WHERE id = ?1",
-            )?.execute(params![id, now.0, provider_id])?,
-            SendResult::Retry { after, error } => {
-                return self.retry_at(id, now.saturating_add(*after), error, true);
-            }
-            SendResult::Failed { error } | SendResult::Fallback { error } => self.conn.prepare_cached(
-                "UPDATE outbox SET state = 'failed', lease_until = NULL, error = ?2 WHERE id = ?1",
-            )?.execute(params![id, error])?,
-            SendResult::Misconfigured { error } => {
-                return self.retry_at(id, now.saturating_add(Duration::from_secs(300)), error, false);
-            }
-        };
+            )?
+            .execute(params![id, now.0, provider_id])?;
         Ok(())
     }
 
@@ -472,12 +494,12 @@ impl Store {
             .collect::<std::result::Result<_, _>>()?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, failed, unmet, channel) in rows {
-            if let Some(item) = load_item(&self.conn, id, false)? {
+            if let Some(Ok(item)) = load_item(&self.conn, id, false)? {
                 out.push(DueFallback {
                     item,
                     failed,
                     unmet,
-                    channel,
+                    channel: channel.as_deref().map(ChannelName::from),
                 });
             }
         }
@@ -496,8 +518,8 @@ impl Store {
         &mut self,
         parent: i64,
         now: Timestamp,
-        channel: &str,
-        variant: &str,
+        channel: &ChannelName,
+        variant: Variant,
         relation: &str,
         expires_at: Timestamp,
     ) -> Result<Option<i64>> {
@@ -512,7 +534,14 @@ impl Store {
                         ?2, ?2, ?6, 'queued', purpose, id, ?5
                  FROM outbox WHERE id = ?1",
             )?
-            .execute(params![parent, now.0, channel, variant, relation, expires_at.0])?;
+            .execute(params![
+                parent,
+                now.0,
+                channel.as_str(),
+                variant.name(),
+                relation,
+                expires_at.0
+            ])?;
         let id = (n == 1).then(|| tx.last_insert_rowid());
         tx.prepare_cached("UPDATE outbox SET fallback_at = NULL WHERE id = ?1")?
             .execute([parent])?;
@@ -522,8 +551,8 @@ impl Store {
 
     /// Messages of `campaign` read in `read` (a window of read times) with
     /// no purchase by the customer since they were sent, no follow-up
-    /// decided for them yet, from customers who have not opted out:
-    /// `(row id, channel)`, oldest first.
+    /// decided for them yet, from customers who have not opted out: their
+    /// row ids, oldest first.
     ///
     /// # Errors
     /// SQLite errors.
@@ -531,11 +560,11 @@ impl Store {
         &self,
         campaign: &str,
         read: std::ops::Range<Timestamp>,
-    ) -> Result<Vec<(i64, String)>> {
+    ) -> Result<Vec<i64>> {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT o.id, o.channel FROM outbox o JOIN customers c ON c.key = o.customer
+                "SELECT o.id FROM outbox o JOIN customers c ON c.key = o.customer
                  WHERE o.campaign = ?1 AND o.relation IS NULL AND o.read_at >= ?2 AND o.read_at < ?3
                    AND c.opted_out_at IS NULL
                    AND NOT EXISTS (SELECT 1 FROM conversions v WHERE v.customer = o.customer AND v.at >= o.sent_at)
@@ -543,60 +572,61 @@ impl Store {
                                    AND d.event = 'follow_up' AND d.at >= o.read_at)
                  ORDER BY o.read_at, o.id",
             )?
-            .query_map(params![campaign, read.start.0, read.end.0], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![campaign, read.start.0, read.end.0], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
         Ok(rows)
     }
 
-    /// Decides the follow-up of row `parent`: `message` in `variant` on
-    /// the parent's channel, unless the customer's daily or weekly cap
-    /// (`caps`, counted from `day_start`/`week_start`) is reached. Either
-    /// way the decision is recorded (event `follow_up`), so it is decided
-    /// once. Returns the new row's id, or `None` when capped.
+    /// Commits follow-up `f` of row `parent` as the engine decides it
+    /// from the customer's counts read inside this transaction: queued as a
+    /// new row on the parent's channel, or suppressed by a cap. Either way
+    /// the decision is recorded (event `follow_up`), so it is decided once.
     ///
     /// # Errors
     /// SQLite errors.
-    #[allow(clippy::too_many_arguments)]
-    pub fn decide_follow_up(
+    pub fn commit_follow_up(
         &mut self,
         parent: i64,
         now: Timestamp,
-        message: &str,
-        variant: &str,
-        expires_at: Timestamp,
-        (day_start, week_start): (Timestamp, Timestamp),
-        (per_day, per_week): (Option<u32>, Option<u32>),
-    ) -> Result<Option<i64>> {
+        local: &Local,
+        engine: &Engine,
+        f: &FollowUp,
+    ) -> Result<FollowUpResult> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (customer, campaign, channel): (i64, String, String) = tx
             .prepare_cached("SELECT customer, campaign, channel FROM outbox WHERE id = ?1")?
             .query_row([parent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let (today, week): (u32, u32) = tx
-            .prepare_cached(
-                "SELECT coalesce(sum(created_at >= ?2), 0), count(*) FROM outbox WHERE customer = ?1 AND created_at >= ?3",
-            )?
-            .query_row(params![customer, day_start.0, week_start.0.min(day_start.0)], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let capped = per_day.is_some_and(|m| today >= m) || per_week.is_some_and(|m| week >= m);
-        let id = if capped {
-            None
-        } else {
-            let n = tx.prepare_cached(
-                "INSERT OR IGNORE INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
-                        created_at, due_at, expires_at, state, purpose, parent, relation)
-                 SELECT key || ':follow_up', customer, campaign, ?3, channel, ?4, 0, balance,
-                        ?2, ?2, ?5, 'queued', purpose, id, 'follow_up'
-                 FROM outbox WHERE id = ?1",
-            )?
-            .execute(params![parent, now.0, message, variant, expires_at.0])?;
-            if n == 0 {
-                // Already followed up (the key says so): nothing to record.
-                return Ok(None);
+        let counts = super::ledger::counts(&tx, customer, local)?;
+        let (result, id) = match engine.decide_follow_up(f, &channel, counts, now) {
+            Err(reason) => (FollowUpResult::Suppressed(reason), None),
+            Ok(action) => {
+                let n = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO outbox (key, customer, campaign, message, channel, variant, points, balance,
+                            created_at, due_at, expires_at, state, purpose, parent, relation)
+                     SELECT key || ':follow_up', customer, campaign, ?3, channel, ?4, 0, balance,
+                            ?2, ?2, ?5, 'queued', purpose, id, 'follow_up'
+                     FROM outbox WHERE id = ?1",
+                )?
+                .execute(params![
+                    parent,
+                    now.0,
+                    engine.message(action.message).id.as_str(),
+                    action.variant.name(),
+                    action.expires_at.0
+                ])?;
+                if n == 0 {
+                    // Already followed up (the key says so): nothing to record.
+                    return Ok(FollowUpResult::Done);
+                }
+                let id = tx.last_insert_rowid();
+                (FollowUpResult::Queued(id), Some(id))
             }
-            Some(tx.last_insert_rowid())
+        };
+        let reason = match result {
+            FollowUpResult::Suppressed(r) => Some(r.name()),
+            _ => None,
         };
         tx.prepare_cached(
             "INSERT INTO decisions (at, customer, campaign, event, zone, outcome, reason, channel, outbox)
@@ -606,13 +636,13 @@ impl Store {
             now.0,
             customer,
             campaign,
-            if capped { "suppressed" } else { "act" },
-            capped.then_some("cap"),
+            if reason.is_some() { "suppressed" } else { "act" },
+            reason,
             channel,
             id
         ])?;
         tx.commit()?;
-        Ok(id)
+        Ok(result)
     }
 
     /// Disarms row `id`'s fallback: nothing is to follow it.
@@ -635,8 +665,8 @@ impl Store {
         &mut self,
         id: i64,
         now: Timestamp,
-        channel: &str,
-        variant: &str,
+        channel: &ChannelName,
+        variant: Variant,
         error: &str,
     ) -> Result<()> {
         self.conn
@@ -644,7 +674,7 @@ impl Store {
                 "UPDATE outbox SET state = 'queued', channel = ?3, variant = ?4, due_at = ?2, lease_until = NULL,
                         error = ?5 WHERE id = ?1",
             )?
-            .execute(params![id, now.0, channel, variant, error])?;
+            .execute(params![id, now.0, channel.as_str(), variant.name(), error])?;
         Ok(())
     }
 
@@ -664,9 +694,9 @@ impl Store {
                 id: r.get(0)?,
                 customer: r.get(1)?,
                 campaign: r.get(2)?,
-                channel: r.get(3)?,
-                variant: r.get(4)?,
-                state: r.get(5)?,
+                channel: ChannelName::from(r.get::<_, String>(3)?.as_str()),
+                variant: column(r, 4, "variant", Variant::parse)?,
+                state: column(r, 5, "state", OutboxState::parse)?,
                 created_at: Timestamp(r.get(6)?),
                 sent_at: r.get::<_, Option<i64>>(7)?.map(Timestamp),
                 attempts: r.get(8)?,

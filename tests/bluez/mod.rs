@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use dbus::arg::{Append, Arg, Variant};
 use dbus::blocking::Connection;
+use nearcast::core::advert::{Frame, Section};
 
 pub const IBEACON_UUID: &str = "E2C56DB5DFFB48D2B060D0F5A71096E0";
 pub const EDDYSTONE: &str = "0000feaa-0000-1000-8000-00805f9b34fb";
@@ -216,18 +217,37 @@ impl StandIn {
 
     /// Advertises an iBeacon frame (company 0x004C).
     pub fn ibeacon(&mut self, dev: &str, major: u16, minor: u16) {
-        let mut data = hex::decode(format!("0215{IBEACON_UUID}")).unwrap();
-        data.extend_from_slice(&major.to_be_bytes());
-        data.extend_from_slice(&minor.to_be_bytes());
-        data.push(0xC5); // -59 dBm at 1 m
-        let map: HashMap<u16, Variant<Vec<u8>>> = HashMap::from([(0x004C, Variant(data))]);
+        let mut uuid = [0u8; 16];
+        hex::decode_to_slice(IBEACON_UUID, &mut uuid).unwrap();
+        let frame = Frame::IBeacon {
+            uuid,
+            major,
+            minor,
+            measured_power: -59,
+        };
+        let Some(Section::Manufacturer(m)) = frame.encode() else {
+            panic!("an iBeacon is manufacturer data")
+        };
+        let map: HashMap<u16, Variant<Vec<u8>>> =
+            HashMap::from([(m.company, Variant(m.data.to_vec()))]);
         self.set(dev, "org.bluez.Device1", "ManufacturerData", map);
     }
 
     /// Advertises an Eddystone-UID frame.
     pub fn eddystone_uid(&mut self, dev: &str, namespace: &str, instance: &str) {
+        let (mut ns, mut inst) = ([0u8; 10], [0u8; 6]);
+        hex::decode_to_slice(namespace, &mut ns).unwrap();
+        hex::decode_to_slice(instance, &mut inst).unwrap();
         // Ranging data -18 dBm at 0 m, i.e. -59 at 1 m.
-        let data = hex::decode(format!("00ee{namespace}{instance}0000")).unwrap();
+        let frame = Frame::EddystoneUid {
+            ranging: -18,
+            namespace: ns,
+            instance: inst,
+        };
+        let Some(Section::Service(d)) = frame.encode() else {
+            panic!("an Eddystone frame is service data")
+        };
+        let data = d.data.to_vec();
         let map: HashMap<String, Variant<Vec<u8>>> =
             HashMap::from([(EDDYSTONE.to_owned(), Variant(data))]);
         self.set(dev, "org.bluez.Device1", "ServiceData", map);
@@ -269,7 +289,9 @@ impl Nearcast {
     /// to `log`.
     pub fn start(mut cmd: Command, log: PathBuf) -> Nearcast {
         let child = cmd
-            .env("RUST_LOG", "warn,nearcast=info")
+            // The BLE source's retries and scan restarts at debug: tests
+            // wait for them instead of sleeping.
+            .env("RUST_LOG", "warn,nearcast=info,nearcast::source::ble=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -291,20 +313,29 @@ impl Nearcast {
         strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default()).replace('"', "")
     }
 
+    /// How many log lines contain every one of `needles`.
+    pub fn count_of(&self, needles: &[&str]) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
     /// Waits until the log has a line containing every one of `needles`.
     pub fn wait_for(&self, needles: &[&str], timeout: Duration) {
+        self.wait_for_count(needles, 1, timeout);
+    }
+
+    /// Waits until the log has `n` lines containing every one of `needles`.
+    pub fn wait_for_count(&self, needles: &[&str], n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self
-                .log()
-                .lines()
-                .any(|l| needles.iter().all(|n| l.contains(n)))
-            {
+            if self.count_of(needles) >= n {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "no log line with {needles:?} within {timeout:?}:\n{}",
+                "not {n} log lines with {needles:?} within {timeout:?}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use nearcast::config::{SecretRef, TwilioSettings, WhatsAppSettings};
+use nearcast::channel::SendResult;
+use nearcast::channel::{TwilioSettings, WhatsAppSettings};
 use nearcast::core::message::{Rendered, TemplateCall, Variant};
-use nearcast::core::types::Timestamp;
-use nearcast::store::{OutboxItem, SendResult};
+use nearcast::core::types::{Purpose, Timestamp};
+use nearcast::credentials::SecretRef;
+use nearcast::store::OutboxItem;
 
 use super::{Recorded, Reply};
 
@@ -35,12 +37,12 @@ pub fn item(code: u32) -> OutboxItem {
         first_name: "Anna".into(),
         phone: Some(phone(code)),
         channels: vec!["whatsapp".into(), "sms".into()],
-        purpose: "welcome".into(),
+        purpose: Purpose::Welcome,
         consented: vec!["whatsapp".into(), "sms".into()],
         campaign: "welcome".into(),
         message: "welcome".into(),
         channel: "whatsapp".into(),
-        variant: "rich".into(),
+        variant: Variant::Rich,
         points: 10,
         balance: 110,
         created_at: Timestamp(NOW.0 - 3000),

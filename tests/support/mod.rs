@@ -1,6 +1,9 @@
-//! Test support for the provider adapters: a minimal HTTP/1.1 server on
-//! loopback that records each request and answers as scripted (a stand-in
-//! for a provider), and Stoplight Prism, installed into the target
+//! Test support, one module for every integration test and benchmark: a
+//! small store (`shop`: configuration, customers, hand-made sightings), the
+//! one test clock (`TestClock`), the provider adapters' fixtures (`fixtures`), a provider
+//! stand-in on loopback
+//! that records each request and answers as scripted (the server of
+//! `nearcast stand-in`), and Stoplight Prism, installed into the target
 //! directory on first use, validating requests against OpenAPI documents.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -10,61 +13,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use nearcast::app::stand_in;
+use tokio::net::TcpListener;
 
+mod clock;
 pub mod fixtures;
+mod shop;
 
+#[allow(unused_imports)]
+pub use clock::TestClock;
+#[allow(unused_imports)]
+pub use shop::*;
+
+pub use nearcast::app::stand_in::Reply;
 /// A request as the stand-in received it.
-#[derive(Clone, Debug, Default)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+pub use nearcast::app::stand_in::Request as Recorded;
 
-impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// What the stand-in answers.
-#[derive(Clone, Debug)]
-pub enum Reply {
-    /// Status, extra headers, JSON body.
-    Json(u16, Vec<(String, String)>, String),
-    /// Never answer (the client times out).
-    Hang,
-}
-
-impl Reply {
-    pub fn json(status: u16, body: &str) -> Reply {
-        Reply::Json(status, Vec::new(), body.to_owned())
-    }
-
-    pub fn with_header(self, name: &str, value: &str) -> Reply {
-        match self {
-            Reply::Json(s, mut h, b) => {
-                h.push((name.to_owned(), value.to_owned()));
-                Reply::Json(s, h, b)
-            }
-            Reply::Hang => Reply::Hang,
-        }
-    }
-}
-
-type Script = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
-
-/// A scripted HTTP server on 127.0.0.1.
+/// A scripted provider on 127.0.0.1: `nearcast stand-in`'s server with a
+/// script of the test's, recording every request.
 pub struct StandIn {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -94,15 +60,14 @@ impl StandIn {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let script: Script = Arc::new(script);
         let log = requests.clone();
+        let script: stand_in::Script = Arc::new(move |req: &Recorded| {
+            let reply = script(req);
+            log.lock().unwrap().push(req.clone());
+            reply
+        });
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (script, log) = (script.clone(), log.clone());
-                tokio::spawn(async move {
-                    let _ = serve(stream, script, log, delay).await;
-                });
-            }
+            let _ = stand_in::run(listener, script, delay, std::future::pending()).await;
         });
         StandIn {
             addr,
@@ -124,127 +89,6 @@ impl Drop for StandIn {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-async fn serve(
-    mut stream: TcpStream,
-    script: Script,
-    log: Arc<Mutex<Vec<Recorded>>>,
-    delay: Duration,
-) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    loop {
-        let Some(req) = parse(&mut stream, &mut buf).await? else {
-            return Ok(());
-        };
-        let reply = script(&req);
-        log.lock().unwrap().push(req);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        match reply {
-            Reply::Hang => {
-                // Hold the connection until the client gives up.
-                let mut sink = [0u8; 64];
-                while stream.read(&mut sink).await? > 0 {}
-                return Ok(());
-            }
-            Reply::Json(status, headers, body) => {
-                let mut head = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-                    body.len()
-                );
-                for (n, v) in headers {
-                    head.push_str(&format!("{n}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                // One write: head and body in two would wait out the
-                // client's delayed ACK (Nagle), 40 ms a request.
-                head.push_str(&body);
-                stream.write_all(head.as_bytes()).await?;
-                stream.flush().await?;
-            }
-        }
-    }
-}
-
-/// Reads one request (Content-Length or chunked body) from `stream`.
-async fn parse(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<Recorded>> {
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    buf.drain(..head_end + 4);
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("").to_owned();
-    let path = first.next().unwrap_or("").to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-    let mut body = Vec::new();
-    if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        loop {
-            let line_end = loop {
-                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                    break i;
-                }
-                read_more(stream, buf).await?;
-            };
-            let size = usize::from_str_radix(
-                String::from_utf8_lossy(&buf[..line_end])
-                    .split(';')
-                    .next()
-                    .unwrap_or("0")
-                    .trim(),
-                16,
-            )
-            .unwrap_or(0);
-            buf.drain(..line_end + 2);
-            while buf.len() < size + 2 {
-                read_more(stream, buf).await?;
-            }
-            body.extend_from_slice(&buf[..size]);
-            buf.drain(..size + 2);
-            if size == 0 {
-                break;
-            }
-        }
-    } else {
-        let len: usize = get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < len {
-            read_more(stream, buf).await?;
-        }
-        body = buf.drain(..len).collect();
-    }
-    Ok(Some(Recorded {
-        method,
-        path,
-        headers,
-        body,
-    }))
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut chunk = [0u8; 4096];
-    let n = stream.read(&mut chunk).await?;
-    if n == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(())
 }
 
 /// The Prism release the tests install.

@@ -16,10 +16,8 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
-use super::{Ended, Roster, report, seen_all, up};
+use super::{Ended, Session, report, seen_all, up};
 use crate::core::types::{BdAddr, WifiKind};
-use crate::source::health::Backoff;
-use crate::source::{Feed, Now};
 
 const SOURCE: &str = "hostapd";
 /// hostapd answers in milliseconds; a request not answered in this long
@@ -107,15 +105,7 @@ async fn attach(sock: &UnixDatagram) -> io::Result<()> {
 }
 
 /// One connection to hostapd, until it fails or the pipeline is gone.
-pub(crate) async fn session(
-    control: &Path,
-    ping_every: Duration,
-    seen_every: Duration,
-    now: &Now,
-    feed: &Feed,
-    roster: &mut Roster,
-    backoff: &mut Backoff,
-) -> Ended {
+pub(crate) async fn session(control: &Path, ping_every: Duration, s: Session<'_>) -> Ended {
     let connected = async {
         let events = client(control)?;
         attach(&events).await?;
@@ -128,16 +118,16 @@ pub(crate) async fn session(
         Err(_) => return Ended::Down("hostapd control socket unavailable"),
     };
     // Stations that left while we were away leave now; new ones join.
-    let at = now();
-    for (kind, mac) in roster.replace(list) {
-        if !report(feed, SOURCE, at, kind, mac) {
+    let at = s.clock.now();
+    for (kind, mac) in s.roster.replace(list) {
+        if !report(s.feed, SOURCE, at, kind, mac) {
             return Ended::Closed;
         }
     }
-    up(feed, backoff, SOURCE);
+    up(s.feed, s.backoff, SOURCE);
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
-    let mut seen = tokio::time::interval(seen_every.max(Duration::from_millis(100)));
+    let mut seen = tokio::time::interval(s.seen_every.max(Duration::from_millis(100)));
     seen.tick().await;
     let mut buf = vec![0u8; 4096];
     let ended = loop {
@@ -146,19 +136,19 @@ pub(crate) async fn session(
                 let Ok(n) = got else { break Ended::Down("hostapd event socket failed") };
                 let msg = String::from_utf8_lossy(&buf[..n]);
                 let Some((kind, mac)) = parse_event(&msg) else { continue };
-                if roster.set(mac, kind == WifiKind::Joined).is_some()
-                    && !report(feed, SOURCE, now(), kind, mac)
+                if s.roster.set(mac, kind == WifiKind::Joined).is_some()
+                    && !report(s.feed, SOURCE, s.clock.now(), kind, mac)
                 {
                     break Ended::Closed;
                 }
             }
             _ = seen.tick() => {
-                if !seen_all(feed, SOURCE, now(), roster) {
+                if !seen_all(s.feed, SOURCE, s.clock.now(), s.roster) {
                     break Ended::Closed;
                 }
             }
             _ = ping.tick() => {
-                if feed.is_closed() {
+                if s.feed.is_closed() {
                     break Ended::Closed;
                 }
                 match request(&requests, "PING").await {

@@ -16,10 +16,9 @@
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{Ended, Roster, report, seen_all, up};
+use super::{Ended, Session, report, seen_all, up};
 use crate::core::types::{BdAddr, Timestamp};
-use crate::source::health::{Backoff, Health};
-use crate::source::{Feed, Now};
+use crate::source::health::Health;
 
 const SOURCE: &str = "leases";
 
@@ -61,15 +60,7 @@ fn stamp(path: &Path) -> std::io::Result<(u64, u128, u64)> {
 }
 
 /// Watches the file until the pipeline is gone or the file cannot be read.
-pub(crate) async fn session(
-    file: &Path,
-    poll: Duration,
-    seen_every: Duration,
-    now: &Now,
-    feed: &Feed,
-    roster: &mut Roster,
-    backoff: &mut Backoff,
-) -> Ended {
+pub(crate) async fn session(file: &Path, poll: Duration, s: Session<'_>) -> Ended {
     let mut seen = None;
     let mut leases: Vec<(BdAddr, Option<Timestamp>)> = Vec::new();
     let mut doubt_empty = false;
@@ -79,7 +70,7 @@ pub(crate) async fn session(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if feed.is_closed() {
+        if s.feed.is_closed() {
             return Ended::Closed;
         }
         let Ok(before) = stamp(file) else {
@@ -99,23 +90,23 @@ pub(crate) async fn session(
                 continue;
             }
             doubt_empty = false;
-            Health::bump(&feed.health.events);
+            Health::bump(&s.feed.health.events);
             seen = Some(before);
             leases = parsed;
         }
         if !started {
             started = true;
-            up(feed, backoff, SOURCE);
+            up(s.feed, s.backoff, SOURCE);
         }
-        let at = now();
-        for (kind, mac) in roster.replace(present(&leases, at)) {
-            if !report(feed, SOURCE, at, kind, mac) {
+        let at = s.clock.now();
+        for (kind, mac) in s.roster.replace(present(&leases, at)) {
+            if !report(s.feed, SOURCE, at, kind, mac) {
                 return Ended::Closed;
             }
         }
-        if last_seen.elapsed() >= seen_every {
+        if last_seen.elapsed() >= s.seen_every {
             last_seen = tokio::time::Instant::now();
-            if !seen_all(feed, SOURCE, at, roster) {
+            if !seen_all(s.feed, SOURCE, at, s.roster) {
                 return Ended::Closed;
             }
         }

@@ -21,10 +21,12 @@ pub mod neighbours;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::Feed;
 use super::health::{Backoff, Health};
-use super::{Feed, Now};
+use crate::clock::Clock;
 use crate::core::types::{BdAddr, Observation, Timestamp, WifiKind, WifiPresence};
 
 /// Which backend, with its settings.
@@ -180,56 +182,44 @@ pub(crate) enum Ended {
     Down(&'static str),
 }
 
+/// What every backend's session works with besides its own settings.
+pub(crate) struct Session<'a> {
+    /// How often present stations are reported `seen` again.
+    pub(crate) seen_every: Duration,
+    /// Stamps the reports.
+    pub(crate) clock: &'a dyn Clock,
+    /// Where reports go.
+    pub(crate) feed: &'a Feed,
+    /// Who is present, across sessions.
+    pub(crate) roster: &'a mut Roster,
+    /// Reset once a session is up.
+    pub(crate) backoff: &'a mut Backoff,
+}
+
 /// Runs the configured backend until the pipeline goes away; retries with
 /// backoff whatever happens to the AP, the socket or the file.
-pub async fn run(settings: WifiSettings, now: Now, feed: Feed) {
+pub async fn run(settings: WifiSettings, clock: Arc<dyn Clock>, feed: Feed) {
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
     let mut roster = Roster::default();
     let name = settings.backend.name();
     loop {
+        let session = Session {
+            seen_every: settings.seen_every,
+            clock: &*clock,
+            feed: &feed,
+            roster: &mut roster,
+            backoff: &mut backoff,
+        };
         let ended = match &settings.backend {
             Backend::Hostapd {
                 control,
                 ping_every,
-            } => {
-                hostapd::session(
-                    control,
-                    *ping_every,
-                    settings.seen_every,
-                    &now,
-                    &feed,
-                    &mut roster,
-                    &mut backoff,
-                )
-                .await
-            }
+            } => hostapd::session(control, *ping_every, session).await,
             Backend::Neighbours {
                 interface,
                 stale_after,
-            } => {
-                neighbours::session(
-                    interface.as_deref(),
-                    *stale_after,
-                    settings.seen_every,
-                    &now,
-                    &feed,
-                    &mut roster,
-                    &mut backoff,
-                )
-                .await
-            }
-            Backend::Leases { file, poll } => {
-                leases::session(
-                    file,
-                    *poll,
-                    settings.seen_every,
-                    &now,
-                    &feed,
-                    &mut roster,
-                    &mut backoff,
-                )
-                .await
-            }
+            } => neighbours::session(interface.as_deref(), *stale_after, session).await,
+            Backend::Leases { file, poll } => leases::session(file, *poll, session).await,
         };
         match ended {
             Ended::Closed => return,

@@ -23,10 +23,10 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 
-use super::{Ended, Roster, report, seen_all, up};
+use super::{Ended, Roster, Session, report, seen_all, up};
 use crate::core::types::{BdAddr, Timestamp};
-use crate::source::health::{Backoff, Health};
-use crate::source::{Feed, Now};
+use crate::source::Feed;
+use crate::source::health::Health;
 
 const SOURCE: &str = "neighbours";
 
@@ -172,11 +172,7 @@ fn sync(table: &NeighbourTable, roster: &mut Roster, at: Timestamp, feed: &Feed)
 pub(crate) async fn session(
     interface: Option<&str>,
     stale_after: Duration,
-    seen_every: Duration,
-    now: &Now,
-    feed: &Feed,
-    roster: &mut Roster,
-    backoff: &mut Backoff,
+    s: Session<'_>,
 ) -> Ended {
     let Ok((conn, handle, mut messages)) =
         rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Neigh])
@@ -203,7 +199,7 @@ pub(crate) async fn session(
         };
         let mut table = NeighbourTable::new(stale_after);
         let mut dump = handle.neighbours().get().execute();
-        let at = now();
+        let at = s.clock.now();
         loop {
             match dump.try_next().await {
                 Ok(Some(msg)) => {
@@ -215,22 +211,22 @@ pub(crate) async fn session(
                 Err(_) => return Ended::Down("neighbour dump failed"),
             }
         }
-        if !sync(&table, roster, at, feed) {
+        if !sync(&table, s.roster, at, s.feed) {
             return Ended::Closed;
         }
-        up(feed, backoff, SOURCE);
-        let mut seen = tokio::time::interval(seen_every.max(Duration::from_millis(100)));
+        up(s.feed, s.backoff, SOURCE);
+        let mut seen = tokio::time::interval(s.seen_every.max(Duration::from_millis(100)));
         seen.tick().await;
         loop {
-            let t = now();
+            let t = s.clock.now();
             let wait = table
                 .next_deadline(t)
                 .map_or(Duration::from_secs(3600), |d| d.since(t));
             tokio::select! {
                 got = messages.next() => {
                     let Some((msg, _)) = got else { return Ended::Down("netlink socket closed") };
-                    Health::bump(&feed.health.events);
-                    let t = now();
+                    Health::bump(&s.feed.health.events);
+                    let t = s.clock.now();
                     match msg.payload {
                         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
                             if let Some((key, mac, class)) = parse(&n, ifindex) {
@@ -244,23 +240,23 @@ pub(crate) async fn session(
                         }
                         _ => continue,
                     }
-                    if !sync(&table, roster, t, feed) {
+                    if !sync(&table, s.roster, t, s.feed) {
                         return Ended::Closed;
                     }
                 }
                 _ = seen.tick() => {
-                    let t = now();
-                    if !sync(&table, roster, t, feed) || !seen_all(feed, SOURCE, t, roster) {
+                    let t = s.clock.now();
+                    if !sync(&table, s.roster, t, s.feed) || !seen_all(s.feed, SOURCE, t, s.roster) {
                         return Ended::Closed;
                     }
                 }
                 () = tokio::time::sleep(wait) => {
-                    if !sync(&table, roster, now(), feed) {
+                    if !sync(&table, s.roster, s.clock.now(), s.feed) {
                         return Ended::Closed;
                     }
                 }
             }
-            if feed.is_closed() {
+            if s.feed.is_closed() {
                 return Ended::Closed;
             }
         }

@@ -1,11 +1,13 @@
 //! Counters shared by the daemon's tasks and read by the local API's
-//! `/metrics` and `/healthz`: the pipeline's totals (copied in once a
-//! tick), per-channel send outcomes and latency (fed by the outbox worker
-//! through [`Metrics::note_send`]), and what the webhooks did.
+//! `/metrics` and `/healthz`: the pipeline's totals ([`Counters`], copied in
+//! once a tick), per-channel send outcomes and latency (fed by the outbox
+//! worker through [`Metrics::note_send`]), and what the webhooks did.
 //!
 //! Atomics only on the hot paths; counts, never a customer's or a device's
 //! identifier. Rendering to the Prometheus text format is here too, so the
-//! exact lines are testable without HTTP.
+//! exact lines are testable without HTTP. Sits below `channel` and `api`,
+//! which feed and read it, and above `store` and `source`, whose states it
+//! names; it calls none of them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,11 +15,46 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::Counters;
+use crate::core::advert::DecodeStats;
 use crate::core::campaign::Reason;
+use crate::core::guard::GuardStats;
 use crate::core::types::Timestamp;
 use crate::source::health::{Health, State};
 use crate::store::OutboxState;
+
+/// Running totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// BLE sightings handled.
+    pub sightings: u64,
+    /// Wi-Fi reports handled.
+    pub wifi: u64,
+    /// Presence events by kind: arrived, entered, dwelled, exited, left.
+    pub events: [u64; 5],
+    /// Decisions that acted.
+    pub acted: u64,
+    /// Messages queued.
+    pub messages: u64,
+    /// Points awarded.
+    pub points: u64,
+    /// Suppressions by reason (indexed like `Reason::ALL`).
+    pub suppressed: [u64; Reason::ALL.len()],
+    /// Frame decoding counts.
+    pub decode: DecodeStats,
+    /// What the flood and junk guards let through or dropped.
+    pub guard: GuardStats,
+}
+
+impl Counters {
+    /// Suppressions of one reason.
+    #[must_use]
+    pub fn suppressed(&self, r: Reason) -> u64 {
+        Reason::ALL
+            .iter()
+            .position(|x| *x == r)
+            .map_or(0, |i| self.suppressed[i])
+    }
+}
 
 /// Upper bounds (seconds) of the send-latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

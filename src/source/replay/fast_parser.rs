@@ -1,5 +1,6 @@
-//! The fast path: lines exactly as [`format_line`](super::format_line)
-//! writes them, scanned once, straight into an [`Observation`].
+//! The fast parser (not `replay --fast`): lines exactly as
+//! [`format_line`](super::format_line) writes them, scanned once, straight
+//! into an [`Observation`].
 //!
 //! Owns only the recognition of that one shape; it never decides that a line
 //! is bad. Anything it is not certain about (another key order, whitespace,
@@ -418,7 +419,7 @@ mod tests {
         ]
     }
 
-    /// What [`Lines::line`](super::super::Lines) does without the fast path.
+    /// What [`Lines::line`](super::super::reader::Lines) does without the fast path.
     fn general(line: &[u8], layout: &Layout) -> Result<Observation, Reason> {
         std::str::from_utf8(line)
             .map_err(|_| Reason::NotUtf8)

@@ -1,12 +1,38 @@
 //! Where the shell's time comes from: the system's wall clock, a monotonic
 //! clock to notice jumps, and the kernel's "synchronised" flag; tests pass
 //! a clock of their own.
+//!
+//! The one clock every layer above `core` reads: the daemon's loop, the live
+//! sources (to stamp what they hear) and the API. Knows nothing of them;
+//! `core` never reads it (time is an argument there).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::core::clock_guard::ClockSample;
 use crate::core::types::Timestamp;
+
+/// When the wall clock is trusted (`[clock]`; the box has no real-time
+/// clock).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClockSettings {
+    /// Wait for the kernel to report NTP synchronisation.
+    pub require_sync: bool,
+    /// A step larger than this (wall against monotonic) is a jump.
+    pub max_jump: Duration,
+    /// After a jump, trust again once steady this long.
+    pub settle: Duration,
+}
+
+impl Default for ClockSettings {
+    fn default() -> ClockSettings {
+        ClockSettings {
+            require_sync: true,
+            max_jump: Duration::from_secs(120),
+            settle: Duration::from_secs(60),
+        }
+    }
+}
 
 /// A source of time for the daemon.
 pub trait Clock: Send + Sync {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use nearcast::app::{Output, Pipeline};
 use nearcast::config::{self, Config};
+use nearcast::core::advert::{Frame, Section};
 use nearcast::core::campaign::{Ledger, Outcome};
 use nearcast::core::identity::Hasher;
 use nearcast::core::types::{
-    BdAddr, ManufacturerData, Observation, Rssi, ScannerIdx, Sighting, Timestamp, WifiKind,
-    WifiPresence,
+    BdAddr, Observation, Rssi, ScannerIdx, Sighting, Timestamp, WifiKind, WifiPresence,
 };
 use nearcast::store::{self, Store};
 
@@ -147,19 +147,24 @@ pub fn at(hh: i8, mm: i8, ss: i8) -> Timestamp {
 
 /// An iBeacon sighting of the app UUID with `minor`, heard by `scanner` at `d` metres.
 pub fn ibeacon(t: Timestamp, scanner: u16, minor: u16, d: f64, addr: [u8; 6]) -> Observation {
-    let mut data = hex::decode(format!(
-        "0215{}0001{:04x}c5",
-        APP_UUID.replace('-', ""),
-        minor
-    ))
-    .unwrap();
-    data.truncate(23);
     let mut s = Sighting::new(t, ScannerIdx(scanner), BdAddr(addr), rssi_at(d));
-    s.manufacturer_data.push(ManufacturerData {
-        company: 76,
-        data: data.into_iter().collect(),
-    });
+    app_ibeacon(1, minor).add_to(&mut s);
     Observation::Ble(s)
+}
+
+/// The app UUID's iBeacon frame with `major` and `minor`, calibrated to
+/// -59 dBm at 1 m.
+pub fn app_ibeacon(major: u16, minor: u16) -> Section {
+    Frame::IBeacon {
+        uuid: nearcast::core::types::Uuid128::parse(APP_UUID)
+            .unwrap()
+            .to_bytes(),
+        major,
+        minor,
+        measured_power: -59,
+    }
+    .encode()
+    .unwrap()
 }
 
 /// A sighting from a bare address (no beacon frame).

@@ -1,0 +1,515 @@
+//! The bodies of the `nearcast` commands: what each one loads, runs and
+//! prints. `src/main.rs` parses the command line into these calls, sets up
+//! logging and turns the result into an exit code; everything a command
+//! does is here, where it can be called and tested as a library.
+//!
+//! Prints to standard output and standard error like the command line
+//! always has; decides nothing itself (that is `core`'s) and holds no SQL.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{Error, broadcast, demo, live, open_database, record, replay, scan, stand_in};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config};
+use crate::core::types::Timestamp;
+use crate::store::OutboxState;
+
+/// Where the configuration is when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/nearcast";
+
+/// How a command ended when it did not fail outright.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It did what was asked.
+    Success,
+    /// It refused, after saying why on standard error (exit code 1).
+    Failure,
+}
+
+/// `customers …`
+#[derive(Clone, Debug)]
+pub enum CustomersAction {
+    /// Import (add or update) customers from a CSV file; all or nothing.
+    Import(PathBuf),
+    /// List customers.
+    List,
+    /// Show one customer.
+    Show(String),
+    /// Opt a customer out at once.
+    OptOut(String),
+    /// Print everything stored about a customer, as JSON.
+    Export(String),
+    /// Erase everything about a customer.
+    Forget(String),
+}
+
+/// `record …`
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    /// The file to write.
+    pub file: PathBuf,
+    /// The built-in simulator instead of live sources.
+    pub sim: bool,
+    /// Simulated minutes.
+    pub minutes: u32,
+    /// Simulated shoppers.
+    pub shoppers: Option<u32>,
+    /// Simulator seed.
+    pub seed: Option<u64>,
+    /// Live recording settings.
+    pub live: record::LiveOptions,
+}
+
+/// Loads the configuration in `dir` (or [`DEFAULT_CONFIG`]).
+///
+/// # Errors
+/// [`Error::Refused`] with every problem found.
+pub fn load(dir: Option<&Path>) -> Result<Config, Error> {
+    config::load(dir.unwrap_or(Path::new(DEFAULT_CONFIG))).map_err(Error::Refused)
+}
+
+fn stdout() -> Arc<Mutex<dyn Write + Send>> {
+    Arc::new(Mutex::new(std::io::stdout()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Context {
+            what: "starting the runtime".into(),
+            source,
+        })
+}
+
+/// `check-config`: says what the configuration holds, or every problem.
+#[must_use]
+pub fn check_config(dir: Option<&Path>) -> Exit {
+    let dir = dir.unwrap_or(Path::new(DEFAULT_CONFIG));
+    match config::load(dir) {
+        Ok(c) => {
+            println!(
+                "{}: configuration OK: {} scanners, {} zones, {} campaigns, {} messages, channels {}",
+                dir.display(),
+                c.layout.scanners.len(),
+                c.layout.zones.len(),
+                c.engine.campaigns.len(),
+                c.engine.messages.len(),
+                c.daemon
+                    .channels
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Exit::Failure
+        }
+    }
+}
+
+/// `demo`: an hour in the simulated store.
+///
+/// # Errors
+/// What the demo ends with.
+pub fn demo(opts: demo::DemoOptions) -> Result<Exit, Error> {
+    runtime()?.block_on(demo::demo(opts, stdout()))?;
+    Ok(Exit::Success)
+}
+
+/// `stand-in`: the providers' stand-in until Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// The address cannot be listened on.
+pub fn stand_in(listen: SocketAddr) -> Result<Exit, Error> {
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::Context {
+                what: format!("listening on {listen}"),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(Error::Os)?;
+        println!(
+            "nearcast stand-in on http://{addr}: WhatsApp Cloud API, Twilio and Vonage Messages; \
+             try `nearcast demo --provider http://{addr}` (Ctrl-C to stop)"
+        );
+        stand_in::serve(listener, stdout(), shutdown_signal())
+            .await
+            .map_err(Error::Os)
+    })?;
+    Ok(Exit::Success)
+}
+
+/// `broadcast`: one broadcast campaign to every consented customer.
+///
+/// # Errors
+/// What the broadcast ends with.
+pub fn broadcast(config: &Config, opts: &broadcast::BroadcastOptions) -> Result<Exit, Error> {
+    let clock = SystemClock {
+        require_sync: config.daemon.clock.require_sync,
+    };
+    let adapters = super::adapters(config, &stdout())?;
+    let progress: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stderr()));
+    let summary = runtime()?.block_on(broadcast::broadcast(
+        config, opts, &clock, adapters, progress,
+    ))?;
+    print!("{}", summary.text());
+    Ok(Exit::Success)
+}
+
+/// `replay`: a recording through the pipeline.
+///
+/// # Errors
+/// What the replay ends with.
+pub fn replay(config: &Config, opts: &replay::ReplayOptions) -> Result<Exit, Error> {
+    let out = Arc::new(Mutex::new(std::io::BufWriter::with_capacity(
+        1 << 16,
+        std::io::stdout(),
+    )));
+    let report = runtime()?.block_on(replay::replay(config, opts, out.clone()))?;
+    if let Ok(mut o) = out.lock() {
+        o.flush().map_err(Error::Os)?;
+    }
+    for bad in &report.stats.first_bad {
+        eprintln!("{}: {bad}", opts.file.display());
+    }
+    if report.stats.skipped() > 0 {
+        eprintln!("{} line(s) skipped", report.stats.skipped());
+    }
+    if opts.fast {
+        eprintln!(
+            "replayed {} observations in {:.3} s: {:.0} sightings/s",
+            report.stats.observations(),
+            report.elapsed.as_secs_f64(),
+            report.rate()
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// `record`: the simulator, or the live sources until stopped.
+///
+/// # Errors
+/// What the recording ends with.
+pub fn record(config: &Config, opts: &RecordOptions) -> Result<Exit, Error> {
+    let file = &opts.file;
+    if opts.sim {
+        let n = record::record_sim(config, file, opts.minutes, opts.shoppers, opts.seed)?;
+        eprintln!("wrote {n} observations to {}", file.display());
+        return Ok(Exit::Success);
+    }
+    let all = opts.live.all;
+    if all {
+        eprintln!(
+            "nearcast: --all: {} will hold PERSONAL DATA: the addresses of every device heard, \
+             including people who did not opt in. Keep it like customer data and delete it after use.",
+            file.display()
+        );
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock {
+        require_sync: false,
+    });
+    let report = runtime()?.block_on(record::record_live(
+        config,
+        file,
+        &opts.live,
+        clock,
+        shutdown_signal(),
+    ))?;
+    if all {
+        eprintln!(
+            "wrote {} observations to {}",
+            report.written,
+            file.display()
+        );
+    } else {
+        eprintln!(
+            "wrote {} observations of enrolled customers to {} ({} of other devices not written)",
+            report.written,
+            file.display(),
+            report.skipped
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// `scan`: the calibration table until stopped. The configuration is
+/// optional: without one, the default radio model and no names.
+///
+/// # Errors
+/// A configuration named with `--config` is refused, or the scan fails.
+pub fn scan(config_dir: Option<&Path>, opts: &scan::ScanOptions) -> Result<Exit, Error> {
+    let config = match load(config_dir) {
+        Ok(c) => Some(c),
+        Err(e) if config_dir.is_some() => return Err(e),
+        Err(_) => None,
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock {
+        require_sync: false,
+    });
+    let mut out = std::io::stdout();
+    let summary = runtime()?.block_on(scan::scan(
+        config.as_ref(),
+        opts,
+        clock,
+        &mut out,
+        shutdown_signal(),
+    ))?;
+    eprintln!(
+        "heard {} advertisements from {} devices",
+        summary.sightings, summary.devices
+    );
+    Ok(Exit::Success)
+}
+
+/// `run`: the daemon until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// What the daemon ends with.
+pub fn run(config: Config, db: Option<PathBuf>) -> Result<Exit, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Os)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock {
+        require_sync: config.daemon.clock.require_sync,
+    });
+    rt.block_on(super::run::run(
+        config,
+        db,
+        clock,
+        stdout(),
+        shutdown_signal(),
+    ))?;
+    Ok(Exit::Success)
+}
+
+/// `customers …`
+///
+/// # Errors
+/// Database failures, an unknown customer, a file that cannot be opened.
+pub fn customers(
+    config: &Config,
+    db: Option<&Path>,
+    action: CustomersAction,
+) -> Result<Exit, Error> {
+    let (mut store, hasher) = open_database(config, db)?;
+    let now = SystemClock::default().now();
+    match action {
+        CustomersAction::Import(file) => {
+            let f = std::fs::File::open(&file).map_err(|source| Error::Context {
+                what: format!("opening {}", file.display()),
+                source,
+            })?;
+            match store.import_customers(std::io::BufReader::new(f), &hasher, now) {
+                Ok(r) => println!(
+                    "imported {}: {} added, {} updated, {} identities (hashed)",
+                    file.display(),
+                    r.added,
+                    r.updated,
+                    r.identities
+                ),
+                Err(crate::store::Error::Import(rows)) => {
+                    for r in &rows {
+                        eprintln!("{}:{r}", file.display());
+                    }
+                    eprintln!("{} bad row(s); nothing was imported", rows.len());
+                    return Ok(Exit::Failure);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        CustomersAction::List => {
+            println!(
+                "{:<12} {:<14} {:<22} {:<16} {:>6} {:>8}  status",
+                "id", "first name", "channels", "segments", "visits", "points"
+            );
+            for c in store.customers()? {
+                println!(
+                    "{:<12} {:<14} {:<22} {:<16} {:>6} {:>8}  {}",
+                    c.id,
+                    c.first_name,
+                    c.channels.join("|"),
+                    c.segments.join(";"),
+                    c.visits,
+                    c.balance,
+                    if c.opted_out_at.is_some() {
+                        "opted out"
+                    } else {
+                        "opted in"
+                    }
+                );
+            }
+        }
+        CustomersAction::Show(id) => {
+            let c = store.customer(&id)?;
+            println!("id              {}", c.id);
+            println!("first name      {}", c.first_name);
+            println!("phone           {}", c.phone.as_deref().unwrap_or("-"));
+            println!("channels        {}", c.channels.join(" > "));
+            println!("segments        {}", c.segments.join(", "));
+            println!("consent         {} ({})", c.consent_at, c.consent_source);
+            println!(
+                "opted out       {}",
+                c.opted_out_at
+                    .map_or("no".into(), |t: Timestamp| t.to_string())
+            );
+            println!(
+                "identities      {} (stored as keyed hashes)",
+                c.identity_kinds.join(", ")
+            );
+            println!("visits          {}", c.visits);
+            println!("points balance  {}", c.balance);
+            println!("messages        {}", c.messages);
+        }
+        CustomersAction::OptOut(id) => {
+            store.opt_out(&id, now)?;
+            println!("{id} opted out: no further messages; device identities deleted");
+        }
+        CustomersAction::Export(id) => {
+            println!("{}", serde_json::to_string_pretty(&store.export(&id)?)?);
+        }
+        CustomersAction::Forget(id) => {
+            store.forget(&id)?;
+            println!("{id} erased: customer, identities, visits, points, decisions and messages");
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// `outbox list`: messages, newest first, optionally of one state.
+///
+/// # Errors
+/// An unknown state, or database failures.
+pub fn outbox_list(
+    config: &Config,
+    db: Option<&Path>,
+    state: Option<&str>,
+    limit: u32,
+) -> Result<Exit, Error> {
+    let (store, _) = open_database(config, db)?;
+    let state = match state {
+        None => None,
+        Some(s) => Some(
+            OutboxState::parse(s).ok_or_else(|| Error::Usage(format!("unknown state {s:?}")))?,
+        ),
+    };
+    println!(
+        "{:>6} {:<20} {:<12} {:<16} {:<14} {:<9} {:>3}  error",
+        "id", "decided", "customer", "campaign", "channel", "state", "try"
+    );
+    for r in store.outbox_rows(state, limit)? {
+        println!(
+            "{:>6} {:<20} {:<12} {:<16} {:<14} {:<9} {:>3}  {}",
+            r.id,
+            r.created_at.to_string().get(..19).unwrap_or(""),
+            r.customer,
+            r.campaign,
+            format!("{}/{}", r.channel, r.variant.name()),
+            if r.ambiguous {
+                format!("{}?", r.state)
+            } else {
+                r.state.name().to_owned()
+            },
+            r.attempts,
+            r.error.unwrap_or_default()
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// `stats`: counts from the database, and the running daemon's live
+/// sources and guards from its status file.
+///
+/// # Errors
+/// Database failures.
+pub fn stats(config: &Config, db: Option<&Path>, json: bool) -> Result<Exit, Error> {
+    let (store, _) = open_database(config, db)?;
+    let s = store.stats()?;
+    let live = live::Status::read(&live::status_path(&super::database_path(config, db)));
+    if json {
+        let pairs = |v: &[(String, i64)]| {
+            v.iter()
+                .cloned()
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "customers": s.customers, "opted_out": s.opted_out, "identities": s.identities,
+                "visits": s.visits, "points_awarded": s.points_awarded, "decisions_act": s.decisions_act,
+                "suppressed": pairs(&s.suppressed), "outbox": pairs(&s.outbox), "messages_by_campaign": pairs(&s.by_campaign),
+                "live": live,
+            })
+        );
+    } else {
+        let list = |v: &[(String, i64)]| {
+            v.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "customers        {} opted in, {} opted out ({} identities)",
+            s.customers, s.opted_out, s.identities
+        );
+        println!("visits           {}", s.visits);
+        println!("decisions        {} acted", s.decisions_act);
+        println!("suppressed       {}", list(&s.suppressed));
+        println!("outbox           {}", list(&s.outbox));
+        println!("by campaign      {}", list(&s.by_campaign));
+        println!("points awarded   {}", s.points_awarded);
+        if let Some(l) = &live {
+            print_live(l);
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// The running daemon's live sources and guards (from its status file).
+fn print_live(l: &live::Status) {
+    for s in &l.sources {
+        println!(
+            "source {:<10} {}{}: {} events, {} delivered, {} dropped (queue full), {} outages, {} recoveries",
+            s.name,
+            s.state,
+            s.last_outage
+                .as_deref()
+                .map(|w| format!(" (last outage: {w})"))
+                .unwrap_or_default(),
+            s.events,
+            s.delivered,
+            s.queue_full,
+            s.outages,
+            s.recoveries
+        );
+    }
+    let g = &l.guard;
+    println!(
+        "guard            {} admitted; dropped: {} junk, {} address rate, {} identity rate, {} spoofing ({} addresses quarantined); {} evicted",
+        g.admitted, g.junk, g.address_rate, g.identity_rate, g.spoofing, g.quarantined, g.evicted
+    );
+}
+
+/// SIGTERM (systemd) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

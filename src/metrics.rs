@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::core::advert::DecodeStats;
 use crate::core::campaign::Reason;
 use crate::core::guard::GuardStats;
+use crate::core::presence::PresenceStats;
 use crate::core::types::Timestamp;
 use crate::source::health::{Health, State};
 use crate::store::OutboxState;
@@ -43,6 +44,9 @@ pub struct Counters {
     pub decode: DecodeStats,
     /// What the flood and junk guards let through or dropped.
     pub guard: GuardStats,
+    /// Presence right now: customers tracked, whose zone is unknown, and
+    /// scanners silent.
+    pub presence: PresenceStats,
 }
 
 impl Counters {
@@ -105,6 +109,9 @@ pub struct Metrics {
     acted: AtomicU64,
     messages: AtomicU64,
     suppressed: [AtomicU64; Reason::ALL.len()],
+    tracked: AtomicU64,
+    unknown: AtomicU64,
+    silent_scanners: AtomicU64,
     channels: RwLock<BTreeMap<String, Arc<ChannelStats>>>,
     /// Webhook results.
     pub webhooks: WebhookCounters,
@@ -146,6 +153,9 @@ impl Metrics {
         for (a, v) in self.suppressed.iter().zip(c.suppressed) {
             set(a, v);
         }
+        set(&self.tracked, c.presence.tracked);
+        set(&self.unknown, c.presence.unknown);
+        set(&self.silent_scanners, c.presence.silent_scanners);
     }
 
     /// Records one send on `channel`: `ok` when the provider answered
@@ -243,6 +253,26 @@ impl Metrics {
                 "nearcast_zone_events_total{{kind=\"{kind}\"}} {}",
                 get(a)
             );
+        }
+        for (name, help, a) in [
+            (
+                "nearcast_presence_tracked",
+                "Enrolled customers being tracked now.",
+                &self.tracked,
+            ),
+            (
+                "nearcast_presence_unknown",
+                "Tracked customers whose zone is unknown now: a scanner it depends on is silent.",
+                &self.unknown,
+            ),
+            (
+                "nearcast_scanners_silent",
+                "Scanners that heard nothing at all for scanner_silence, or whose source is down.",
+                &self.silent_scanners,
+            ),
+        ] {
+            head(&mut o, name, "gauge", help);
+            let _ = writeln!(o, "{name} {}", get(a));
         }
         head(
             &mut o,

@@ -389,6 +389,13 @@ fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
     run.wait_for(&["scanning"], Duration::from_secs(20));
     advertise(&mut bus, &[(&anna, -70)], 2.0);
     run.wait_for(&["customer=anna", "event=arrived"], Duration::from_secs(5));
+    let stats = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nearcast"))
+            .args(["stats", "--json", "--config", &config])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
 
     // BlueZ crashes and comes back (a new owner of org.bluez).
     let retries = run.count_of(&["bluetooth still unavailable"]);
@@ -404,6 +411,20 @@ fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
         retries + 2,
         Duration::from_secs(10),
     );
+    // Meanwhile `stats` names the scanner as silent, and Anna's zone as
+    // unknown rather than guessed (the status file is written every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let mut v = stats();
+    while v["live"]["silent_scanners"] != serde_json::json!(["door"]) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        v = stats();
+    }
+    assert_eq!(
+        v["live"]["silent_scanners"],
+        serde_json::json!(["door"]),
+        "{v}"
+    );
+    assert_eq!(v["live"]["presence"]["silent_scanners"], 1, "{v}");
     bus.start_bluez();
     bus.add_adapter("hci0");
     // Sightings flow again: Dora's tag arrives.
@@ -458,13 +479,6 @@ fn bluez_restarting_and_the_adapter_replugged_or_powered_off_are_recovered() {
 
     // The status file (written every 5 s) shows it to `nearcast stats`,
     // once it has been written since the third recovery.
-    let stats = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nearcast"))
-            .args(["stats", "--json", "--config", &config])
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut v = stats();
     while v["live"]["sources"][0]["recoveries"].as_u64() != Some(3) && Instant::now() < deadline {

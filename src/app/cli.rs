@@ -491,6 +491,18 @@ fn print_live(l: &live::Status) {
             s.recoveries
         );
     }
+    let p = &l.presence;
+    println!(
+        "presence         {} customers tracked, {} in an unknown zone; {} scanners silent{}",
+        p.tracked,
+        p.unknown,
+        p.silent_scanners,
+        if l.silent_scanners.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", l.silent_scanners.join(", "))
+        }
+    );
     let g = &l.guard;
     println!(
         "guard            {} admitted; dropped: {} junk, {} address rate, {} identity rate, {} spoofing ({} addresses quarantined); {} evicted",

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::Counters;
 use crate::core::guard::GuardStats;
+use crate::core::presence::PresenceStats;
 use crate::core::types::Timestamp;
 use crate::source::health::{Health, HealthSnapshot};
 
@@ -29,6 +30,12 @@ pub struct Status {
     pub wifi: u64,
     /// The flood and junk guards.
     pub guard: GuardStats,
+    /// Presence now: tracked customers, unknown zones, silent scanners.
+    #[serde(default)]
+    pub presence: PresenceStats,
+    /// The scanners presence takes as silent, by name.
+    #[serde(default)]
+    pub silent_scanners: Vec<String>,
     /// Each live source.
     pub sources: Vec<HealthSnapshot>,
 }
@@ -42,6 +49,8 @@ impl Status {
             sightings: counters.sightings,
             wifi: counters.wifi,
             guard: counters.guard,
+            presence: counters.presence,
+            silent_scanners: Vec::new(),
             sources: healths.iter().map(|h| h.snapshot()).collect(),
         }
     }

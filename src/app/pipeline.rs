@@ -14,7 +14,7 @@ use crate::core::campaign::{Committed, Engine, Ledger, Outcome, Reason};
 use crate::core::guard::{Guard, GuardConfig, Verdict};
 use crate::core::identity::{CustomerInfo, Directory, Hasher, Identity, Resolver};
 use crate::core::presence::{EventKind, Tracker, ZoneEvent};
-use crate::core::types::{Observation, Timestamp};
+use crate::core::types::{Observation, ScannerIdx, Timestamp};
 use crate::core::zones::Layout;
 pub use crate::metrics::Counters;
 
@@ -102,8 +102,27 @@ impl<L: Ledger> Pipeline<L> {
         Counters {
             decode: self.counters.decode,
             guard: self.guard.stats(),
+            presence: self.tracker.stats(),
             ..self.counters.clone()
         }
+    }
+
+    /// Marks a scanner down (its source lost the adapter) or up again, as
+    /// of `now`.
+    pub fn set_scanner_down(&mut self, scanner: ScannerIdx, down: bool, now: Timestamp) {
+        self.tracker.set_scanner_down(scanner, down);
+        self.tracker.refresh(now);
+    }
+
+    /// The scanners presence takes as silent at its last tick, by name.
+    #[must_use]
+    pub fn silent_scanners(&self) -> Vec<String> {
+        self.tracker
+            .silent_scanners()
+            .into_iter()
+            .filter_map(|s| self.layout.scanners.get(usize::from(s.0)))
+            .map(|s| s.id.to_string())
+            .collect()
     }
 
     /// The ledger.

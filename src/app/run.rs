@@ -85,9 +85,13 @@ pub async fn run_with_reload(
     let mut sources = Vec::new();
     // Live sources (BLE, Wi-Fi) report their health through the status file.
     let mut healths = Vec::new();
+    let mut adapters_of = Vec::new();
     for s in &config.daemon.sources {
         let running = super::sources::spawn(s, &config.layout, clock.clone(), tx.clone())?;
         sources.push(running.task);
+        if let (Some(scanner), Some(health)) = (running.scanner, &running.health) {
+            adapters_of.push((scanner, health.clone()));
+        }
         healths.extend(running.health);
     }
     drop(tx);
@@ -210,6 +214,11 @@ pub async fn run_with_reload(
                         Err(e) => tracing::error!(error = %e, "retention purge failed"),
                     }
                 }
+                // An adapter its source is recovering hears nothing: presence
+                // holds the zones that depend on it instead of guessing.
+                for (scanner, health) in &adapters_of {
+                    pipeline.set_scanner_down(*scanner, health.state() == crate::source::health::State::Recovering, now);
+                }
                 if let Err(e) = pipeline.advance(now, &mut sink) {
                     tracing::error!(error = %e, "could not record decisions; the event is dropped");
                 }
@@ -229,7 +238,9 @@ pub async fn run_with_reload(
                 }
                 ticks += 1;
                 if !healths.is_empty() && ticks % 5 == 0 {
-                    let status = super::live::Status::new(now, &pipeline.counters(), &healths);
+                    let mut status =
+                        super::live::Status::new(now, &pipeline.counters(), &healths);
+                    status.silent_scanners = pipeline.silent_scanners();
                     if let Err(e) = status.write(&status_path) {
                         tracing::debug!(error = %e, "could not write the status file");
                     }
@@ -249,7 +260,8 @@ pub async fn run_with_reload(
         }
     }
     if !healths.is_empty() {
-        let status = super::live::Status::new(clock.now(), &pipeline.counters(), &healths);
+        let mut status = super::live::Status::new(clock.now(), &pipeline.counters(), &healths);
+        status.silent_scanners = pipeline.silent_scanners();
         if let Err(e) = status.write(&status_path) {
             tracing::debug!(error = %e, "could not write the status file");
         }

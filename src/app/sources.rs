@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::Error;
 use crate::clock::Clock;
-use crate::core::types::Observation;
+use crate::core::types::{Observation, ScannerIdx};
 use crate::core::zones::Layout;
 use crate::source::health::Health;
 use crate::source::sim::{SimConfig, SimCustomer, Simulator};
@@ -25,6 +25,9 @@ pub struct Running {
     pub task: JoinHandle<()>,
     /// Its counters, for a live source (the status file, `/metrics`).
     pub health: Option<Arc<Health>>,
+    /// The scanner a BLE adapter is: while its source recovers, presence
+    /// takes that scanner as down.
+    pub scanner: Option<ScannerIdx>,
 }
 
 /// Starts `source` feeding `tx`, stamping observations with `clock`.
@@ -47,6 +50,7 @@ pub fn spawn(
             Running {
                 task: tokio::spawn(ble::run(b.clone(), clock, feed)),
                 health: Some(health),
+                scanner: Some(b.scanner),
             }
         }
         SourceSettings::Wifi(w) => {
@@ -54,11 +58,13 @@ pub fn spawn(
             Running {
                 task: tokio::spawn(wifi::run(w.clone(), clock, feed)),
                 health: Some(health),
+                scanner: None,
             }
         }
         played => Running {
             task: spawn_played(played.clone(), layout, clock, tx)?,
             health: None,
+            scanner: None,
         },
     })
 }

@@ -86,7 +86,7 @@ pub struct ZoneEvent {
 }
 
 /// Counts of tracker activity.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PresenceStats {
     /// Observations fed in.
     pub observations: u64,
@@ -369,6 +369,32 @@ impl Tracker {
         }
     }
 
+    /// Works out which scanners are silent at `now` (once per tick; the
+    /// shell may also call it on its own beat, so that `stats` and
+    /// `silent_scanners` are current when no customer is being looked at).
+    pub fn refresh(&mut self, now: Timestamp) {
+        if self.silent_at == now {
+            return;
+        }
+        let silent: Vec<bool> = (0..self.scanners.len())
+            .map(|s| u16::try_from(s).is_ok_and(|s| self.scanner_silent(ScannerIdx(s), now)))
+            .collect();
+        self.stats.silent_scanners = silent.iter().filter(|s| **s).count() as u64;
+        self.silent = silent;
+        self.silent_at = now;
+    }
+
+    /// The scanners silent at the last tick.
+    #[must_use]
+    pub fn silent_scanners(&self) -> Vec<ScannerIdx> {
+        self.silent
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s)
+            .filter_map(|(i, _)| u16::try_from(i).ok().map(ScannerIdx))
+            .collect()
+    }
+
     /// Whether `scanner` counts as silent at `now`. A scanner never heard
     /// is not: nothing says it ever worked or failed.
     #[must_use]
@@ -526,15 +552,7 @@ impl Tracker {
     /// the track.
     fn update(&mut self, now: Timestamp, customer: CustomerKey, out: &mut Vec<ZoneEvent>) {
         let k = now.0.div_euclid(self.tick_ms);
-        if self.silent_at != now {
-            // Once per tick, not per customer.
-            let silent: Vec<bool> = (0..self.scanners.len())
-                .map(|s| u16::try_from(s).is_ok_and(|s| self.scanner_silent(ScannerIdx(s), now)))
-                .collect();
-            self.stats.silent_scanners = silent.iter().filter(|s| **s).count() as u64;
-            self.silent = silent;
-            self.silent_at = now;
-        }
+        self.refresh(now);
         let ctx = Context {
             layout: &self.layout,
             near: &self.near,

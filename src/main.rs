@@ -92,6 +92,25 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
     },
+    /// Fit the scanners' RSSI offsets to a walk with a test beacon whose
+    /// areas are marked; write a suggested zones.toml for review.
+    Calibrate {
+        /// The walk, recorded with `nearcast record FILE --all`.
+        recording: PathBuf,
+        /// The test beacon, as in customers.csv (ibeacon:UUID:MAJOR:MINOR, mac:…).
+        #[arg(long, value_name = "IDENTITY")]
+        beacon: String,
+        /// When the beacon entered each area: lines `TIME ZONE`
+        /// (Unix seconds, RFC 3339 or HH:MM:SS store time; an area, `none` or `end`).
+        #[arg(long, value_name = "FILE")]
+        marks: Option<PathBuf>,
+        /// One mark, `TIME=ZONE` (repeatable).
+        #[arg(long = "mark", value_name = "TIME=ZONE")]
+        mark: Vec<String>,
+        /// Where to write the suggested zones.toml.
+        #[arg(long, value_name = "FILE", default_value = "zones.suggested.toml")]
+        out: PathBuf,
+    },
     /// Live table of what a BLE adapter hears, for calibrating zones.
     Scan {
         /// BlueZ adapter.
@@ -317,6 +336,22 @@ fn run(cli: Cli, log: &LogFilter) -> Result<Exit, nearcast::app::Error> {
             };
             cli::replay(&cli::load(dir)?, &opts)
         }
+        Command::Calibrate {
+            recording,
+            beacon,
+            marks,
+            mark,
+            out,
+        } => cli::calibrate(
+            &cli::load(dir)?,
+            &nearcast::app::calibrate::CalibrateOptions {
+                recording,
+                beacon,
+                marks_file: marks,
+                marks: mark,
+                out,
+            },
+        ),
         Command::Record {
             file,
             seconds,

@@ -425,6 +425,53 @@ pub fn outbox_list(
     Ok(Exit::Success)
 }
 
+/// `calibrate`: fits offsets to a marked walk and writes the suggestion.
+///
+/// # Errors
+/// Unreadable files, bad marks or beacon, a suggestion that cannot be written.
+pub fn calibrate(
+    config: &Config,
+    opts: &super::calibrate::CalibrateOptions,
+) -> Result<Exit, Error> {
+    let found = super::calibrate::calibrate(config, opts)?;
+    let pct = |x: f64| x * 100.0;
+    println!(
+        "{} marked seconds; right area {:.1} % with the configured offsets, {:.1} % with the fitted ones",
+        found.seconds,
+        pct(found.before),
+        pct(found.after)
+    );
+    println!(
+        "held out: fitted on the first half of the walk, the second half goes {:.1} % -> {:.1} %",
+        pct(found.held_out.0),
+        pct(found.held_out.1)
+    );
+    for (id, was, now) in &found.offsets {
+        let note = if (was - now).abs() < 0.25 {
+            ""
+        } else {
+            "  (changed)"
+        };
+        println!("scanner {id:<12} rssi_offset {was:+.1} -> {now:+.1}{note}");
+    }
+    match &found.verdict {
+        super::calibrate::Verdict::Suggested => {}
+        super::calibrate::Verdict::Unvisited(areas) => println!(
+            "offsets kept: these areas had less than a minute of the walk: {}; walk every area and try again",
+            areas.join(", ")
+        ),
+        super::calibrate::Verdict::NotSupported => println!(
+            "offsets kept: fitted on one half of the walk, the other half did not get better; the fit would follow this walk's noise, not the scanners"
+        ),
+    }
+    super::calibrate::write_suggestion(&config.dir, &opts.out, &found, &opts.recording)?;
+    println!(
+        "wrote {} (review it, e.g. diff it with zones.toml, then copy it over)",
+        opts.out.display()
+    );
+    Ok(Exit::Success)
+}
+
 /// `stats`: counts from the database, and the running daemon's live
 /// sources and guards from its status file.
 ///

@@ -5,6 +5,7 @@
 //! reads the clock only through the `Clock` it is given.
 
 pub mod broadcast;
+pub mod calibrate;
 pub mod cli;
 pub mod demo;
 pub mod live;

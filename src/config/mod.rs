@@ -26,6 +26,7 @@ use toml::Spanned;
 use crate::credentials::SecretRef;
 
 use crate::core::campaign::Engine;
+use crate::core::types::Uuid128;
 use crate::core::zones::Layout;
 
 pub use daemon::{Daemon, Privacy};
@@ -360,6 +361,31 @@ pub(crate) fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// An iBeacon UUID setting, as 16 bytes; an error at it when it is not one.
+pub(crate) fn ibeacon_uuid(src: &mut Source, u: &Spanned<String>) -> Option<[u8; 16]> {
+    let uuid = Uuid128::parse(u.get_ref());
+    if uuid.is_none() {
+        src.error(
+            u.span(),
+            "not a UUID",
+            Some("write it like \"E2C56DB5-DFFB-48D2-B060-D0F5A71096E0\"".into()),
+        );
+    }
+    uuid.map(|u| u.to_bytes())
+}
+
+/// An Eddystone namespace setting (20 hex digits), as 10 bytes; an error
+/// at it when it is not one.
+pub(crate) fn eddystone_namespace(src: &mut Source, n: &Spanned<String>) -> Option<[u8; 10]> {
+    let mut namespace = [0u8; 10];
+    if hex::decode_to_slice(n.get_ref(), &mut namespace).is_ok() {
+        Some(namespace)
+    } else {
+        src.error(n.span(), "an Eddystone namespace is 20 hex digits", None);
+        None
+    }
 }
 
 #[cfg(test)]

@@ -1233,30 +1233,26 @@ mod tests {
             &History::default(),
         );
         assert_eq!(outcomes(&none)[0].1, "no_channel");
+        let at_ten = |h: &History| {
+            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, h))[0]
+                .1
+                .clone()
+        };
         let recent = History {
             last_fired: vec![("welcome".into(), at("09:30"))],
             ..History::default()
         };
-        assert_eq!(
-            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &recent))[0].1,
-            "cooldown"
-        );
+        assert_eq!(at_ten(&recent), "cooldown");
         let capped = History {
             messages_today: 2,
             ..History::default()
         };
-        assert_eq!(
-            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &capped))[0].1,
-            "cap_day"
-        );
+        assert_eq!(at_ten(&capped), "cap_day");
         let points = History {
             points_today: 50,
             ..History::default()
         };
-        assert_eq!(
-            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &points))[0].1,
-            "points_cap"
-        );
+        assert_eq!(at_ten(&points), "points_cap");
         let not_gold = e.decide(
             &ev(at("10:00"), EventKind::Entered(ZoneIdx(1))),
             &c,

@@ -85,6 +85,20 @@ impl fmt::Display for Error {
     }
 }
 
+#[cfg(test)]
+impl Error {
+    /// `line:column: message | hint`, without the file: what the tests
+    /// compare.
+    pub(crate) fn brief(&self) -> String {
+        let hint = self
+            .hint
+            .as_deref()
+            .map(|h| format!(" | {h}"))
+            .unwrap_or_default();
+        format!("{}:{}: {}{hint}", self.line, self.column, self.message)
+    }
+}
+
 /// Every problem found, in file order.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct Errors(pub Vec<Error>);
@@ -448,12 +462,7 @@ mod load_tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
         assert_eq!(e.file, dir.path().join(file));
-        let hint = e
-            .hint
-            .as_deref()
-            .map(|h| format!(" | {h}"))
-            .unwrap_or_default();
-        format!("{}:{}: {}{hint}", e.line, e.column, e.message)
+        e.brief()
     }
 
     fn line_of(file: &str, needle: &str) -> usize {

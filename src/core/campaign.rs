@@ -1049,6 +1049,23 @@ mod tests {
         }
     }
 
+    /// A campaign sending message 0 for `purpose`, no points, an hour's
+    /// cooldown, no conditions, fallback or follow-up.
+    fn campaign(id: &str, trigger: Trigger, purpose: Purpose) -> Campaign {
+        Campaign {
+            id: id.into(),
+            trigger,
+            conditions: Conditions::default(),
+            message: Some(MessageIdx(0)),
+            points: 0,
+            cooldown: Duration::from_secs(3600),
+            purpose,
+            fallback: None,
+            follow_up: None,
+            not_private: Vec::new(),
+        }
+    }
+
     fn engine() -> Engine {
         let mut rules = Rules::always(tz());
         rules.opening = std::array::from_fn(|i| {
@@ -1064,43 +1081,26 @@ mod tests {
         Engine {
             campaigns: vec![
                 Campaign {
-                    id: "welcome".into(),
-                    trigger: Trigger::Arrive,
-                    conditions: Conditions::default(),
-                    message: Some(MessageIdx(0)),
                     points: 10,
                     cooldown: Duration::from_secs(24 * 3600),
-                    purpose: Purpose::Welcome,
-                    fallback: None,
-                    follow_up: None,
-                    not_private: Vec::new(),
+                    ..campaign("welcome", Trigger::Arrive, Purpose::Welcome)
                 },
                 Campaign {
-                    id: "coffee".into(),
-                    trigger: Trigger::Enter(ZoneIdx(1)),
                     conditions: Conditions {
                         segments: vec!["gold".into()],
                         ..Conditions::default()
                     },
-                    message: Some(MessageIdx(0)),
-                    points: 0,
-                    cooldown: Duration::from_secs(3600),
-                    purpose: Purpose::Offers,
-                    fallback: None,
-                    follow_up: None,
-                    not_private: Vec::new(),
+                    ..campaign("coffee", Trigger::Enter(ZoneIdx(1)), Purpose::Offers)
                 },
                 Campaign {
-                    id: "fifth".into(),
-                    trigger: Trigger::VisitCount { n: 5, repeat: true },
-                    conditions: Conditions::default(),
                     message: None,
                     points: 45,
                     cooldown: Duration::ZERO,
-                    purpose: Purpose::Loyalty,
-                    fallback: None,
-                    follow_up: None,
-                    not_private: Vec::new(),
+                    ..campaign(
+                        "fifth",
+                        Trigger::VisitCount { n: 5, repeat: true },
+                        Purpose::Loyalty,
+                    )
                 },
             ],
             messages: vec![Message {
@@ -1372,19 +1372,11 @@ mod tests {
     fn a_broadcast_is_decided_by_the_same_checks_and_never_by_presence() {
         let mut e = engine();
         e.campaigns.push(Campaign {
-            id: "flash".into(),
-            trigger: Trigger::Broadcast,
             conditions: Conditions {
                 min_days_since_last_visit: Some(30),
                 ..Conditions::default()
             },
-            message: Some(MessageIdx(0)),
-            points: 0,
-            cooldown: Duration::from_secs(3600),
-            purpose: Purpose::Offers,
-            fallback: None,
-            follow_up: None,
-            not_private: Vec::new(),
+            ..campaign("flash", Trigger::Broadcast, Purpose::Offers)
         });
         let idx = e.find_campaign("flash").unwrap();
         let c = customer(&[], &["whatsapp", "sms"]);

@@ -1,4 +1,6 @@
-//! `nearcast.toml`: database, sources, channels, outbox and logging.
+//! `nearcast.toml`: database, sources, channels, outbox, logging, privacy,
+//! clock, guards and the local API; one builder per section (sources,
+//! channels and the API have their own files).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

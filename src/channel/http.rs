@@ -164,6 +164,17 @@ impl HttpResponse {
             _ => SendResult::Failed { error },
         }
     }
+
+    /// A provider error code the adapter does not know: [`Self::by_status`]
+    /// decides what to do, `error` (the provider's code and text) says why.
+    #[must_use]
+    pub fn unknown_code(&self, now: Timestamp, what: &str, error: String) -> SendResult {
+        match self.by_status(now, what) {
+            SendResult::Retry { after, .. } => SendResult::Retry { after, error },
+            SendResult::Misconfigured { .. } => SendResult::Misconfigured { error },
+            _ => SendResult::Failed { error },
+        }
+    }
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -507,6 +518,31 @@ fn transport(e: reqwest::Error) -> TransportError {
         // reqwest's message may carry the URL, which holds no secret (ids
         // only); the phone number and tokens are never in a URL.
         TransportError::Connect(e.to_string())
+    }
+}
+
+/// Short names for the expected outcomes in the adapters' tables of
+/// provider error codes.
+#[cfg(test)]
+pub(crate) mod expect {
+    use std::time::Duration;
+
+    use crate::channel::SendResult;
+
+    pub(crate) fn retry(after: Duration, e: &str) -> SendResult {
+        SendResult::Retry {
+            after,
+            error: e.into(),
+        }
+    }
+    pub(crate) fn fall(e: &str) -> SendResult {
+        SendResult::Fallback { error: e.into() }
+    }
+    pub(crate) fn fail(e: &str) -> SendResult {
+        SendResult::Failed { error: e.into() }
+    }
+    pub(crate) fn conf(e: &str) -> SendResult {
+        SendResult::Misconfigured { error: e.into() }
     }
 }
 

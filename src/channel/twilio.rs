@@ -197,11 +197,7 @@ pub fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
         20003 | 20404 | 21212 | 21606 | 21659 | 21703 | 21704 | 21705 | 63007 => {
             SendResult::Misconfigured { error }
         }
-        _ => match resp.by_status(now, "twilio") {
-            SendResult::Retry { after, .. } => SendResult::Retry { after, error },
-            SendResult::Misconfigured { .. } => SendResult::Misconfigured { error },
-            _ => SendResult::Failed { error },
-        },
+        _ => resp.unknown_code(now, "twilio", error),
     }
 }
 
@@ -414,13 +410,7 @@ mod tests {
     fn every_documented_code() {
         let now = Timestamp(0);
         let c = |code, status| classify(&twilio_error(code, status), now);
-        let retry = |after: Duration, e: &str| SendResult::Retry {
-            after,
-            error: e.into(),
-        };
-        let fall = |e: &str| SendResult::Fallback { error: e.into() };
-        let fail = |e: &str| SendResult::Failed { error: e.into() };
-        let conf = |e: &str| SendResult::Misconfigured { error: e.into() };
+        use crate::channel::http::expect::{conf, fail, fall, retry};
         let table = [
             (
                 c(21610, 400),

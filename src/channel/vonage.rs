@@ -187,11 +187,7 @@ pub fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
         }
         // The account or the sender.
         1060 | 1070 | 1080 | 1120 | 1140 => SendResult::Misconfigured { error },
-        _ => match resp.by_status(now, "vonage") {
-            SendResult::Retry { after, .. } => SendResult::Retry { after, error },
-            SendResult::Misconfigured { .. } => SendResult::Misconfigured { error },
-            _ => SendResult::Failed { error },
-        },
+        _ => resp.unknown_code(now, "vonage", error),
     }
 }
 
@@ -342,13 +338,7 @@ mod tests {
     fn every_documented_code() {
         let now = Timestamp(0);
         let c = |code, status| classify(&problem(code, status), now);
-        let retry = |after: Duration, e: &str| SendResult::Retry {
-            after,
-            error: e.into(),
-        };
-        let fall = |e: &str| SendResult::Fallback { error: e.into() };
-        let fail = |e: &str| SendResult::Failed { error: e.into() };
-        let conf = |e: &str| SendResult::Misconfigured { error: e.into() };
+        use crate::channel::http::expect::{conf, fail, fall, retry};
         let table = [
             (
                 c(1000, 429),

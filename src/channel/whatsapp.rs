@@ -209,11 +209,7 @@ pub fn classify(resp: &HttpResponse, now: Timestamp) -> SendResult {
         // "Object does not exist": the phone number id is wrong.
         100 if subcode == Some(33) => SendResult::Misconfigured { error },
         100 => SendResult::Failed { error },
-        _ => match resp.by_status(now, "whatsapp") {
-            SendResult::Retry { after, .. } => SendResult::Retry { after, error },
-            SendResult::Misconfigured { .. } => SendResult::Misconfigured { error },
-            _ => SendResult::Failed { error },
-        },
+        _ => resp.unknown_code(now, "whatsapp", error),
     }
 }
 
@@ -425,13 +421,7 @@ pub(crate) mod tests {
         let now = Timestamp(1_795_510_800_000);
         let c =
             |status, code, sub| classify(&HttpResponse::new(status, &meta_error(code, sub)), now);
-        let retry = |after: Duration, e: &str| SendResult::Retry {
-            after,
-            error: e.into(),
-        };
-        let fall = |e: &str| SendResult::Fallback { error: e.into() };
-        let fail = |e: &str| SendResult::Failed { error: e.into() };
-        let conf = |e: &str| SendResult::Misconfigured { error: e.into() };
+        use crate::channel::http::expect::{conf, fail, fall, retry};
         let table = [
             (
                 c(400, 131047, None),

@@ -777,13 +777,18 @@ mod tests {
         }
     }
 
+    /// A lane sending `rate` a second, `burst` at once, `concurrency` in flight.
+    fn lane(rate: f64, burst: u32, concurrency: u32) -> Lane {
+        Lane::new(ChannelLimits {
+            rate,
+            burst,
+            concurrency,
+        })
+    }
+
     #[test]
     fn a_bucket_paces_to_its_rate_after_its_burst() {
-        let mut lane = Lane::new(ChannelLimits {
-            rate: 80.0,
-            burst: 1,
-            concurrency: 8,
-        });
+        let mut lane = lane(80.0, 1, 8);
         let t0 = Timestamp(1_000_000);
         assert_eq!(lane.budget(t0, 32), 1);
         lane.take(t0, 1);
@@ -809,11 +814,7 @@ mod tests {
 
     #[test]
     fn a_burst_goes_at_once_then_the_rate_holds() {
-        let mut lane = Lane::new(ChannelLimits {
-            rate: 10.0,
-            burst: 5,
-            concurrency: 100,
-        });
+        let mut lane = lane(10.0, 5, 100);
         let t0 = Timestamp(0);
         assert_eq!(lane.budget(t0, 100), 5);
         lane.take(t0, 5);
@@ -824,11 +825,7 @@ mod tests {
 
     #[test]
     fn concurrency_and_batch_bound_a_round() {
-        let mut lane = Lane::new(ChannelLimits {
-            rate: 1000.0,
-            burst: 100,
-            concurrency: 8,
-        });
+        let mut lane = lane(1000.0, 100, 8);
         assert_eq!(lane.budget(Timestamp(0), 32), 8);
         lane.take(Timestamp(0), 0);
         assert_eq!(lane.budget(Timestamp(0), 3), 3);

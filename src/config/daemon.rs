@@ -1,4 +1,6 @@
-//! `nearcast.toml`: database, sources, channels, outbox and logging.
+//! `nearcast.toml`: database, sources, channels, outbox, logging, privacy,
+//! clock, guards and the local API; one builder per section (sources,
+//! channels and the API have their own files).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,6 @@ use crate::channel::{ChannelSettings, OutboxSettings};
 use crate::clock::ClockSettings;
 use crate::core::guard::GuardConfig;
 use crate::core::identity::AppBeacons;
-use crate::core::types::Uuid128;
 use crate::core::zones::Layout;
 use crate::source::{SimSettings, SourceSettings};
 
@@ -246,22 +247,10 @@ fn privacy(src: &mut Source, p: &RawPrivacy) -> Privacy {
             .map_or(defaults.retention, |d| d.get_ref().0),
     };
     if let Some(u) = &p.app_ibeacon_uuid {
-        match Uuid128::parse(u.get_ref()) {
-            Some(uuid) => privacy.app.ibeacon_uuid = Some(uuid.to_bytes()),
-            None => src.error(
-                u.span(),
-                "not a UUID",
-                Some("write it like \"E2C56DB5-DFFB-48D2-B060-D0F5A71096E0\"".into()),
-            ),
-        }
+        privacy.app.ibeacon_uuid = super::ibeacon_uuid(src, u);
     }
     if let Some(n) = &p.app_eddystone_namespace {
-        let mut ns = [0u8; 10];
-        if hex::decode_to_slice(n.get_ref(), &mut ns).is_ok() {
-            privacy.app.eddystone_namespace = Some(ns);
-        } else {
-            src.error(n.span(), "an Eddystone namespace is 20 hex digits", None);
-        }
+        privacy.app.eddystone_namespace = super::eddystone_namespace(src, n);
     }
     if let Some(d) = &p.app_token_slot
         && !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&d.get_ref().0)

@@ -26,6 +26,7 @@ use toml::Spanned;
 use crate::credentials::SecretRef;
 
 use crate::core::campaign::Engine;
+use crate::core::types::Uuid128;
 use crate::core::zones::Layout;
 
 pub use daemon::{Daemon, Privacy};
@@ -81,6 +82,20 @@ impl fmt::Display for Error {
             write!(f, "\n  hint: {h}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Error {
+    /// `line:column: message | hint`, without the file: what the tests
+    /// compare.
+    pub(crate) fn brief(&self) -> String {
+        let hint = self
+            .hint
+            .as_deref()
+            .map(|h| format!(" | {h}"))
+            .unwrap_or_default();
+        format!("{}:{}: {}{hint}", self.line, self.column, self.message)
     }
 }
 
@@ -362,6 +377,31 @@ pub(crate) fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// An iBeacon UUID setting, as 16 bytes; an error at it when it is not one.
+pub(crate) fn ibeacon_uuid(src: &mut Source, u: &Spanned<String>) -> Option<[u8; 16]> {
+    let uuid = Uuid128::parse(u.get_ref());
+    if uuid.is_none() {
+        src.error(
+            u.span(),
+            "not a UUID",
+            Some("write it like \"E2C56DB5-DFFB-48D2-B060-D0F5A71096E0\"".into()),
+        );
+    }
+    uuid.map(|u| u.to_bytes())
+}
+
+/// An Eddystone namespace setting (20 hex digits), as 10 bytes; an error
+/// at it when it is not one.
+pub(crate) fn eddystone_namespace(src: &mut Source, n: &Spanned<String>) -> Option<[u8; 10]> {
+    let mut namespace = [0u8; 10];
+    if hex::decode_to_slice(n.get_ref(), &mut namespace).is_ok() {
+        Some(namespace)
+    } else {
+        src.error(n.span(), "an Eddystone namespace is 20 hex digits", None);
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,12 +462,7 @@ mod load_tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
         assert_eq!(e.file, dir.path().join(file));
-        let hint = e
-            .hint
-            .as_deref()
-            .map(|h| format!(" | {h}"))
-            .unwrap_or_default();
-        format!("{}:{}: {}{hint}", e.line, e.column, e.message)
+        e.brief()
     }
 
     fn line_of(file: &str, needle: &str) -> usize {

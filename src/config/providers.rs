@@ -594,18 +594,7 @@ mod tests {
         let mut src = Source::inline("nearcast.toml", &text);
         let daemon =
             super::super::daemon::build(std::path::Path::new("/etc/nearcast"), &mut src, None);
-        let errors = src
-            .errors
-            .iter()
-            .map(|e| {
-                let hint = e
-                    .hint
-                    .as_deref()
-                    .map(|h| format!(" | {h}"))
-                    .unwrap_or_default();
-                format!("{}:{}: {}{hint}", e.line, e.column, e.message)
-            })
-            .collect();
+        let errors = src.errors.iter().map(super::super::Error::brief).collect();
         let adapters = daemon.map(|d| d.channels.into_iter().map(|c| c.adapter).collect());
         (adapters.unwrap_or_default(), errors)
     }

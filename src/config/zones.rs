@@ -2,6 +2,7 @@
 //! calibration and zones, built into a `Layout` and the opening hours.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -9,7 +10,7 @@ use toml::Spanned;
 
 use super::{Dur, Source, did_you_mean, valid_id};
 use crate::core::campaign::TimeRange;
-use crate::core::types::{ScannerIdx, Uuid128};
+use crate::core::types::ScannerIdx;
 use crate::core::zones::{Calibration, Layout, Radio, Scanner, Zone, ZoneKind};
 
 #[derive(Deserialize)]
@@ -102,7 +103,7 @@ fn default_scanner_silence() -> Spanned<Dur> {
     Spanned::new(0..0, Dur(Radio::default().scanner_silence))
 }
 fn default_signal_timeout() -> Dur {
-    Dur(std::time::Duration::from_secs(10))
+    Dur(Duration::from_secs(10))
 }
 
 #[derive(Deserialize)]
@@ -161,34 +162,69 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
     let raw: Raw = src.parse()?;
     let before = src.errors.len();
 
-    if !valid_id(raw.store_id.get_ref()) {
+    check_store_id(src, &raw.store_id);
+    let tz = time_zone(src, &raw.time_zone);
+    let opening = opening_hours(src, raw.hours.get_ref());
+    let radio = radio(src, &raw.radio);
+    let scanners = scanners(src, &raw.scanners, raw.radio.path_loss_exponent);
+    let calibrations = calibrations(src, &raw.calibrations);
+    let (zones, groups) = zones(src, &raw.zones, &scanners);
+    overlapping_areas(src, &raw.zones, &zones, &groups);
+    if src.errors.len() > before {
+        return None;
+    }
+    Some(Zones {
+        store_id: raw.store_id.into_inner(),
+        layout: Layout {
+            store_name: raw.store,
+            scanners,
+            zones,
+            groups,
+            radio,
+            calibrations,
+        },
+        tz,
+        opening,
+    })
+}
+
+/// `store_id`: it names the store in the database and in messages' links.
+fn check_store_id(src: &mut Source, store_id: &Spanned<String>) {
+    if !valid_id(store_id.get_ref()) {
         src.error(
-            raw.store_id.span(),
+            store_id.span(),
             "store_id must be lowercase letters, digits, `-` or `_`",
             None,
         );
     }
-    let tz = match jiff::tz::TimeZone::get(raw.time_zone.get_ref()) {
+}
+
+/// `time_zone`: an IANA name; UTC (with an error) when unknown.
+fn time_zone(src: &mut Source, name: &Spanned<String>) -> jiff::tz::TimeZone {
+    match jiff::tz::TimeZone::get(name.get_ref()) {
         Ok(tz) => tz,
         Err(_) => {
             src.error(
-                raw.time_zone.span(),
-                format!("unknown time zone {:?}", raw.time_zone.get_ref()),
+                name.span(),
+                format!("unknown time zone {:?}", name.get_ref()),
                 Some("use an IANA name such as \"Europe/Berlin\" or \"America/New_York\"".into()),
             );
             jiff::tz::TimeZone::UTC
         }
-    };
-    let h = raw.hours.get_ref();
-    let opening =
-        [&h.mon, &h.tue, &h.wed, &h.thu, &h.fri, &h.sat, &h.sun].map(|d| day_hours(src, d));
+    }
+}
 
-    let radio = radio(src, &raw.radio);
-    let default_exponent = raw.radio.path_loss_exponent;
+/// `[hours]`: each day's opening ranges, Monday first.
+fn opening_hours(src: &mut Source, h: &Hours) -> [Vec<TimeRange>; 7] {
+    [&h.mon, &h.tue, &h.wed, &h.thu, &h.fri, &h.sat, &h.sun].map(|d| day_hours(src, d))
+}
 
+/// `[[scanner]]`: unique ids, positions, and each one's path-loss exponent
+/// (`[radio]`'s unless it sets its own); at least one.
+fn scanners(src: &mut Source, raw: &[RawScanner], default_exponent: f64) -> Vec<Scanner> {
     let mut scanners = Vec::new();
     let mut seen = HashSet::new();
-    for s in &raw.scanners {
+    for s in raw {
         let id = s.id.get_ref();
         if !seen.insert(id.clone()) {
             src.error(
@@ -227,31 +263,29 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
             ),
         );
     }
-    let scanner_names: Vec<String> = scanners.iter().map(|s| s.id.to_string()).collect();
+    scanners
+}
 
+/// `[[calibration]]`: a measured power for one iBeacon UUID or one
+/// Eddystone namespace.
+fn calibrations(src: &mut Source, raw: &[RawCalibration]) -> Vec<Calibration> {
     let mut calibrations = Vec::new();
-    for c in &raw.calibrations {
+    for c in raw {
         match (&c.ibeacon_uuid, &c.eddystone_namespace) {
-            (Some(u), None) => match Uuid128::parse(u.get_ref()) {
-                Some(uuid) => calibrations.push(Calibration::IBeacon {
-                    uuid: uuid.to_bytes(),
-                    measured_power: c.measured_power,
-                }),
-                None => src.error(
-                    u.span(),
-                    "not a UUID",
-                    Some("write it like \"E2C56DB5-DFFB-48D2-B060-D0F5A71096E0\"".into()),
-                ),
-            },
+            (Some(u), None) => {
+                if let Some(uuid) = super::ibeacon_uuid(src, u) {
+                    calibrations.push(Calibration::IBeacon {
+                        uuid,
+                        measured_power: c.measured_power,
+                    });
+                }
+            }
             (None, Some(n)) => {
-                let mut namespace = [0u8; 10];
-                if hex::decode_to_slice(n.get_ref(), &mut namespace).is_ok() {
+                if let Some(namespace) = super::eddystone_namespace(src, n) {
                     calibrations.push(Calibration::Eddystone {
                         namespace,
                         measured_power: c.measured_power,
                     });
-                } else {
-                    src.error(n.span(), "an Eddystone namespace is 20 hex digits", None);
                 }
             }
             _ => src.error(
@@ -261,12 +295,18 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
             ),
         }
     }
+    calibrations
+}
 
+/// `[[zone]]`: unique ids, each zone by its kind, the store zone first
+/// (a default one when none is written), and the groups area zones name.
+fn zones(src: &mut Source, raw: &[RawZone], scanners: &[Scanner]) -> (Vec<Zone>, Vec<Arc<str>>) {
+    let scanner_names: Vec<String> = scanners.iter().map(|s| s.id.to_string()).collect();
     let mut zones: Vec<Zone> = Vec::new();
-    let mut groups: Vec<std::sync::Arc<str>> = Vec::new();
+    let mut groups: Vec<Arc<str>> = Vec::new();
     let mut store_zone = None;
     let mut seen = HashSet::new();
-    for z in &raw.zones {
+    for z in raw {
         let id = z.id.get_ref();
         if !valid_id(id) {
             src.error(
@@ -278,19 +318,10 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
         if !seen.insert(id.clone()) {
             src.error(z.id.span(), format!("zone `{id}` is defined twice"), None);
         }
-        let unused = |src: &mut Source, name: &str, field: Option<std::ops::Range<usize>>| {
-            if let Some(span) = field {
-                src.error(
-                    span,
-                    format!("`{name}` does not apply to this kind of zone"),
-                    None,
-                );
-            }
-        };
         let kind = match z.kind.get_ref() {
             KindName::Store => {
-                unused(src, "scanner", z.scanner.as_ref().map(Spanned::span));
-                unused(src, "polygon", z.polygon.as_ref().map(Spanned::span));
+                unused(src, "scanner", z.scanner.as_ref());
+                unused(src, "polygon", z.polygon.as_ref());
                 if store_zone.is_some() {
                     src.error(
                         z.kind.span(),
@@ -303,124 +334,10 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
                     range_m: z.range.as_ref().map(|r| *r.get_ref()),
                 }
             }
-            KindName::Near => {
-                unused(src, "polygon", z.polygon.as_ref().map(Spanned::span));
-                let scanner = match &z.scanner {
-                    None => {
-                        src.error(
-                            z.kind.span(),
-                            format!("near zone `{id}` needs `scanner`"),
-                            Some(format!("one of: {}", scanner_names.join(", "))),
-                        );
-                        ScannerIdx(0)
-                    }
-                    Some(s) => match scanner_names.iter().position(|n| n == s.get_ref()) {
-                        Some(i) => ScannerIdx(u16::try_from(i).unwrap_or(0)),
-                        None => {
-                            src.error(
-                                s.span(),
-                                format!("unknown scanner `{}`", s.get_ref()),
-                                Some(did_you_mean(
-                                    s.get_ref(),
-                                    scanner_names.iter().map(String::as_str),
-                                )),
-                            );
-                            ScannerIdx(0)
-                        }
-                    },
-                };
-                let enter = z.enter.as_ref().map_or(2.0, |e| *e.get_ref());
-                let exit = z.exit.as_ref().map_or(enter * 1.5, |e| *e.get_ref());
-                if enter <= 0.0 {
-                    src.error(
-                        z.enter.as_ref().map_or(z.kind.span(), Spanned::span),
-                        "`enter` must be a positive distance in metres",
-                        None,
-                    );
-                }
-                if exit < enter {
-                    src.error(
-                        z.exit.as_ref().map_or(z.kind.span(), Spanned::span),
-                        format!("`exit` ({exit} m) must be at least `enter` ({enter} m)"),
-                        Some("the gap between them is the hysteresis that stops customers at the edge from flapping; 1.5 × enter is a good start".into()),
-                    );
-                }
-                ZoneKind::Near {
-                    scanner,
-                    enter_m: enter,
-                    exit_m: exit,
-                }
-            }
-            KindName::Area => {
-                unused(src, "scanner", z.scanner.as_ref().map(Spanned::span));
-                let polygon = match &z.polygon {
-                    Some(p) if p.get_ref().len() >= 3 => {
-                        let ring: Vec<(f64, f64)> =
-                            p.get_ref().iter().map(|c| (c[0], c[1])).collect();
-                        let poly = geo::Polygon::new(geo::LineString::from(ring), vec![]);
-                        if geo::Area::unsigned_area(&poly) <= f64::EPSILON {
-                            src.error(
-                                p.span(),
-                                "the polygon has no area",
-                                Some("list at least three corners that are not on one line".into()),
-                            );
-                        }
-                        poly
-                    }
-                    Some(p) => {
-                        src.error(p.span(), "a polygon needs at least three corners", None);
-                        geo::Polygon::new(geo::LineString::new(vec![]), vec![])
-                    }
-                    None => {
-                        src.error(z.kind.span(), format!("area zone `{id}` needs `polygon`"), Some("corners in metres on the floor plan: polygon = [[0, 0], [4, 0], [4, 3], [0, 3]]".into()));
-                        geo::Polygon::new(geo::LineString::new(vec![]), vec![])
-                    }
-                };
-                let margin = z.exit_margin.as_ref().map_or(1.0, |m| *m.get_ref());
-                if !(margin >= 0.0 && margin.is_finite()) {
-                    src.error(
-                        z.exit_margin.as_ref().map_or(z.kind.span(), Spanned::span),
-                        "`exit_margin` must be a distance of 0 m or more",
-                        None,
-                    );
-                }
-                let name = z
-                    .group
-                    .as_ref()
-                    .map_or(DEFAULT_GROUP, |g| g.get_ref().as_str());
-                if !valid_id(name) {
-                    src.error(
-                        z.group.as_ref().map_or(z.kind.span(), Spanned::span),
-                        format!("group `{name}` must be lowercase letters, digits, `-` or `_`"),
-                        None,
-                    );
-                }
-                let group = groups.iter().position(|g| &**g == name).unwrap_or_else(|| {
-                    groups.push(name.into());
-                    groups.len() - 1
-                });
-                ZoneKind::Area {
-                    polygon,
-                    exit_margin_m: margin,
-                    group: u16::try_from(group).unwrap_or(u16::MAX),
-                }
-            }
+            KindName::Near => near_zone(src, z, &scanner_names),
+            KindName::Area => area_zone(src, z, &mut groups),
         };
-        if !matches!(z.kind.get_ref(), KindName::Near) {
-            unused(src, "enter", z.enter.as_ref().map(Spanned::span));
-            unused(src, "exit", z.exit.as_ref().map(Spanned::span));
-        }
-        if !matches!(z.kind.get_ref(), KindName::Area) {
-            unused(
-                src,
-                "exit_margin",
-                z.exit_margin.as_ref().map(Spanned::span),
-            );
-            unused(src, "group", z.group.as_ref().map(Spanned::span));
-        }
-        if !matches!(z.kind.get_ref(), KindName::Store) {
-            unused(src, "range", z.range.as_ref().map(Spanned::span));
-        }
+        unused_by_kind(src, z);
         let default_exit = if matches!(z.kind.get_ref(), KindName::Store) {
             120
         } else {
@@ -432,7 +349,7 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
             min_dwell: z.min_dwell.0,
             exit_after: z
                 .exit_after
-                .map_or(std::time::Duration::from_secs(default_exit), |d| d.0),
+                .map_or(Duration::from_secs(default_exit), |d| d.0),
             dwell_after: z.dwell.map(|d| d.0),
         });
     }
@@ -446,8 +363,8 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
             Zone {
                 id: "store".into(),
                 kind: ZoneKind::Store { range_m: None },
-                min_dwell: std::time::Duration::from_secs(5),
-                exit_after: std::time::Duration::from_secs(120),
+                min_dwell: Duration::from_secs(5),
+                exit_after: Duration::from_secs(120),
                 dwell_after: None,
             },
         ),
@@ -459,23 +376,148 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
             Some("merge zones; each one costs work per sighting".into()),
         );
     }
-    overlapping_areas(src, &raw.zones, &zones, &groups);
-    if src.errors.len() > before {
-        return None;
+    (zones, groups)
+}
+
+/// An error at a key written on a zone whose kind does not take it.
+fn unused<T>(src: &mut Source, name: &str, field: Option<&Spanned<T>>) {
+    if let Some(field) = field {
+        src.error(
+            field.span(),
+            format!("`{name}` does not apply to this kind of zone"),
+            None,
+        );
     }
-    Some(Zones {
-        store_id: raw.store_id.into_inner(),
-        layout: Layout {
-            store_name: raw.store,
-            scanners,
-            zones,
-            groups,
-            radio,
-            calibrations,
+}
+
+/// The keys only one kind of zone takes, written on another kind.
+fn unused_by_kind(src: &mut Source, z: &RawZone) {
+    if !matches!(z.kind.get_ref(), KindName::Near) {
+        unused(src, "enter", z.enter.as_ref());
+        unused(src, "exit", z.exit.as_ref());
+    }
+    if !matches!(z.kind.get_ref(), KindName::Area) {
+        unused(src, "exit_margin", z.exit_margin.as_ref());
+        unused(src, "group", z.group.as_ref());
+    }
+    if !matches!(z.kind.get_ref(), KindName::Store) {
+        unused(src, "range", z.range.as_ref());
+    }
+}
+
+/// A near zone: its scanner by name, and `enter` within `exit`.
+fn near_zone(src: &mut Source, z: &RawZone, scanner_names: &[String]) -> ZoneKind {
+    unused(src, "polygon", z.polygon.as_ref());
+    let id = z.id.get_ref();
+    let scanner = match &z.scanner {
+        None => {
+            src.error(
+                z.kind.span(),
+                format!("near zone `{id}` needs `scanner`"),
+                Some(format!("one of: {}", scanner_names.join(", "))),
+            );
+            ScannerIdx(0)
+        }
+        Some(s) => match scanner_names.iter().position(|n| n == s.get_ref()) {
+            Some(i) => ScannerIdx(u16::try_from(i).unwrap_or(0)),
+            None => {
+                src.error(
+                    s.span(),
+                    format!("unknown scanner `{}`", s.get_ref()),
+                    Some(did_you_mean(
+                        s.get_ref(),
+                        scanner_names.iter().map(String::as_str),
+                    )),
+                );
+                ScannerIdx(0)
+            }
         },
-        tz,
-        opening,
-    })
+    };
+    let enter = z.enter.as_ref().map_or(2.0, |e| *e.get_ref());
+    let exit = z.exit.as_ref().map_or(enter * 1.5, |e| *e.get_ref());
+    if enter <= 0.0 {
+        src.error(
+            z.enter.as_ref().map_or(z.kind.span(), Spanned::span),
+            "`enter` must be a positive distance in metres",
+            None,
+        );
+    }
+    if exit < enter {
+        src.error(
+            z.exit.as_ref().map_or(z.kind.span(), Spanned::span),
+            format!("`exit` ({exit} m) must be at least `enter` ({enter} m)"),
+            Some("the gap between them is the hysteresis that stops customers at the edge from flapping; 1.5 × enter is a good start".into()),
+        );
+    }
+    ZoneKind::Near {
+        scanner,
+        enter_m: enter,
+        exit_m: exit,
+    }
+}
+
+/// An area zone: a polygon with area, its exit margin, and its group
+/// (added to `groups` when new).
+fn area_zone(src: &mut Source, z: &RawZone, groups: &mut Vec<Arc<str>>) -> ZoneKind {
+    unused(src, "scanner", z.scanner.as_ref());
+    let id = z.id.get_ref();
+    let polygon = match &z.polygon {
+        Some(p) if p.get_ref().len() >= 3 => {
+            let ring: Vec<(f64, f64)> = p.get_ref().iter().map(|c| (c[0], c[1])).collect();
+            let poly = geo::Polygon::new(geo::LineString::from(ring), vec![]);
+            if geo::Area::unsigned_area(&poly) <= f64::EPSILON {
+                src.error(
+                    p.span(),
+                    "the polygon has no area",
+                    Some("list at least three corners that are not on one line".into()),
+                );
+            }
+            poly
+        }
+        Some(p) => {
+            src.error(p.span(), "a polygon needs at least three corners", None);
+            geo::Polygon::new(geo::LineString::new(vec![]), vec![])
+        }
+        None => {
+            src.error(
+                z.kind.span(),
+                format!("area zone `{id}` needs `polygon`"),
+                Some(
+                    "corners in metres on the floor plan: polygon = [[0, 0], [4, 0], [4, 3], [0, 3]]"
+                        .into(),
+                ),
+            );
+            geo::Polygon::new(geo::LineString::new(vec![]), vec![])
+        }
+    };
+    let margin = z.exit_margin.as_ref().map_or(1.0, |m| *m.get_ref());
+    if !(margin >= 0.0 && margin.is_finite()) {
+        src.error(
+            z.exit_margin.as_ref().map_or(z.kind.span(), Spanned::span),
+            "`exit_margin` must be a distance of 0 m or more",
+            None,
+        );
+    }
+    let name = z
+        .group
+        .as_ref()
+        .map_or(DEFAULT_GROUP, |g| g.get_ref().as_str());
+    if !valid_id(name) {
+        src.error(
+            z.group.as_ref().map_or(z.kind.span(), Spanned::span),
+            format!("group `{name}` must be lowercase letters, digits, `-` or `_`"),
+            None,
+        );
+    }
+    let group = groups.iter().position(|g| &**g == name).unwrap_or_else(|| {
+        groups.push(name.into());
+        groups.len() - 1
+    });
+    ZoneKind::Area {
+        polygon,
+        exit_margin_m: margin,
+        group: u16::try_from(group).unwrap_or(u16::MAX),
+    }
 }
 
 /// The group of area zones that do not name one.
@@ -528,12 +570,7 @@ fn radio(src: &mut Source, raw: &RawRadio) -> Radio {
 }
 
 /// The areas of one group are exclusive, so they must not overlap.
-fn overlapping_areas(
-    src: &mut Source,
-    raw: &[RawZone],
-    zones: &[Zone],
-    groups: &[std::sync::Arc<str>],
-) {
+fn overlapping_areas(src: &mut Source, raw: &[RawZone], zones: &[Zone], groups: &[Arc<str>]) {
     use geo::BooleanOps;
     let areas: Vec<(&RawZone, &geo::Polygon<f64>, u16)> = raw
         .iter()

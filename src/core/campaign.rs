@@ -1049,6 +1049,23 @@ mod tests {
         }
     }
 
+    /// A campaign sending message 0 for `purpose`, no points, an hour's
+    /// cooldown, no conditions, fallback or follow-up.
+    fn campaign(id: &str, trigger: Trigger, purpose: Purpose) -> Campaign {
+        Campaign {
+            id: id.into(),
+            trigger,
+            conditions: Conditions::default(),
+            message: Some(MessageIdx(0)),
+            points: 0,
+            cooldown: Duration::from_secs(3600),
+            purpose,
+            fallback: None,
+            follow_up: None,
+            not_private: Vec::new(),
+        }
+    }
+
     fn engine() -> Engine {
         let mut rules = Rules::always(tz());
         rules.opening = std::array::from_fn(|i| {
@@ -1064,43 +1081,26 @@ mod tests {
         Engine {
             campaigns: vec![
                 Campaign {
-                    id: "welcome".into(),
-                    trigger: Trigger::Arrive,
-                    conditions: Conditions::default(),
-                    message: Some(MessageIdx(0)),
                     points: 10,
                     cooldown: Duration::from_secs(24 * 3600),
-                    purpose: Purpose::Welcome,
-                    fallback: None,
-                    follow_up: None,
-                    not_private: Vec::new(),
+                    ..campaign("welcome", Trigger::Arrive, Purpose::Welcome)
                 },
                 Campaign {
-                    id: "coffee".into(),
-                    trigger: Trigger::Enter(ZoneIdx(1)),
                     conditions: Conditions {
                         segments: vec!["gold".into()],
                         ..Conditions::default()
                     },
-                    message: Some(MessageIdx(0)),
-                    points: 0,
-                    cooldown: Duration::from_secs(3600),
-                    purpose: Purpose::Offers,
-                    fallback: None,
-                    follow_up: None,
-                    not_private: Vec::new(),
+                    ..campaign("coffee", Trigger::Enter(ZoneIdx(1)), Purpose::Offers)
                 },
                 Campaign {
-                    id: "fifth".into(),
-                    trigger: Trigger::VisitCount { n: 5, repeat: true },
-                    conditions: Conditions::default(),
                     message: None,
                     points: 45,
                     cooldown: Duration::ZERO,
-                    purpose: Purpose::Loyalty,
-                    fallback: None,
-                    follow_up: None,
-                    not_private: Vec::new(),
+                    ..campaign(
+                        "fifth",
+                        Trigger::VisitCount { n: 5, repeat: true },
+                        Purpose::Loyalty,
+                    )
                 },
             ],
             messages: vec![Message {
@@ -1233,30 +1233,26 @@ mod tests {
             &History::default(),
         );
         assert_eq!(outcomes(&none)[0].1, "no_channel");
+        let at_ten = |h: &History| {
+            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, h))[0]
+                .1
+                .clone()
+        };
         let recent = History {
             last_fired: vec![("welcome".into(), at("09:30"))],
             ..History::default()
         };
-        assert_eq!(
-            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &recent))[0].1,
-            "cooldown"
-        );
+        assert_eq!(at_ten(&recent), "cooldown");
         let capped = History {
             messages_today: 2,
             ..History::default()
         };
-        assert_eq!(
-            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &capped))[0].1,
-            "cap_day"
-        );
+        assert_eq!(at_ten(&capped), "cap_day");
         let points = History {
             points_today: 50,
             ..History::default()
         };
-        assert_eq!(
-            outcomes(&e.decide(&ev(at("10:00"), EventKind::Arrived), &c, &points))[0].1,
-            "points_cap"
-        );
+        assert_eq!(at_ten(&points), "points_cap");
         let not_gold = e.decide(
             &ev(at("10:00"), EventKind::Entered(ZoneIdx(1))),
             &c,
@@ -1376,19 +1372,11 @@ mod tests {
     fn a_broadcast_is_decided_by_the_same_checks_and_never_by_presence() {
         let mut e = engine();
         e.campaigns.push(Campaign {
-            id: "flash".into(),
-            trigger: Trigger::Broadcast,
             conditions: Conditions {
                 min_days_since_last_visit: Some(30),
                 ..Conditions::default()
             },
-            message: Some(MessageIdx(0)),
-            points: 0,
-            cooldown: Duration::from_secs(3600),
-            purpose: Purpose::Offers,
-            fallback: None,
-            follow_up: None,
-            not_private: Vec::new(),
+            ..campaign("flash", Trigger::Broadcast, Purpose::Offers)
         });
         let idx = e.find_campaign("flash").unwrap();
         let c = customer(&[], &["whatsapp", "sms"]);

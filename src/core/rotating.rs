@@ -493,11 +493,9 @@ mod tests {
         assert_ne!(app_token(&key, 1_966_080), app_token(&key, 1_966_081));
     }
 
-    #[test]
-    fn eid_resolves_with_one_period_of_skew_and_never_an_old_window() {
-        let epoch = 1_700_000_000;
-        let now = Timestamp::from_secs(epoch + 10 * 1024 + 500); // window 10
-        let index = RotatingIndex::build(
+    /// Customer 7's EID beacon (`KEY`, exponent 10, from `epoch`), indexed at `now`.
+    fn eid_index(epoch: i64, now: Timestamp) -> RotatingIndex {
+        RotatingIndex::build(
             Duration::from_secs(900),
             [(
                 CustomerKey(7),
@@ -508,7 +506,14 @@ mod tests {
                 },
             )],
             now,
-        );
+        )
+    }
+
+    #[test]
+    fn eid_resolves_with_one_period_of_skew_and_never_an_old_window() {
+        let epoch = 1_700_000_000;
+        let now = Timestamp::from_secs(epoch + 10 * 1024 + 500); // window 10
+        let index = eid_index(epoch, now);
         let at = |w: u32| Ephemeral::Eid(eid(&KEY, 10, w * 1024));
         assert_eq!(index.resolve(&at(10)), Some(CustomerKey(7)));
         assert_eq!(
@@ -533,18 +538,7 @@ mod tests {
     fn the_index_follows_the_clock() {
         let epoch = 1_700_000_000;
         let start = Timestamp::from_secs(epoch + 10 * 1024);
-        let mut index = RotatingIndex::build(
-            Duration::from_secs(900),
-            [(
-                CustomerKey(7),
-                RotatingKey::Eid {
-                    identity_key: KEY,
-                    exponent: 10,
-                    epoch,
-                },
-            )],
-            start,
-        );
+        let mut index = eid_index(epoch, start);
         assert_eq!(
             index.next_change(),
             Some(Timestamp::from_secs(epoch + 11 * 1024))

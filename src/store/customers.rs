@@ -332,7 +332,7 @@ impl Store {
                 "UPDATE customers SET first_name = ?2, phone = ?3, channels = ?4, segments = ?5, consent_at = ?6,
                         consent_source = ?7, updated_at = ?8,
                         opted_out_at = CASE WHEN opted_out_at IS NOT NULL AND opted_out_at < ?6 THEN NULL ELSE opted_out_at END
-                 WHERE key = ?1",
+                 WHERE id = ?1",
             )?;
             let mut clear = tx.prepare_cached("DELETE FROM identities WHERE customer = ?1")?;
             let mut add_identity = tx.prepare_cached(
@@ -353,33 +353,26 @@ impl Store {
                 let existing: Option<(i64, Option<i64>)> = find
                     .query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?)))
                     .optional()?;
+                // The same values for a new customer and an update.
+                let row = params![
+                    r.id,
+                    r.first_name,
+                    r.phone,
+                    r.channels.join("|"),
+                    r.segments.join(";"),
+                    r.consent_at.0,
+                    r.consent_source,
+                    now.0
+                ];
                 let key = if let Some((key, _)) = existing {
-                    update.execute(params![
-                        key,
-                        r.first_name,
-                        r.phone,
-                        r.channels.join("|"),
-                        r.segments.join(";"),
-                        r.consent_at.0,
-                        r.consent_source,
-                        now.0
-                    ])?;
+                    update.execute(row)?;
                     clear.execute([key])?;
                     clear_keys.execute([key])?;
                     clear_consents.execute([key])?;
                     report.updated += 1;
                     key
                 } else {
-                    insert.execute(params![
-                        r.id,
-                        r.first_name,
-                        r.phone,
-                        r.channels.join("|"),
-                        r.segments.join(";"),
-                        r.consent_at.0,
-                        r.consent_source,
-                        now.0
-                    ])?;
+                    insert.execute(row)?;
                     report.added += 1;
                     tx.last_insert_rowid()
                 };

@@ -309,17 +309,7 @@ mod tests {
     use super::*;
     use crate::core::zones::Scanner;
     use crate::source::replay::DEFAULT_SCANNER;
-
-    fn two_scanners() -> Layout {
-        let mut l = Layout::single("S", "door");
-        l.scanners.push(Scanner {
-            id: "shelf".into(),
-            position: (10.0, 0.0),
-            rssi_offset: 0.0,
-            path_loss_exponent: 2.0,
-        });
-        l
-    }
+    use crate::source::replay::tests::two_scanners;
 
     #[test]
     fn declines_what_it_is_not_sure_of() {

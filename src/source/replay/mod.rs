@@ -111,6 +111,28 @@ pub enum Field {
 }
 
 impl Field {
+    /// Every field, in the order the format lists them.
+    pub const ALL: [Field; 12] = [
+        Field::T,
+        Field::Scanner,
+        Field::Addr,
+        Field::Rssi,
+        Field::TxPower,
+        Field::Name,
+        Field::Mfg,
+        Field::Svc,
+        Field::Uuids,
+        Field::Wifi,
+        Field::Mac,
+        Field::Source,
+    ];
+
+    /// The field a JSON key names, if any.
+    #[must_use]
+    pub fn from_key(key: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.key() == key)
+    }
+
     /// The JSON key.
     #[must_use]
     pub fn key(self) -> &'static str {
@@ -309,7 +331,8 @@ mod tests {
     /// elided there ("00e8..."); filled in with an Eddystone-UID frame.
     const EXAMPLE: &str = r#"{"t": 1763712000.125, "scanner": "door", "addr": "C4:7C:8D:6A:11:02", "rssi": -67, "tx_power": null, "name": null, "mfg": {"76": "0215e2c56db5dffb48d2b060d0f5a71096e000010002c5"}, "svc": {"0000feaa-0000-1000-8000-00805f9b34fb": "00e80102030405060708090aa0a1a2a3a4a5"}, "uuids": ["0000feaa-0000-1000-8000-00805f9b34fb"]}"#;
 
-    fn two_scanners() -> Layout {
+    /// Scanners `door` (the first) and `shelf`.
+    pub(super) fn two_scanners() -> Layout {
         let mut l = Layout::single("S", "door");
         l.scanners.push(Scanner {
             id: "shelf".into(),

@@ -53,42 +53,27 @@ pub(super) fn fail<E: de::Error>(ctx: &mut Ctx, reason: Reason) -> E {
     E::custom("skipped")
 }
 
-#[derive(Clone, Copy, serde::Deserialize)]
-#[serde(field_identifier, rename_all = "snake_case")]
-pub(super) enum Key {
-    T,
-    Scanner,
-    Addr,
-    Rssi,
-    TxPower,
-    Name,
-    Mfg,
-    Svc,
-    Uuids,
-    Wifi,
-    Mac,
-    Source,
-    #[serde(other)]
-    Other,
+/// A key of a line object: the [`Field`] it names, or `None` for a key the
+/// format does not know (its value is skipped).
+pub(super) struct Key(Option<Field>);
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        d.deserialize_identifier(KeyVisitor)
+    }
 }
 
-impl Key {
-    fn field(self) -> Option<Field> {
-        Some(match self {
-            Key::T => Field::T,
-            Key::Scanner => Field::Scanner,
-            Key::Addr => Field::Addr,
-            Key::Rssi => Field::Rssi,
-            Key::TxPower => Field::TxPower,
-            Key::Name => Field::Name,
-            Key::Mfg => Field::Mfg,
-            Key::Svc => Field::Svc,
-            Key::Uuids => Field::Uuids,
-            Key::Wifi => Field::Wifi,
-            Key::Mac => Field::Mac,
-            Key::Source => Field::Source,
-            Key::Other => return None,
-        })
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+        Ok(Key(Field::from_key(key)))
     }
 }
 
@@ -205,22 +190,26 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_, '_> {
         let l = self.fields;
         l.clear();
         while let Some(key) = map.next_key::<Key>()? {
-            ctx.field = key.field();
-            match key {
-                Key::T => {
+            ctx.field = key.0;
+            let Some(field) = key.0 else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            match field {
+                Field::T => {
                     let secs = map.next_value::<f64>()?;
                     let at = Timestamp::from_secs_f64(secs)
                         .ok_or_else(|| fail(ctx, Reason::Invalid(Field::T)))?;
                     l.t = Some(at);
                 }
-                Key::Scanner => l.scanner = map.next_value_seed(ScannerSeed(self.layout))?,
-                Key::Addr => l.addr = Some(map.next_value_seed(ADDR)?),
-                Key::Rssi => {
+                Field::Scanner => l.scanner = map.next_value_seed(ScannerSeed(self.layout))?,
+                Field::Addr => l.addr = Some(map.next_value_seed(ADDR)?),
+                Field::Rssi => {
                     let v = map.next_value::<i64>()?;
                     let v = i8::try_from(v).map_err(|_| fail(ctx, Reason::Invalid(Field::Rssi)))?;
                     l.rssi = Some(Rssi(i16::from(v)));
                 }
-                Key::TxPower => {
+                Field::TxPower => {
                     l.tx_power = match map.next_value::<Option<i64>>()? {
                         None => None,
                         Some(v) => Some(
@@ -229,16 +218,13 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_, '_> {
                         ),
                     };
                 }
-                Key::Name => l.name = map.next_value_seed(StrSeed { nullable: true })?,
-                Key::Mfg => map.next_value_seed(DataSeed::mfg(&mut *ctx, &mut l.mfg))?,
-                Key::Svc => map.next_value_seed(DataSeed::svc(&mut *ctx, &mut l.svc))?,
-                Key::Uuids => map.next_value_seed(UuidsSeed(&mut l.uuids))?,
-                Key::Wifi => l.wifi = Some(map.next_value_seed(WIFI_KIND)?),
-                Key::Mac => l.mac = Some(map.next_value_seed(ADDR)?),
-                Key::Source => l.source = map.next_value_seed(StrSeed { nullable: false })?,
-                Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                Field::Name => l.name = map.next_value_seed(StrSeed { nullable: true })?,
+                Field::Mfg => map.next_value_seed(DataSeed::mfg(&mut *ctx, &mut l.mfg))?,
+                Field::Svc => map.next_value_seed(DataSeed::svc(&mut *ctx, &mut l.svc))?,
+                Field::Uuids => map.next_value_seed(UuidsSeed(&mut l.uuids))?,
+                Field::Wifi => l.wifi = Some(map.next_value_seed(WIFI_KIND)?),
+                Field::Mac => l.mac = Some(map.next_value_seed(ADDR)?),
+                Field::Source => l.source = map.next_value_seed(StrSeed { nullable: false })?,
             }
             ctx.field = None;
         }

@@ -80,23 +80,11 @@ pub fn format_line(obs: &Observation, layout: &Layout, out: &mut Vec<u8>) -> Res
                 None => out.extend_from_slice(b"null"),
             }
             out.extend_from_slice(b",\"mfg\":{");
-            for (i, m) in s.manufacturer_data.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write!(out, "\"{}\":\"", m.company)?;
-                push_hex(out, &m.data);
-                out.push(b'"');
-            }
+            let mfg = s.manufacturer_data.iter();
+            push_sections(out, mfg.map(|m| (m.company, &m.data[..])))?;
             out.extend_from_slice(b"},\"svc\":{");
-            for (i, sd) in s.service_data.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write!(out, "\"{}\":\"", sd.uuid)?;
-                push_hex(out, &sd.data);
-                out.push(b'"');
-            }
+            let svc = s.service_data.iter();
+            push_sections(out, svc.map(|sd| (sd.uuid, &sd.data[..])))?;
             out.extend_from_slice(b"},\"uuids\":[");
             for (i, u) in s.service_uuids.iter().enumerate() {
                 if i > 0 {
@@ -135,6 +123,22 @@ pub(super) fn push_time(out: &mut Vec<u8>, t: Timestamp) {
 
 pub(super) fn push_str(out: &mut Vec<u8>, s: &str) -> Result<(), Error> {
     serde_json::to_writer(&mut *out, s).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+/// A data section's entries, `"key":"hex"`, separated by commas.
+fn push_sections<'a, K: std::fmt::Display>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (K, &'a [u8])>,
+) -> Result<(), Error> {
+    for (i, (key, data)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write!(out, "\"{key}\":\"")?;
+        push_hex(out, data);
+        out.push(b'"');
+    }
     Ok(())
 }
 

@@ -258,10 +258,15 @@ async fn healthz(axum::extract::State(api): axum::extract::State<Arc<Api>>) -> R
             })
         })
         .collect();
-    let healthy = db_ok && sources_ok && channels_ok;
+    // Nothing is decided or sent on an untrusted clock: unhealthy, and
+    // the reason in words ("cannot read clock sync: …").
+    let clock = api.metrics.clock();
+    let clock_ok = clock.as_ref().is_none_or(|c| c.trusted);
+    let healthy = db_ok && sources_ok && channels_ok && clock_ok;
     let body = json!({
         "status": if healthy { "ok" } else { "unhealthy" },
         "database": {"ok": db_ok},
+        "clock": clock.map(|c| json!({"ok": c.trusted, "state": c.state, "detail": c.detail})),
         "sources": sources,
         "channels": channels,
     });

@@ -475,6 +475,13 @@ pub fn stats(config: &Config, db: Option<&Path>, json: bool) -> Result<Exit, Err
 
 /// The running daemon's live sources and guards (from its status file).
 fn print_live(l: &live::Status) {
+    if let Some(c) = &l.clock {
+        if c.trusted {
+            println!("clock            trusted");
+        } else {
+            println!("clock            {}: {}", c.state, c.detail);
+        }
+    }
     for s in &l.sources {
         println!(
             "source {:<10} {}{}: {} events, {} delivered, {} dropped (queue full), {} outages, {} recoveries",

@@ -105,6 +105,17 @@ pub fn check_config(dir: Option<&Path>) -> Exit {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            // Under systemd (ExecStartPre) the credentials are there to
+            // check; by hand, a relative credential name cannot be, so
+            // only the others are.
+            let env = crate::credentials::ProcessEnv;
+            let under_systemd =
+                std::env::var_os(crate::credentials::CREDENTIALS_DIRECTORY).is_some();
+            for m in c.missing_secrets(&env) {
+                if under_systemd || !m.contains("$CREDENTIALS_DIRECTORY is not set") {
+                    eprintln!("warning: {m}");
+                }
+            }
             Exit::Success
         }
         Err(e) => {

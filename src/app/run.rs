@@ -74,6 +74,9 @@ pub async fn run_with_reload(
     let mut registry = store.registry_version()?;
     let loaded = super::load_registry(&store, &config, clock.now())?;
     tracing::info!(customers = loaded.directory.len(), rotating = loaded.rotating.len(), db = %db.display(), "starting");
+    for m in config.missing_secrets(&crate::credentials::ProcessEnv) {
+        tracing::error!("secret missing: {m}");
+    }
     let api_hasher = hasher.clone();
     let mut pipeline = super::pipeline(&config, hasher, loaded, store);
     let mut worker = worker(&config, &db, console.clone())?;

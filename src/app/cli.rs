@@ -111,6 +111,14 @@ pub fn check_config(dir: Option<&Path>) -> Exit {
             let env = crate::credentials::ProcessEnv;
             let under_systemd =
                 std::env::var_os(crate::credentials::CREDENTIALS_DIRECTORY).is_some();
+            if let Some(w) = c
+                .daemon
+                .api
+                .as_ref()
+                .and_then(|a| crate::api::exposure_warning(a.bind))
+            {
+                eprintln!("warning: {w}");
+            }
             for m in c.missing_secrets(&env) {
                 if under_systemd || !m.contains("$CREDENTIALS_DIRECTORY is not set") {
                     eprintln!("warning: {m}");

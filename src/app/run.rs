@@ -366,6 +366,9 @@ async fn start_api(
     if settings.token.is_none() {
         tracing::warn!("[api] has no token: the /v1 calls are refused");
     }
+    if let Some(w) = crate::api::exposure_warning(settings.bind) {
+        tracing::warn!("{w}");
+    }
     let api = Arc::new(crate::api::Api::new(
         crate::store::Store::open(db)?,
         hasher,

@@ -2,11 +2,20 @@
 //! clock to notice jumps, and the kernel's "synchronised" flag; tests pass
 //! a clock of their own.
 //!
+//! The flag is read with `adjtimex` (modes 0: read only). A seccomp filter
+//! (systemd's `ProtectClock=yes`, a container's profile) may answer EPERM
+//! even to that; then systemd-timesyncd's flag file
+//! (`/run/systemd/timesync/synchronized`, created once it has set the clock
+//! this boot) answers instead, and without it the state is
+//! [`SyncState::Unreadable`], reported as such, never as "NTP
+//! unsynchronised".
+//!
 //! The one clock every layer above `core` reads: the daemon's loop, the live
 //! sources (to stamp what they hear) and the API. Knows nothing of them;
 //! `core` never reads it (time is an argument there).
 
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::core::clock_guard::ClockSample;
@@ -34,6 +43,42 @@ impl Default for ClockSettings {
     }
 }
 
+/// What the system says about the wall clock's synchronisation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// Synchronised (NTP), or trusted by configuration.
+    Synchronized,
+    /// The kernel says it is not synchronised (yet).
+    Unsynchronized,
+    /// The state cannot be read; why, for the log, `stats` and `/healthz`.
+    Unreadable(String),
+}
+
+impl SyncState {
+    /// One word for `stats` and `/healthz`.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            SyncState::Synchronized => "synchronised",
+            SyncState::Unsynchronized => "unsynchronised",
+            SyncState::Unreadable(_) => "unreadable",
+        }
+    }
+}
+
+/// Whether the daemon trusts the wall clock now, and why not: what the log
+/// said, for `stats` (through the status file) and `/healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClockStatus {
+    /// Decisions and sends go ahead.
+    pub trusted: bool,
+    /// `trusted`, `unsynchronised`, `unreadable` or `jumped`.
+    pub state: String,
+    /// What is wrong, in words (`cannot read clock sync: …`); empty when
+    /// trusted.
+    pub detail: String,
+}
+
 /// A source of time for the daemon.
 pub trait Clock: Send + Sync {
     /// Wall time.
@@ -43,6 +88,14 @@ pub trait Clock: Send + Sync {
     /// Whether the wall clock is synchronised (NTP).
     fn synchronized(&self) -> bool {
         true
+    }
+    /// The synchronisation state with the reason it cannot be read, if so.
+    fn sync_state(&self) -> SyncState {
+        if self.synchronized() {
+            SyncState::Synchronized
+        } else {
+            SyncState::Unsynchronized
+        }
     }
     /// All three at once.
     fn sample(&self) -> ClockSample {
@@ -82,31 +135,66 @@ impl Clock for SystemClock {
     }
 
     fn synchronized(&self) -> bool {
-        // Asked every loop turn: one adjtimex call a second is plenty.
-        static CACHE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        self.sync_state() == SyncState::Synchronized
+    }
+
+    fn sync_state(&self) -> SyncState {
         if !self.require_sync {
-            return true;
+            return SyncState::Synchronized;
         }
-        let now_s = self.monotonic().as_secs() + 1;
-        let cached = CACHE.load(std::sync::atomic::Ordering::Relaxed);
-        if cached >> 1 == now_s {
-            return cached & 1 == 1;
+        // Asked every loop turn: one probe a second is plenty.
+        static CACHE: Mutex<Option<(u64, SyncState)>> = Mutex::new(None);
+        let now_s = self.monotonic().as_secs();
+        let Ok(mut cache) = CACHE.lock() else {
+            return probe(Path::new(TIMESYNCD_FLAG));
+        };
+        if let Some((at, state)) = &*cache
+            && *at == now_s
+        {
+            return state.clone();
         }
-        let synced = kernel_synchronized();
-        CACHE.store(
-            (now_s << 1) | u64::from(synced),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        synced
+        let state = probe(Path::new(TIMESYNCD_FLAG));
+        *cache = Some((now_s, state.clone()));
+        state
     }
 }
 
-/// The kernel's NTP status (`adjtimex`): synchronised unless `STA_UNSYNC`
-/// is set or the state is `TIME_ERROR`. chrony, systemd-timesyncd and ntpd
-/// all clear the flag once they have set the clock.
-#[allow(unsafe_code)]
+/// systemd-timesyncd creates this file once it has synchronised the clock
+/// (`/run` is emptied at boot, so it speaks for this boot only).
+pub const TIMESYNCD_FLAG: &str = "/run/systemd/timesync/synchronized";
+
+/// The kernel's answer, or timesyncd's `flag` file when the kernel cannot
+/// be asked.
 #[must_use]
-pub fn kernel_synchronized() -> bool {
+pub fn probe(flag: &Path) -> SyncState {
+    match kernel_synchronized() {
+        Ok(true) => SyncState::Synchronized,
+        Ok(false) => SyncState::Unsynchronized,
+        Err(e) if flag.exists() => {
+            tracing::debug!(error = %e, "adjtimex refused; systemd-timesyncd says synchronised");
+            SyncState::Synchronized
+        }
+        Err(e) => SyncState::Unreadable(format!(
+            "adjtimex: {e}{}; and {} does not exist",
+            if e.raw_os_error() == Some(libc::EPERM) {
+                " (a seccomp filter such as systemd's ProtectClock=yes denies it)"
+            } else {
+                ""
+            },
+            flag.display()
+        )),
+    }
+}
+
+/// The kernel's NTP status (`adjtimex` with modes 0, which only reads):
+/// synchronised unless `STA_UNSYNC` is set or the state is `TIME_ERROR`.
+/// chrony, systemd-timesyncd and ntpd all clear the flag once they have
+/// set the clock.
+///
+/// # Errors
+/// The call was refused (EPERM from a seccomp filter).
+#[allow(unsafe_code)]
+pub fn kernel_synchronized() -> std::io::Result<bool> {
     // SAFETY: `timex` is a plain C struct for which all-zero is valid, and
     // with `modes == 0` adjtimex only reads the kernel's state into it.
     let (state, status) = unsafe {
@@ -114,5 +202,8 @@ pub fn kernel_synchronized() -> bool {
         let state = libc::adjtimex(&raw mut tx);
         (state, tx.status)
     };
-    state >= 0 && state != libc::TIME_ERROR && status & libc::STA_UNSYNC == 0
+    if state < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(state != libc::TIME_ERROR && status & libc::STA_UNSYNC == 0)
 }

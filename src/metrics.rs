@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::clock::ClockStatus;
 use crate::core::advert::DecodeStats;
 use crate::core::campaign::Reason;
 use crate::core::guard::GuardStats;
@@ -113,6 +114,7 @@ pub struct Metrics {
     unknown: AtomicU64,
     silent_scanners: AtomicU64,
     channels: RwLock<BTreeMap<String, Arc<ChannelStats>>>,
+    clock: RwLock<Option<ClockStatus>>,
     /// Webhook results.
     pub webhooks: WebhookCounters,
 }
@@ -156,6 +158,20 @@ impl Metrics {
         set(&self.tracked, c.presence.tracked);
         set(&self.unknown, c.presence.unknown);
         set(&self.silent_scanners, c.presence.silent_scanners);
+    }
+
+    /// The daemon's loop says whether it trusts the wall clock.
+    pub fn set_clock(&self, status: ClockStatus) {
+        if let Ok(mut c) = self.clock.write() {
+            *c = Some(status);
+        }
+    }
+
+    /// What the daemon's loop last said about the wall clock (`None`
+    /// outside the daemon, e.g. in tests of the API alone).
+    #[must_use]
+    pub fn clock(&self) -> Option<ClockStatus> {
+        self.clock.read().ok().and_then(|c| c.clone())
     }
 
     /// Records one send on `channel`: `ok` when the provider answered
@@ -241,6 +257,15 @@ impl Metrics {
             "Wi-Fi presence reports handled.",
         );
         let _ = writeln!(o, "nearcast_wifi_reports_total {}", get(&self.wifi));
+        if let Some(c) = self.clock() {
+            head(
+                &mut o,
+                "nearcast_clock_trusted",
+                "gauge",
+                "1 when the wall clock is trusted (synchronised and steady), else 0.",
+            );
+            let _ = writeln!(o, "nearcast_clock_trusted {}", u8::from(c.trusted));
+        }
         head(
             &mut o,
             "nearcast_zone_events_total",

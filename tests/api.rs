@@ -70,6 +70,12 @@ async fn start() -> Harness {
         }),
         twilio: Some(SecretRef::Env("TWILIO_TOKEN".into())),
         vonage: Some(SecretRef::Env("VONAGE_SECRET".into())),
+        // Wrong tokens are tried here by the dozen; the per-client limit
+        // on them is tests/slow_clients.rs's.
+        limits: api::ApiLimits {
+            max_failed_tokens: 1000,
+            ..api::ApiLimits::default()
+        },
     };
     let clock = Arc::new(TestClock::fixed(NOW));
     let metrics = Arc::new(Metrics::default());

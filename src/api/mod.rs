@@ -17,13 +17,18 @@
 #![allow(clippy::result_large_err)]
 
 pub mod replies;
+mod server;
 pub mod signature;
+pub mod throttle;
 mod v1;
 pub mod webhooks;
+
+pub use server::{ApiLimits, MAX_CONNECTIONS};
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -61,6 +66,8 @@ pub struct ApiSettings {
     pub twilio: Option<SecretRef>,
     /// Vonage's signature secret for the JWT on its webhooks.
     pub vonage: Option<SecretRef>,
+    /// Limits on slow, many or guessing clients.
+    pub limits: ApiLimits,
 }
 
 /// Meta's webhook secrets.
@@ -84,7 +91,16 @@ pub struct Api {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     sources: Vec<Arc<Health>>,
+    /// Wrong bearer tokens per client.
+    throttle: Mutex<throttle::Throttle>,
 }
+
+/// How long wrong bearer tokens are added up, and how long a client that
+/// sent too many is refused.
+const TOKEN_WINDOW: Duration = Duration::from_secs(60);
+const TOKEN_BLOCK: Duration = Duration::from_secs(300);
+/// Clients whose wrong tokens are remembered.
+const TOKEN_CLIENTS: usize = 4096;
 
 impl Api {
     /// The API over `store` (its own connection), hashing enrolled
@@ -101,8 +117,15 @@ impl Api {
         metrics: Arc<Metrics>,
         sources: Vec<Arc<Health>>,
     ) -> Api {
+        let throttle = throttle::Throttle::new(
+            config.limits.max_failed_tokens,
+            TOKEN_WINDOW,
+            TOKEN_BLOCK,
+            TOKEN_CLIENTS,
+        );
         Api {
             store: Mutex::new(store),
+            throttle: Mutex::new(throttle),
             hasher,
             config,
             channels,
@@ -114,15 +137,23 @@ impl Api {
     }
 }
 
-/// The routes.
+/// The routes: `/v1` behind the bearer token (checked before a body is
+/// read), every request within the request timeout.
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let v1 = Router::new()
         .route("/v1/customers", post(v1::enrol))
         .route("/v1/customers/{id}/opt-out", post(v1::opt_out))
         .route("/v1/customers/{id}", delete(v1::forget))
         .route("/v1/conversions", post(v1::conversion))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            require_bearer,
+        ));
+    let timeout = api.config.limits.request_timeout;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(v1)
         .route(
             "/webhooks/whatsapp",
             get(webhooks::meta_handshake).post(webhooks::meta),
@@ -130,10 +161,76 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/webhooks/twilio", post(webhooks::twilio))
         .route("/webhooks/vonage", post(webhooks::vonage))
         .with_state(api)
+        .layer(axum::middleware::from_fn_with_state(timeout, deadline))
+}
+
+/// A request (its body included) that takes longer than the request
+/// timeout gets 408, and its connection is closed.
+async fn deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            axum::Json(json!({"error": "the request took too long"})),
+        )
+            .into_response(),
+    }
+}
+
+/// The `/v1` gate: the bearer token, and no more guesses from a client
+/// that sent too many wrong ones (429 until its block ends).
+async fn require_bearer(
+    axum::extract::State(api): axum::extract::State<Arc<Api>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let now = api.clock.monotonic();
+    let blocked = api.throttle.lock().map_or(Ok(()), |t| t.check(client, now));
+    if let Err(wait) = blocked {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
+            axum::Json(
+                json!({"error": "too many wrong bearer tokens from this address; try later"}),
+            ),
+        )
+            .into_response();
+    }
+    match authorize(&api, req.headers()) {
+        Ok(()) => {
+            if let Ok(mut t) = api.throttle.lock() {
+                t.succeeded(client);
+            }
+            next.run(req).await
+        }
+        Err(r) => {
+            // A missing secret (503) is the box's fault, not the client's.
+            if r.status() == StatusCode::UNAUTHORIZED
+                && let Ok(mut t) = api.throttle.lock()
+                && t.failed(client, now)
+            {
+                tracing::warn!(
+                    client = %client,
+                    "too many wrong bearer tokens; refusing this client for {} minutes",
+                    TOKEN_BLOCK.as_secs() / 60
+                );
+            }
+            r
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets
-/// requests in flight finish.
+/// requests in flight finish within the shutdown grace (see `ApiLimits`).
 ///
 /// # Errors
 /// The listener fails.
@@ -142,9 +239,22 @@ pub async fn serve(
     api: Arc<Api>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = api.config.limits;
+    server::serve(listener, router(api), limits, shutdown).await
+}
+
+/// What to say when `bind` is reachable from other machines: the API
+/// speaks plain HTTP, so it belongs on loopback behind a TLS tunnel or
+/// proxy.
+#[must_use]
+pub fn exposure_warning(bind: SocketAddr) -> Option<String> {
+    (!bind.ip().is_loopback()).then(|| {
+        format!(
+            "[api] bind {bind} is not loopback: the API speaks plain HTTP, so tokens, webhooks and \
+             customers' data cross the network unencrypted; bind 127.0.0.1 and put the TLS tunnel \
+             or reverse proxy in front"
+        )
+    })
 }
 
 /// Binds `addr` (loopback by default).
@@ -258,10 +368,15 @@ async fn healthz(axum::extract::State(api): axum::extract::State<Arc<Api>>) -> R
             })
         })
         .collect();
-    let healthy = db_ok && sources_ok && channels_ok;
+    // Nothing is decided or sent on an untrusted clock: unhealthy, and
+    // the reason in words ("cannot read clock sync: …").
+    let clock = api.metrics.clock();
+    let clock_ok = clock.as_ref().is_none_or(|c| c.trusted);
+    let healthy = db_ok && sources_ok && channels_ok && clock_ok;
     let body = json!({
         "status": if healthy { "ok" } else { "unhealthy" },
         "database": {"ok": db_ok},
+        "clock": clock.map(|c| json!({"ok": c.trusted, "state": c.state, "detail": c.detail})),
         "sources": sources,
         "channels": channels,
     });

@@ -1,6 +1,6 @@
 //! `/v1`: the retailer's backend enrols customers, opts them out, erases
 //! them and reports conversions. Every call needs the bearer token, checked
-//! before the body is even parsed. Enrolment goes through the same checks
+//! by the router's layer (`super::require_bearer`) before the body is read. Enrolment goes through the same checks
 //! and hashing as `nearcast customers import`; opt-out and erasure are the
 //! CLI's. The running daemon notices each change through the registry
 //! counter, as it does for the CLI.
@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Api, authorize, with_store};
+use super::{Api, with_store};
 use crate::core::enrolment::Enrolment;
 use crate::core::types::Timestamp;
 use crate::store::{Conversion, ConversionOutcome, Error, Store};
@@ -64,14 +64,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
 }
 
 /// `POST /v1/customers`: add or update one customer.
-pub(super) async fn enrol(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+pub(super) async fn enrol(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     // The body is the enrolment itself, checked like a file's row.
     let e: Enrolment = match parse(&body) {
         Ok(e) => e,
@@ -101,14 +94,7 @@ pub(super) async fn enrol(
 }
 
 /// `POST /v1/customers/{id}/opt-out`: every channel, at once.
-pub(super) async fn opt_out(
-    State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+pub(super) async fn opt_out(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
     let now = api.clock.now();
     let who = id.clone();
     call(
@@ -127,14 +113,7 @@ pub(super) async fn opt_out(
 }
 
 /// `DELETE /v1/customers/{id}`: erasure, as `customers forget`.
-pub(super) async fn forget(
-    State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+pub(super) async fn forget(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
     let who = id.clone();
     call(
         &api,
@@ -209,14 +188,7 @@ fn conversion_from(b: ConversionBody) -> Result<Conversion, String> {
 }
 
 /// `POST /v1/conversions`: once per reference.
-pub(super) async fn conversion(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
+pub(super) async fn conversion(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     let b: ConversionBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,

@@ -195,12 +195,22 @@ pub async fn broadcast(
     let engine = config.engine.clone();
     let idx = campaign(config, &opts.campaign)?;
     let campaign = engine.campaign(idx);
-    if config.daemon.clock.require_sync && !clock.synchronized() {
-        return Err(Error::Usage(
-            "the system clock is not synchronised (NTP): nothing is decided or sent until it is; \
-             check `timedatectl`"
-                .into(),
-        ));
+    if config.daemon.clock.require_sync {
+        match clock.sync_state() {
+            crate::clock::SyncState::Synchronized => {}
+            crate::clock::SyncState::Unsynchronized => {
+                return Err(Error::Usage(
+                    "the system clock is not synchronised (NTP): nothing is decided or sent until it is; \
+                     check `timedatectl`"
+                        .into(),
+                ));
+            }
+            crate::clock::SyncState::Unreadable(e) => {
+                return Err(Error::Usage(format!(
+                    "cannot read clock sync: {e}: nothing is decided or sent until it can be read"
+                )));
+            }
+        }
     }
     let db = database_path(config, opts.db.as_deref());
     let mut store = if opts.dry_run {

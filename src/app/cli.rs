@@ -105,6 +105,25 @@ pub fn check_config(dir: Option<&Path>) -> Exit {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            // Under systemd (ExecStartPre) the credentials are there to
+            // check; by hand, a relative credential name cannot be, so
+            // only the others are.
+            let env = crate::credentials::ProcessEnv;
+            let under_systemd =
+                std::env::var_os(crate::credentials::CREDENTIALS_DIRECTORY).is_some();
+            if let Some(w) = c
+                .daemon
+                .api
+                .as_ref()
+                .and_then(|a| crate::api::exposure_warning(a.bind))
+            {
+                eprintln!("warning: {w}");
+            }
+            for m in c.missing_secrets(&env) {
+                if under_systemd || !m.contains("$CREDENTIALS_DIRECTORY is not set") {
+                    eprintln!("warning: {m}");
+                }
+            }
             Exit::Success
         }
         Err(e) => {
@@ -522,6 +541,13 @@ pub fn stats(config: &Config, db: Option<&Path>, json: bool) -> Result<Exit, Err
 
 /// The running daemon's live sources and guards (from its status file).
 fn print_live(l: &live::Status) {
+    if let Some(c) = &l.clock {
+        if c.trusted {
+            println!("clock            trusted");
+        } else {
+            println!("clock            {}: {}", c.state, c.detail);
+        }
+    }
     for s in &l.sources {
         println!(
             "source {:<10} {}{}: {} events, {} delivered, {} dropped (queue full), {} outages, {} recoveries",

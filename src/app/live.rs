@@ -1,6 +1,6 @@
 //! The daemon's status file, which is how `nearcast stats` shows the live
-//! sources' health and the guards' counters while the daemon runs (counts
-//! only, never a device). The sources themselves start in `sources`.
+//! sources' health, the guards' counters and whether the wall clock is
+//! trusted while the daemon runs (counts only, never a device). The sources themselves start in `sources`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::Counters;
+use crate::clock::ClockStatus;
 use crate::core::guard::GuardStats;
 use crate::core::presence::PresenceStats;
 use crate::core::types::Timestamp;
@@ -38,12 +39,20 @@ pub struct Status {
     pub silent_scanners: Vec<String>,
     /// Each live source.
     pub sources: Vec<HealthSnapshot>,
+    /// Whether the daemon trusts the wall clock, and why not.
+    #[serde(default)]
+    pub clock: Option<ClockStatus>,
 }
 
 impl Status {
     /// The status now.
     #[must_use]
-    pub fn new(at: Timestamp, counters: &Counters, healths: &[Arc<Health>]) -> Status {
+    pub fn new(
+        at: Timestamp,
+        counters: &Counters,
+        healths: &[Arc<Health>],
+        clock: Option<ClockStatus>,
+    ) -> Status {
         Status {
             written_at: at.as_secs_f64(),
             sightings: counters.sightings,
@@ -52,6 +61,7 @@ impl Status {
             presence: counters.presence,
             silent_scanners: Vec::new(),
             sources: healths.iter().map(|h| h.snapshot()).collect(),
+            clock,
         }
     }
 
@@ -91,7 +101,7 @@ mod tests {
         };
         c.guard.admitted = 5;
         c.guard.address_rate = 2;
-        let s = Status::new(Timestamp(1_000), &c, &[h]);
+        let s = Status::new(Timestamp(1_000), &c, &[h], None);
         s.write(&path).unwrap_or_else(|e| panic!("{e}"));
         let back = Status::read(&path);
         assert_eq!(back.as_ref(), Some(&s));

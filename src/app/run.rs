@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::{Error, Output, database_path, open_database, worker};
 use crate::channel::ChannelLimits;
 use crate::channel::{Adapter, Worker};
-use crate::clock::Clock;
+use crate::clock::{Clock, ClockStatus, SyncState};
 use crate::config::Config;
 use crate::core::campaign::Outcome;
 use crate::core::clock_guard::{ClockGuard, Distrust};
@@ -74,6 +74,9 @@ pub async fn run_with_reload(
     let mut registry = store.registry_version()?;
     let loaded = super::load_registry(&store, &config, clock.now())?;
     tracing::info!(customers = loaded.directory.len(), rotating = loaded.rotating.len(), db = %db.display(), "starting");
+    for m in config.missing_secrets(&crate::credentials::ProcessEnv) {
+        tracing::error!("secret missing: {m}");
+    }
     let api_hasher = hasher.clone();
     let mut pipeline = super::pipeline(&config, hasher, loaded, store);
     let mut worker = worker(&config, &db, console.clone())?;
@@ -106,7 +109,9 @@ pub async fn run_with_reload(
 
     let mut sink = |o: Output<'_>| log_output(&o);
     let mut guard = ClockGuard::new(config.daemon.clock.max_jump, config.daemon.clock.settle);
-    let mut trusted = check_clock(&mut guard, &*clock, None);
+    let mut clock_status = check_clock(&mut guard, &*clock, None);
+    let mut trusted = clock_status.trusted;
+    metrics.set_clock(clock_status.clone());
     pipeline.set_clock_trusted(trusted);
     let (trusted_tx, trusted_rx) = watch::channel(trusted);
     let (control, control_rx) = mpsc::channel(4);
@@ -135,9 +140,13 @@ pub async fn run_with_reload(
     loop {
         // Every turn, before anything can be decided: a jump must not slip
         // through between two ticks.
-        let t = check_clock(&mut guard, &*clock, Some(trusted));
-        if t != trusted {
-            trusted = t;
+        let c = check_clock(&mut guard, &*clock, Some(&clock_status));
+        if c != clock_status {
+            metrics.set_clock(c.clone());
+            clock_status = c;
+        }
+        if clock_status.trusted != trusted {
+            trusted = clock_status.trusted;
             pipeline.set_clock_trusted(trusted);
             trusted_tx.send_replace(trusted);
         }
@@ -237,9 +246,13 @@ pub async fn run_with_reload(
                     Err(e) => tracing::error!(error = %e, "could not read the registry version"),
                 }
                 ticks += 1;
-                if !healths.is_empty() && ticks % 5 == 0 {
-                    let mut status =
-                        super::live::Status::new(now, &pipeline.counters(), &healths);
+                if ticks % 5 == 0 {
+                    let mut status = super::live::Status::new(
+                        now,
+                        &pipeline.counters(),
+                        &healths,
+                        Some(clock_status.clone()),
+                    );
                     status.silent_scanners = pipeline.silent_scanners();
                     if let Err(e) = status.write(&status_path) {
                         tracing::debug!(error = %e, "could not write the status file");
@@ -259,8 +272,13 @@ pub async fn run_with_reload(
             tracing::warn!(error = %e, "API task ended abnormally");
         }
     }
-    if !healths.is_empty() {
-        let mut status = super::live::Status::new(clock.now(), &pipeline.counters(), &healths);
+    {
+        let mut status = super::live::Status::new(
+            clock.now(),
+            &pipeline.counters(),
+            &healths,
+            Some(clock_status.clone()),
+        );
         status.silent_scanners = pipeline.silent_scanners();
         if let Err(e) = status.write(&status_path) {
             tracing::debug!(error = %e, "could not write the status file");
@@ -364,6 +382,9 @@ async fn start_api(
     if settings.token.is_none() {
         tracing::warn!("[api] has no token: the /v1 calls are refused");
     }
+    if let Some(w) = crate::api::exposure_warning(settings.bind) {
+        tracing::warn!("{w}");
+    }
     let api = Arc::new(crate::api::Api::new(
         crate::store::Store::open(db)?,
         hasher,
@@ -394,34 +415,55 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// Samples the clocks; logs when trust changes (once, not every second).
-fn check_clock(guard: &mut ClockGuard, clock: &dyn Clock, was: Option<bool>) -> bool {
-    match guard.observe(clock.sample()) {
-        Ok(()) => {
-            if was != Some(true) {
-                tracing::info!("wall clock trusted; deciding and sending");
-            }
-            true
-        }
-        Err(why) => {
-            if was != Some(false) {
-                match why {
-                    Distrust::Unsynchronized => {
-                        tracing::warn!(
-                            "wall clock not synchronised (NTP); holding decisions and messages"
-                        );
-                    }
-                    Distrust::Jumped { by_ms } => {
-                        tracing::warn!(
-                            jump_s = by_ms / 1000,
-                            "wall clock jumped; holding decisions and messages until it is steady"
-                        );
-                    }
-                }
-            }
-            false
+/// Samples the clocks; logs when the verdict changes (once, not every
+/// second), and says why the clock is not trusted in words that cannot be
+/// misread: a probe the sandbox refuses is not "NTP unsynchronised".
+fn check_clock(
+    guard: &mut ClockGuard,
+    clock: &dyn Clock,
+    was: Option<&ClockStatus>,
+) -> ClockStatus {
+    let sync = clock.sync_state();
+    let sample = crate::core::clock_guard::ClockSample {
+        wall: clock.now(),
+        monotonic: clock.monotonic(),
+        synchronized: sync == SyncState::Synchronized,
+    };
+    let status = match (guard.observe(sample), sync) {
+        (Ok(()), _) => ClockStatus {
+            trusted: true,
+            state: "trusted".into(),
+            detail: String::new(),
+        },
+        (Err(Distrust::Unsynchronized), SyncState::Unreadable(e)) => ClockStatus {
+            trusted: false,
+            state: "unreadable".into(),
+            detail: format!("cannot read clock sync: {e}"),
+        },
+        (Err(Distrust::Unsynchronized), _) => ClockStatus {
+            trusted: false,
+            state: "unsynchronised".into(),
+            detail: "wall clock not synchronised (NTP)".into(),
+        },
+        (Err(Distrust::Jumped { by_ms }), _) => ClockStatus {
+            trusted: false,
+            state: "jumped".into(),
+            detail: format!(
+                "wall clock jumped by {} s; waiting until it is steady",
+                by_ms / 1000
+            ),
+        },
+    };
+    if was.is_none_or(|w| w.state != status.state) {
+        if status.trusted {
+            tracing::info!("wall clock trusted; deciding and sending");
+        } else if status.state == "unreadable" {
+            tracing::error!("{}; holding decisions and messages", status.detail);
+        } else {
+            tracing::warn!("{}; holding decisions and messages", status.detail);
         }
     }
+    status
 }
 
 fn log_output(o: &Output<'_>) {

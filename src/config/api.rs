@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Source, refuse_inline, secret_ref};
-use crate::api::{ApiSettings, DEFAULT_BIND, MetaWebhook};
+use super::{Dur, Source, refuse_inline, secret_ref};
+use crate::api::{ApiLimits, ApiSettings, DEFAULT_BIND, MAX_CONNECTIONS, MetaWebhook};
 use crate::channel::{AdapterSettings, ChannelSettings};
 
 /// The example variable name in the API's hints.
@@ -26,6 +26,9 @@ pub(super) struct RawApi {
     token_env: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
     public_url: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    header_timeout: Option<Spanned<Dur>>,
+    request_timeout: Option<Spanned<Dur>>,
     // Written inline: read only to be refused with a hint.
     token: Option<Spanned<toml::Value>>,
 }
@@ -63,6 +66,48 @@ struct RawVonage {
     signature_secret_env: Option<Spanned<String>>,
     signature_secret_file: Option<Spanned<String>>,
     signature_secret: Option<Spanned<toml::Value>>,
+}
+
+/// The limits on clients, each within bounds that keep the API usable and
+/// the box's descriptors (`LimitNOFILE=4096` in the unit) sufficient.
+fn limits(src: &mut Source, a: &RawApi) -> ApiLimits {
+    let mut l = ApiLimits::default();
+    if let Some(n) = &a.max_connections {
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if (1..=MAX_CONNECTIONS).contains(&v) => l.max_connections = v,
+            _ => src.error(
+                n.span(),
+                format!("max_connections = {} is out of range", n.get_ref()),
+                Some(format!(
+                    "between 1 and {MAX_CONNECTIONS} (the unit allows 4096 open files); default {}",
+                    l.max_connections
+                )),
+            ),
+        }
+    }
+    for (key, raw, slot) in [
+        ("header_timeout", &a.header_timeout, &mut l.header_timeout),
+        (
+            "request_timeout",
+            &a.request_timeout,
+            &mut l.request_timeout,
+        ),
+    ] {
+        if let Some(d) = raw {
+            let v = d.get_ref().0;
+            if v < std::time::Duration::from_millis(100) || v > std::time::Duration::from_secs(600)
+            {
+                src.error(
+                    d.span(),
+                    format!("{key} must be between 100ms and 10m"),
+                    Some(format!("like \"{}s\" (the default)", slot.as_secs())),
+                );
+            } else {
+                *slot = v;
+            }
+        }
+    }
+    l
 }
 
 /// Builds the API settings; `None` when `[api]` is absent or disabled.
@@ -125,6 +170,7 @@ pub(super) fn build(
         }
         v.trim_end_matches('/').to_owned()
     });
+    let limits = limits(src, a);
     let mut config = ApiSettings {
         bind,
         token,
@@ -132,6 +178,7 @@ pub(super) fn build(
         whatsapp: None,
         twilio: None,
         vonage: None,
+        limits,
     };
     let empty = RawWebhooks::default();
     let h = hooks.map_or(&empty, Spanned::get_ref);

@@ -115,6 +115,72 @@ impl fmt::Display for Errors {
     }
 }
 
+impl Config {
+    /// Every secret the configuration names, with what needs it
+    /// (`channel whatsapp`, `[webhooks.vonage]`): for the start-up check
+    /// that says which credential is missing before the first send needs it.
+    #[must_use]
+    pub fn secrets(&self) -> Vec<(String, &SecretRef)> {
+        use crate::channel::AdapterSettings as A;
+        let mut v = Vec::new();
+        for c in &self.daemon.channels {
+            let token = match &c.adapter {
+                A::Console => None,
+                A::WhatsApp(s) => Some(&s.token),
+                A::Twilio(s) => Some(&s.token),
+                A::Vonage(s) => Some(&s.token),
+                A::Webhook(s) => Some(&s.token),
+            };
+            if let Some(t) = token {
+                v.push((format!("channel {}", c.name), t));
+            }
+        }
+        if let Some(api) = &self.daemon.api {
+            if let Some(t) = &api.token {
+                v.push(("[api] token".to_owned(), t));
+            }
+            if let Some(w) = &api.whatsapp {
+                v.push(("[webhooks.whatsapp] app_secret".to_owned(), &w.app_secret));
+                v.push((
+                    "[webhooks.whatsapp] verify_token".to_owned(),
+                    &w.verify_token,
+                ));
+            }
+            if let Some(t) = &api.twilio {
+                v.push(("[webhooks.twilio] auth_token".to_owned(), t));
+            }
+            if let Some(t) = &api.vonage {
+                v.push(("[webhooks.vonage] signature_secret".to_owned(), t));
+            }
+        }
+        v
+    }
+
+    /// The named secrets that cannot be loaded from `env` now, each as a
+    /// sentence naming what needs it and where it was looked for (never a
+    /// value). A missing credential is not fatal: what needs it fails
+    /// until it is there (a channel rests as misconfigured, a webhook
+    /// answers 503).
+    #[must_use]
+    pub fn missing_secrets(&self, env: &dyn crate::credentials::Env) -> Vec<String> {
+        self.secrets()
+            .into_iter()
+            .filter_map(|(what, r)| {
+                crate::credentials::load_secret(r, env).err().map(|e| {
+                    let hint = match r {
+                        SecretRef::File(p) if p.is_relative() => format!(
+                            "; under systemd put it in /etc/credstore/nearcast.{} (mode 0600) and restart",
+                            p.display()
+                        ),
+                        _ => String::new(),
+                    };
+                    format!("{what}: {e}{hint}")
+                })
+            })
+            .collect()
+    }
+}
+
 /// A source file being checked: collects errors with positions.
 pub(crate) struct Source {
     path: PathBuf,

@@ -96,6 +96,8 @@ pub(super) struct Device {
     pub(super) sections: Sections,
     pub(super) adv_count: u32,
     pub(super) cursor: usize,
+    /// One per scanner, made at the first advertisement.
+    pub(super) links: Vec<Link>,
 }
 
 impl Device {

@@ -10,10 +10,12 @@
 //! customers always give the same observations.
 //!
 //! The radio model is the inverse of [`Layout::distance_m`]: a scanner
-//! reports `P1m − 10·n·log10(d) − rssi_offset`, plus Gaussian noise and
-//! occasional multipath dips and spikes, and hears an advertisement when
-//! that is at least [`SimConfig::sensitivity_dbm`]. `P1m` is what the
-//! device's frame claims (−59 dBm for frames that claim nothing).
+//! reports `P1m − 10·n·log10(d) − rssi_offset`, plus a slow drift per device
+//! and scanner, per-advertisement noise with deep dips, missed
+//! advertisements and short outages, as measured on a real recording
+//! ([`Radio::MEASURED`]), and hears an advertisement when that is at least
+//! the radio's sensitivity. `P1m` is what the device's frame claims (−59 dBm
+//! for frames that claim nothing).
 //!
 //! Layout: this file holds the settings and the [`Simulator`] (planning and
 //! the event queue); `world` the floor plan and shoppers' walks, `radio`
@@ -43,6 +45,7 @@ mod radio;
 mod world;
 
 use devices::*;
+pub use radio::Radio;
 use radio::*;
 use world::*;
 
@@ -64,13 +67,9 @@ pub struct SimConfig {
     pub opted_in_share: f64,
     /// Shortest and longest stop at a zone.
     pub dwell: (Duration, Duration),
-    /// Standard deviation of the RSSI noise, dB.
-    pub rssi_sigma_db: f64,
-    /// Weakest RSSI a scanner reports, dBm.
-    pub sensitivity_dbm: f64,
-    /// Share of advertisements a scanner misses although it is in range
-    /// (scan duty cycle, collisions).
-    pub miss_rate: f64,
+    /// How scanners hear devices: [`Radio::MEASURED`] unless a test wants
+    /// the radio out of its way.
+    pub radio: Radio,
     /// Whether the store's own devices (a shelf beacon, a payment terminal,
     /// an Eddystone beacon) advertise throughout.
     pub fixed_devices: bool,
@@ -86,9 +85,7 @@ impl Default for SimConfig {
             duration: Duration::from_secs(3600),
             opted_in_share: 0.25,
             dwell: (Duration::from_secs(30), Duration::from_secs(6 * 60)),
-            rssi_sigma_db: 4.0,
-            sensitivity_dbm: -100.0,
-            miss_rate: 0.1,
+            radio: Radio::MEASURED,
             fixed_devices: true,
         }
     }
@@ -308,6 +305,7 @@ impl Simulator {
             adv_count: 0,
             kind,
             cursor: 0,
+            links: Vec::new(),
             rng: own,
         };
         device.refresh_sections();
@@ -361,9 +359,29 @@ impl Simulator {
                 let mut template =
                     Sighting::new(Timestamp(at), ScannerIdx(0), device.addr, Rssi(0));
                 device.sections.fill(&mut template);
-                for (i, scanner) in self.layout.scanners.iter().enumerate() {
+                let radio = &self.config.radio;
+                if device.links.len() != self.layout.scanners.len() {
+                    let rng = &mut device.rng;
+                    device.links = (0..self.layout.scanners.len())
+                        .map(|_| Link::new(rng, radio, at))
+                        .collect();
+                }
+                for (i, (scanner, link)) in self
+                    .layout
+                    .scanners
+                    .iter()
+                    .zip(&mut device.links)
+                    .enumerate()
+                {
                     let Ok(idx) = u16::try_from(i) else { break };
-                    let heard = hear(&mut device.rng, &self.config, scanner, position, device.p1m);
+                    let heard = hear(
+                        &mut device.rng,
+                        radio,
+                        link,
+                        scanner,
+                        (position, at),
+                        device.p1m,
+                    );
                     if let Some(rssi) = heard {
                         let mut s = template.clone();
                         s.scanner = ScannerIdx(idx);
@@ -412,14 +430,22 @@ fn validate(c: &SimConfig) -> Result<(), Error> {
     if c.dwell.0 > c.dwell.1 || c.dwell.1 > MAX_DURATION {
         return bad("dwell must be (shortest, longest) with shortest <= longest <= 366 days");
     }
-    if !(c.rssi_sigma_db.is_finite() && (0.0..=30.0).contains(&c.rssi_sigma_db)) {
-        return bad("rssi_sigma_db must be between 0 and 30");
+    let r = &c.radio;
+    let db = |v: f64| v.is_finite() && (0.0..=30.0).contains(&v);
+    if !(db(r.fast_sigma_db) && db(r.shadow_sigma_db) && db(-r.dip_db)) {
+        return bad("radio spreads and dip depth must be between 0 and 30 dB");
     }
-    if !(c.sensitivity_dbm.is_finite() && (-150.0..=0.0).contains(&c.sensitivity_dbm)) {
-        return bad("sensitivity_dbm must be between -150 and 0");
+    if !(r.sensitivity_dbm.is_finite() && (-150.0..=0.0).contains(&r.sensitivity_dbm)) {
+        return bad("radio sensitivity_dbm must be between -150 and 0");
     }
-    if !(0.0..1.0).contains(&c.miss_rate) {
-        return bad("miss_rate must be at least 0 and below 1");
+    if !((0.0..1.0).contains(&r.miss_rate) && (0.0..=1.0).contains(&r.dip_share)) {
+        return bad("radio miss_rate must be in [0, 1) and dip_share in [0, 1]");
+    }
+    if !(r.outage_per_s.is_finite() && (0.0..=1.0).contains(&r.outage_per_s)) {
+        return bad("radio outage_per_s must be between 0 and 1");
+    }
+    if r.shadow_time.is_zero() || r.outage_mean > Duration::from_secs(3600) {
+        return bad("radio shadow_time must be positive and outage_mean at most an hour");
     }
     Ok(())
 }

@@ -63,7 +63,7 @@ impl<'l> World<'l> {
             .map(|s| {
                 let d_entrance = (s.position.0 - entrance.0).hypot(s.position.1 - entrance.1);
                 let range = 10f64.powf(
-                    (-56.0 - s.rssi_offset - config.sensitivity_dbm)
+                    (-56.0 - s.rssi_offset - config.radio.sensitivity_dbm)
                         / (10.0 * s.path_loss_exponent.max(0.5)),
                 );
                 range - d_entrance

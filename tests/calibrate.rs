@@ -244,11 +244,12 @@ fn a_scanner_reading_low_is_found_and_the_suggestion_places_the_walk_better() {
 }
 
 #[test]
-fn a_walk_that_skips_an_area_keeps_the_offsets_and_says_why() {
+fn a_walk_that_skips_an_area_leaves_the_scanner_only_that_area_depends_on() {
     let dir = tempfile::tempdir().unwrap();
     config_dir(dir.path());
     walk(dir.path());
-    // Only the first two legs: the east room is never visited.
+    // Only the first two legs: the east room, where the low scanner is,
+    // is never visited, so nothing can be said about that scanner.
     let marks = std::fs::read_to_string(dir.path().join("marks.txt")).unwrap();
     let mut lines: Vec<&str> = marks.lines().take(2).collect();
     let end = format!("{} end", 1_763_712_000 + 180);
@@ -259,10 +260,43 @@ fn a_walk_that_skips_an_area_keeps_the_offsets_and_says_why() {
     let report = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{report}");
     assert!(
-        report.contains("offsets kept: these areas had less than a minute of the walk: east"),
+        report.contains("not fitted, kept as configured: east"),
+        "{report}"
+    );
+    assert!(
+        report.contains("scanner east         rssi_offset +0.0 -> +0.0\n"),
+        "{report}"
+    );
+    let suggested = std::fs::read_to_string(&out).unwrap();
+    let east = suggested.split("id = \"east\"").nth(1).unwrap();
+    let east = east.split("[[").next().unwrap();
+    assert!(east.contains("rssi_offset = 0.0\n"), "{suggested}");
+}
+
+#[test]
+fn a_walk_through_one_area_keeps_the_offsets_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    config_dir(dir.path());
+    walk(dir.path());
+    let marks = format!("{} west\n{} end\n", 1_763_712_000, 1_763_712_000 + 90);
+    std::fs::write(dir.path().join("marks.txt"), marks).unwrap();
+    let out = dir.path().join("zones.suggested.toml");
+    let run = calibrate(dir.path(), &out);
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{report}");
+    assert!(
+        report.contains(
+            "offsets kept: walk at least two areas for a minute each; these had less: middle, east"
+        ),
         "{report}"
     );
     let suggested = std::fs::read_to_string(&out).unwrap();
     assert!(suggested.contains("Offsets unchanged"), "{suggested}");
-    assert!(!suggested.contains("rssi_offset = 1"), "{suggested}");
+    assert!(
+        suggested
+            .lines()
+            .filter(|l| l.starts_with("rssi_offset"))
+            .all(|l| l == "rssi_offset = 0.0"),
+        "{suggested}"
+    );
 }

@@ -8,11 +8,16 @@
 //! the recording through the same pipeline the daemon runs, with the beacon
 //! as the only customer, and scores each marked second: is the beacon in the
 //! marked area? It then searches per-scanner offsets for a better score and
-//! checks the fit on the half of the walk it was not fitted on. Offsets are
-//! only suggested when the walk supports them: every area of the plan
-//! visited, and the held-out half better by at least a point; otherwise the
-//! configured ones stay, and it says why. It writes a copy of `zones.toml`
-//! for review and never the staff's own file.
+//! checks the fit on the half of the walk it was not fitted on.
+//!
+//! A walk only tells about the scanners near where it went: only scanners
+//! that an area walked for a minute depends on (the strongest expected
+//! somewhere in it) are fitted; the others keep their configured offsets.
+//! Offsets are only suggested when the walk supports them: at least two
+//! areas walked for a minute (one area gives nothing to tell apart), and
+//! the held-out half better by at least a point; otherwise the configured
+//! ones stay, and it says why. It writes a copy of `zones.toml` for review
+//! and never the staff's own file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use crate::config::Config;
 use crate::core::campaign::MemoryLedger;
 use crate::core::identity::{CustomerInfo, Directory, Hasher, Identity};
 use crate::core::presence::EventKind;
+use crate::core::rooms::Rooms;
 use crate::core::types::{CustomerKey, Observation, Timestamp};
 use crate::core::zones::{Layout, ZoneIdx, ZoneKind};
 use crate::source::replay::Reader;
@@ -68,24 +74,27 @@ pub struct Calibration {
     pub verdict: Verdict,
     /// Per scanner: (id, configured offset, suggested offset).
     pub offsets: Vec<(String, f64, f64)>,
+    /// Scanners no walked area depends on: not fitted, kept as configured.
+    pub unfitted: Vec<String>,
 }
 
 /// Whether a walk supports new offsets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Yes: every area visited, and the half of the walk not fitted on got
-    /// better.
+    /// Yes: two areas or more walked, and the half of the walk not fitted
+    /// on got better.
     Suggested,
-    /// These areas were visited for less than a minute: offsets fitted
-    /// without them could make them worse.
+    /// Fewer than two areas were walked for a minute; these were not.
     Unvisited(Vec<String>),
     /// Fitted on one half, the other half did not get better: the fit
     /// follows this walk's noise, not the scanners.
     NotSupported,
 }
 
-/// An area visited for less than this many marked seconds is not covered.
+/// An area visited for less than this many marked seconds is not walked.
 const MIN_SECONDS_PER_AREA: usize = 60;
+/// A walk must cover this many areas for a suggestion.
+const MIN_AREAS_WALKED: usize = 2;
 /// The held-out half must improve by this share for a suggestion.
 const MIN_HELD_OUT_GAIN: f64 = 0.01;
 
@@ -280,16 +289,16 @@ fn with_offsets(layout: &Layout, offsets: &[f64]) -> Arc<Layout> {
     Arc::new(l)
 }
 
-/// Fits offsets on `windows[fit]`: a coordinate search, coarse steps then
-/// fine ones; a change must gain at least half a percentage point, so that
-/// noise is not fitted.
+/// Fits the offsets of the `free` scanners on `windows[fit]`: a
+/// coordinate search, coarse steps then fine ones; a change must gain at
+/// least half a percentage point, so that noise is not fitted.
 fn fit(
     config: &Config,
-    hasher: &Hasher,
-    directory: &Arc<Directory>,
+    (hasher, directory): (&Hasher, &Arc<Directory>),
     observations: &[Observation],
     windows: &[(i64, Option<ZoneIdx>)],
     fit: &std::ops::Range<usize>,
+    free: &[bool],
 ) -> Vec<f64> {
     let layout = &config.layout;
     let mut offsets: Vec<f64> = layout.scanners.iter().map(|s| s.rssi_offset).collect();
@@ -307,7 +316,7 @@ fn fit(
     for steps in [[-6.0, -3.0, 3.0, 6.0], [-1.5, -0.5, 0.5, 1.5]] {
         for _round in 0..2 {
             let mut changed = false;
-            for s in 0..offsets.len() {
+            for s in (0..offsets.len()).filter(|s| free.get(*s) == Some(&true)) {
                 for d in steps {
                     let mut o = offsets.clone();
                     o[s] += d;
@@ -400,7 +409,28 @@ pub fn calibrate(config: &Config, opts: &CalibrateOptions) -> Result<Calibration
         );
     }
     let before = score(&windows, &before_events, all.clone());
-    let fitted = fit(config, &hasher, &directory, &observations, &windows, &all);
+    let (walked, unwalked): (Vec<_>, Vec<_>) = config
+        .layout
+        .zones
+        .iter()
+        .enumerate()
+        .filter(|(_, z)| matches!(z.kind, ZoneKind::Area { .. }))
+        .map(|(i, z)| (ZoneIdx(u16::try_from(i).unwrap_or(u16::MAX)), z))
+        .partition(|(i, _)| {
+            windows.iter().filter(|(_, w)| *w == Some(*i)).count() >= MIN_SECONDS_PER_AREA
+        });
+    let mut free = vec![false; config.layout.scanners.len()];
+    for group in &Rooms::new(&config.layout).groups {
+        for state in walked.iter().filter_map(|(z, _)| group.state_of(*z)) {
+            for s in group.depends_on(state) {
+                if let Some(f) = free.get_mut(usize::from(s.0)) {
+                    *f = true;
+                }
+            }
+        }
+    }
+    let keys = (&hasher, &directory);
+    let fitted = fit(config, keys, &observations, &windows, &all, &free);
     let after_events = play(
         config,
         &with_offsets(&config.layout, &fitted),
@@ -409,14 +439,7 @@ pub fn calibrate(config: &Config, opts: &CalibrateOptions) -> Result<Calibration
         &observations,
     );
     let after = score(&windows, &after_events, all);
-    let first_half = fit(
-        config,
-        &hasher,
-        &directory,
-        &observations,
-        &windows,
-        &(0..half),
-    );
+    let first_half = fit(config, keys, &observations, &windows, &(0..half), &free);
     let held_events = play(
         config,
         &with_offsets(&config.layout, &first_half),
@@ -428,20 +451,8 @@ pub fn calibrate(config: &Config, opts: &CalibrateOptions) -> Result<Calibration
         score(&windows, &before_events, half..windows.len()),
         score(&windows, &held_events, half..windows.len()),
     );
-    let unvisited: Vec<String> = config
-        .layout
-        .zones
-        .iter()
-        .enumerate()
-        .filter(|(_, z)| matches!(z.kind, ZoneKind::Area { .. }))
-        .filter(|(i, _)| {
-            let z = ZoneIdx(u16::try_from(*i).unwrap_or(u16::MAX));
-            windows.iter().filter(|(_, w)| *w == Some(z)).count() < MIN_SECONDS_PER_AREA
-        })
-        .map(|(_, z)| z.id.to_string())
-        .collect();
-    let verdict = if !unvisited.is_empty() {
-        Verdict::Unvisited(unvisited)
+    let verdict = if walked.len() < MIN_AREAS_WALKED {
+        Verdict::Unvisited(unwalked.iter().map(|(_, z)| z.id.to_string()).collect())
     } else if held_out.1 < held_out.0 + MIN_HELD_OUT_GAIN {
         Verdict::NotSupported
     } else {
@@ -470,6 +481,14 @@ pub fn calibrate(config: &Config, opts: &CalibrateOptions) -> Result<Calibration
             .iter()
             .zip(suggested)
             .map(|(s, o)| (s.id.to_string(), s.rssi_offset, *o))
+            .collect(),
+        unfitted: config
+            .layout
+            .scanners
+            .iter()
+            .zip(&free)
+            .filter(|(_, f)| !**f)
+            .map(|(s, _)| s.id.to_string())
             .collect(),
     })
 }
@@ -530,7 +549,7 @@ pub fn write_suggestion(
         match &found.verdict {
             Verdict::Suggested => "Review, then copy over zones.toml.".to_owned(),
             Verdict::Unvisited(a) => format!(
-                "Offsets unchanged: walk every area for a minute or more (missing: {}).",
+                "Offsets unchanged: walk at least two areas for a minute each (less: {}).",
                 a.join(", ")
             ),
             Verdict::NotSupported => {

@@ -473,10 +473,16 @@ pub fn calibrate(
         };
         println!("scanner {id:<12} rssi_offset {was:+.1} -> {now:+.1}{note}");
     }
+    if !found.unfitted.is_empty() {
+        println!(
+            "not fitted, kept as configured: {} (no area walked for a minute depends on them)",
+            found.unfitted.join(", ")
+        );
+    }
     match &found.verdict {
         super::calibrate::Verdict::Suggested => {}
         super::calibrate::Verdict::Unvisited(areas) => println!(
-            "offsets kept: these areas had less than a minute of the walk: {}; walk every area and try again",
+            "offsets kept: walk at least two areas for a minute each; these had less: {}",
             areas.join(", ")
         ),
         super::calibrate::Verdict::NotSupported => println!(

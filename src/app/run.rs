@@ -247,16 +247,7 @@ pub async fn run_with_reload(
                 }
                 ticks += 1;
                 if ticks % 5 == 0 {
-                    let mut status = super::live::Status::new(
-                        now,
-                        &pipeline.counters(),
-                        &healths,
-                        Some(clock_status.clone()),
-                    );
-                    status.silent_scanners = pipeline.silent_scanners();
-                    if let Err(e) = status.write(&status_path) {
-                        tracing::debug!(error = %e, "could not write the status file");
-                    }
+                    write_status(&status_path, now, &pipeline, &healths, &clock_status);
                 }
             }
         }
@@ -272,18 +263,13 @@ pub async fn run_with_reload(
             tracing::warn!(error = %e, "API task ended abnormally");
         }
     }
-    {
-        let mut status = super::live::Status::new(
-            clock.now(),
-            &pipeline.counters(),
-            &healths,
-            Some(clock_status.clone()),
-        );
-        status.silent_scanners = pipeline.silent_scanners();
-        if let Err(e) = status.write(&status_path) {
-            tracing::debug!(error = %e, "could not write the status file");
-        }
-    }
+    write_status(
+        &status_path,
+        clock.now(),
+        &pipeline,
+        &healths,
+        &clock_status,
+    );
     // The worker finishes what is in flight; then what is due goes out,
     // and the WAL is left checkpointed.
     drop(control);
@@ -409,6 +395,23 @@ async fn start_api(
 }
 
 /// Tells systemd (when started by it with `Type=notify`); a no-op otherwise.
+/// Writes the status file `stats` reads; a failure only costs the next
+/// `stats` its live part.
+fn write_status<L: crate::core::campaign::Ledger>(
+    path: &std::path::Path,
+    now: crate::core::types::Timestamp,
+    pipeline: &super::Pipeline<L>,
+    healths: &[Arc<crate::source::health::Health>],
+    clock: &ClockStatus,
+) {
+    let mut status =
+        super::live::Status::new(now, &pipeline.counters(), healths, Some(clock.clone()));
+    status.silent_scanners = pipeline.silent_scanners();
+    if let Err(e) = status.write(path) {
+        tracing::debug!(error = %e, "could not write the status file");
+    }
+}
+
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!(error = %e, "sd_notify failed");

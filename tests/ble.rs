@@ -142,7 +142,11 @@ require_sync = false
     let config = nearcast::config::load(dir).unwrap_or_else(|e| panic!("{e}"));
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
     store
-        .import_customers(customers().as_bytes(), &hasher, Timestamp(0))
+        .import_customers(
+            customers().as_bytes(),
+            &hasher,
+            Timestamp::from_secs(1_767_261_600),
+        )
         .unwrap();
 }
 

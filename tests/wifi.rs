@@ -84,7 +84,7 @@ gina,Gina,+4915112345672,sms,2026-01-01T10:00:00Z,portal,mac:{GINA},
     let config = nearcast::config::load(dir).unwrap_or_else(|e| panic!("{e}"));
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
     store
-        .import_customers(csv.as_bytes(), &hasher, Timestamp(0))
+        .import_customers(csv.as_bytes(), &hasher, Timestamp::from_secs(1_767_261_600))
         .unwrap();
 }
 

@@ -271,7 +271,7 @@ pub async fn demo(
         jiff::civil::date(2026, 11, 20)
             .at(10, 0, 0, 0)
             .to_zoned(tz.clone())
-            .map_or(Timestamp::from_secs(1_763_629_200), |z| {
+            .map_or(Timestamp::from_secs(1_795_165_200), |z| {
                 Timestamp(z.timestamp().as_millisecond())
             })
     });

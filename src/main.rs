@@ -230,10 +230,27 @@ fn main() -> ExitCode {
         Ok(Exit::Success) => ExitCode::SUCCESS,
         Ok(Exit::Failure) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("nearcast: {:#}", anyhow::Error::from(e));
+            eprintln!("nearcast: {}", once(&anyhow::Error::from(e)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: many errors
+/// already quote their cause, and printing the chain would repeat it.
+fn once(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if t.is_empty() || text.contains(&t) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&t);
+    }
+    text
 }
 
 type LogFilter =

@@ -391,3 +391,237 @@ fn the_demo_delivers_over_http_to_the_stand_in() {
         .sum();
     assert_eq!(total, got.len(), "{out}");
 }
+
+fn nearcast_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    let zones = std::fs::read_to_string(c.join("zones.toml"))
+        .unwrap()
+        .replace("dwell = \"2m\"", "dwel = \"2m\"");
+    std::fs::write(c.join("zones.toml"), zones).unwrap();
+    let demo = nearcast(&["demo", "--config", c.to_str().unwrap()]);
+    assert_eq!(demo.status.code(), Some(1));
+    let err = text(&demo.stderr);
+    assert_eq!(err.matches("unknown field `dwel`").count(), 1, "{err}");
+    assert_eq!(err.matches("hint: ").count(), 1, "{err}");
+
+    let missing = dir.path().join("missing.jsonl");
+    let replay = nearcast(&[
+        "replay",
+        missing.to_str().unwrap(),
+        "--config",
+        example().to_str().unwrap(),
+    ]);
+    assert_eq!(replay.status.code(), Some(1));
+    assert_eq!(
+        text(&replay.stderr),
+        format!(
+            "nearcast: {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn only_commands_that_start_a_database_create_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    let cfg = c.to_str().unwrap();
+    let nowhere = dir.path().join("nowhere/x.db");
+    let db = nowhere.to_str().unwrap();
+    let refusal = format!(
+        "nearcast: no database at {db} (nor does the directory {}): check --db or `[database] path` in \
+         nearcast.toml; `nearcast customers import FILE` and `nearcast run` create one\n",
+        dir.path().join("nowhere").display()
+    );
+    for args in [
+        &["customers", "list"][..],
+        &["customers", "show", "c-1001"],
+        &["customers", "opt-out", "c-1001"],
+        &["customers", "forget", "c-1001"],
+        &["customers", "export", "c-1001"],
+        &["outbox", "list"],
+        &["stats"],
+        &["broadcast", "--campaign", "flash-sale", "--dry-run"],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--db", db, "--config", cfg]);
+        let out = nearcast(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&out.stderr), refusal, "{args:?}");
+        assert!(
+            !dir.path().join("nowhere").exists(),
+            "{args:?} created the directory"
+        );
+    }
+    // The configured database, missing too: the same refusal, with its path.
+    let stats = nearcast(&["stats", "--config", cfg]);
+    assert_eq!(stats.status.code(), Some(1));
+    assert!(
+        text(&stats.stderr).contains(&format!(
+            "no database at {}",
+            dir.path().join("state/nearcast.db").display()
+        )),
+        "{}",
+        text(&stats.stderr)
+    );
+    // Importing customers starts one, directory and secret included.
+    let csv = c.join("customers.csv");
+    let import = nearcast(&[
+        "customers",
+        "import",
+        csv.to_str().unwrap(),
+        "--db",
+        db,
+        "--config",
+        cfg,
+    ]);
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    assert!(nowhere.exists() && dir.path().join("nowhere/secret.key").exists());
+    let list = nearcast(&["customers", "list", "--db", db, "--config", cfg]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    assert_eq!(text(&list.stdout).lines().count(), 41);
+    // A database whose secret went missing is not given a new one.
+    std::fs::remove_file(dir.path().join("nowhere/secret.key")).unwrap();
+    let rec = dir.path().join("r.jsonl");
+    std::fs::write(&rec, "").unwrap();
+    let replay = nearcast(&["replay", rec.to_str().unwrap(), "--db", db, "--config", cfg]);
+    assert_eq!(replay.status.code(), Some(1));
+    assert!(
+        text(&replay.stderr).contains("has no installation secret at"),
+        "{}",
+        text(&replay.stderr)
+    );
+    assert!(!dir.path().join("nowhere/secret.key").exists());
+}
+
+#[test]
+fn a_replay_without_one_valid_line_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    let cfg = c.to_str().unwrap();
+    let csv = c.join("customers.csv");
+    assert!(
+        nearcast(&[
+            "customers",
+            "import",
+            csv.to_str().unwrap(),
+            "--config",
+            cfg
+        ])
+        .status
+        .success()
+    );
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "garbage\n{\"x\":1}\n").unwrap();
+    for dry in [true, false] {
+        let mut args = vec!["replay", bad.to_str().unwrap(), "--fast", "--config", cfg];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = nearcast(&args);
+        assert_eq!(out.status.code(), Some(1), "dry {dry}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("line 1: not a single JSON object")
+                && err.contains("line 2: missing `t`")
+                && err.contains(&format!(
+                    "nearcast: {}: not one line could be replayed",
+                    bad.display()
+                )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn scan_without_a_system_bus_fails_and_says_why() {
+    let out = nearcast_env(
+        &["scan", "--seconds", "2", "--json"],
+        &[("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "nearcast: scan: hci0 never started scanning (no D-Bus system bus): is bluetoothd \
+             running and the adapter there (`bluetoothctl list`)?"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn typos_are_refused_with_what_was_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    let cfg = c.to_str().unwrap();
+    let csv = c.join("customers.csv");
+    assert!(
+        nearcast(&[
+            "customers",
+            "import",
+            csv.to_str().unwrap(),
+            "--config",
+            cfg
+        ])
+        .status
+        .success()
+    );
+    let state = nearcast(&["outbox", "list", "--state", "snt", "--config", cfg]);
+    assert_eq!(state.status.code(), Some(1));
+    assert_eq!(
+        text(&state.stderr),
+        "nearcast: unknown state \"snt\" (did you mean `sent`? known: queued, sending, sent, \
+         delivered, read, failed, expired, dead)\n"
+    );
+    let segment = nearcast(&[
+        "broadcast",
+        "--campaign",
+        "flash-sale",
+        "--segment",
+        "gld",
+        "--dry-run",
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(segment.status.code(), Some(1));
+    assert!(
+        text(&segment.stderr)
+            .starts_with("nearcast: --segment gld selects nobody: no customer on file is in it (did you mean `gold`?"),
+        "{}",
+        text(&segment.stderr)
+    );
+    // A consent time in the future is refused (it would outrank any opt-out).
+    let future = dir.path().join("future.csv");
+    std::fs::write(
+        &future,
+        "id,first_name,phone,channels,consent_at,consent_source,identities,segments\n\
+         x1,Xaver,+4915112340000,sms,2099-03-01T10:00:00Z,app,mac:00:11:22:33:44:55,\n",
+    )
+    .unwrap();
+    let r = nearcast(&[
+        "customers",
+        "import",
+        future.to_str().unwrap(),
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = text(&r.stderr);
+    assert!(
+        err.contains("future.csv:line 2: `consent_at` 2099-03-01T10:00:00Z is in the future: give when the customer consented (did you mean 20")
+            && err.contains("-03-01T10:00:00Z?)"),
+        "{err}"
+    );
+}

@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Error, broadcast, demo, live, open_database, record, replay, scan, stand_in};
+use super::{
+    Error, broadcast, demo, live, open_database, open_existing_store, record, replay, scan,
+    stand_in,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::core::types::Timestamp;
@@ -210,6 +213,13 @@ pub fn replay(config: &Config, opts: &replay::ReplayOptions) -> Result<Exit, Err
             report.rate()
         );
     }
+    if report.stats.observations() == 0 && report.stats.skipped() > 0 {
+        eprintln!(
+            "nearcast: {}: not one line could be replayed; see docs/recordings.md for the format",
+            opts.file.display()
+        );
+        return Ok(Exit::Failure);
+    }
     Ok(Exit::Success)
 }
 
@@ -285,6 +295,14 @@ pub fn scan(config_dir: Option<&Path>, opts: &scan::ScanOptions) -> Result<Exit,
         "heard {} advertisements from {} devices",
         summary.sightings, summary.devices
     );
+    if let Some(why) = &summary.never_scanned {
+        eprintln!(
+            "nearcast: scan: {} never started scanning ({why}): is bluetoothd running and the \
+             adapter there (`bluetoothctl list`)?",
+            opts.adapter
+        );
+        return Ok(Exit::Failure);
+    }
     Ok(Exit::Success)
 }
 
@@ -319,32 +337,36 @@ pub fn customers(
     db: Option<&Path>,
     action: CustomersAction,
 ) -> Result<Exit, Error> {
-    let (mut store, hasher) = open_database(config, db)?;
     let now = SystemClock::default().now();
-    match action {
-        CustomersAction::Import(file) => {
-            let f = std::fs::File::open(&file).map_err(|source| Error::Context {
-                what: format!("opening {}", file.display()),
-                source,
-            })?;
-            match store.import_customers(std::io::BufReader::new(f), &hasher, now) {
-                Ok(r) => println!(
-                    "imported {}: {} added, {} updated, {} identities (hashed)",
-                    file.display(),
-                    r.added,
-                    r.updated,
-                    r.identities
-                ),
-                Err(crate::store::Error::Import(rows)) => {
-                    for r in &rows {
-                        eprintln!("{}:{r}", file.display());
-                    }
-                    eprintln!("{} bad row(s); nothing was imported", rows.len());
-                    return Ok(Exit::Failure);
+    if let CustomersAction::Import(file) = &action {
+        // Import is how a database starts: it may create one.
+        let f = std::fs::File::open(file).map_err(|source| Error::Context {
+            what: format!("opening {}", file.display()),
+            source,
+        })?;
+        let (mut store, hasher) = open_database(config, db)?;
+        match store.import_customers(std::io::BufReader::new(f), &hasher, now) {
+            Ok(r) => println!(
+                "imported {}: {} added, {} updated, {} identities (hashed)",
+                file.display(),
+                r.added,
+                r.updated,
+                r.identities
+            ),
+            Err(crate::store::Error::Import(rows)) => {
+                for r in &rows {
+                    eprintln!("{}:{r}", file.display());
                 }
-                Err(e) => return Err(e.into()),
+                eprintln!("{} bad row(s); nothing was imported", rows.len());
+                return Ok(Exit::Failure);
             }
+            Err(e) => return Err(e.into()),
         }
+        return Ok(Exit::Success);
+    }
+    let mut store = open_existing_store(config, db)?;
+    match action {
+        CustomersAction::Import(_) => {}
         CustomersAction::List => {
             println!(
                 "{:<12} {:<14} {:<22} {:<16} {:>6} {:>8}  status",
@@ -413,12 +435,15 @@ pub fn outbox_list(
     state: Option<&str>,
     limit: u32,
 ) -> Result<Exit, Error> {
-    let (store, _) = open_database(config, db)?;
+    let store = open_existing_store(config, db)?;
     let state = match state {
         None => None,
-        Some(s) => Some(
-            OutboxState::parse(s).ok_or_else(|| Error::Usage(format!("unknown state {s:?}")))?,
-        ),
+        Some(s) => Some(OutboxState::parse(s).ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown state {s:?} ({})",
+                config::did_you_mean(s, OutboxState::ALL.iter().map(|s| s.name()))
+            ))
+        })?),
     };
     println!(
         "{:>6} {:<20} {:<12} {:<16} {:<14} {:<9} {:>3}  error",
@@ -497,7 +522,7 @@ pub fn calibrate(
 /// # Errors
 /// Database failures.
 pub fn stats(config: &Config, db: Option<&Path>, json: bool) -> Result<Exit, Error> {
-    let (store, _) = open_database(config, db)?;
+    let store = open_existing_store(config, db)?;
     let s = store.stats()?;
     let live = live::Status::read(&live::status_path(&super::database_path(config, db)));
     if json {

@@ -106,6 +106,7 @@ struct Filter {
 impl Filter {
     fn open(config: &Config, db: Option<&Path>) -> Result<Filter, Error> {
         let path = database_path(config, db);
+        super::require_database(&path)?;
         let secret = config.daemon.secret_path(&path);
         if !secret.exists() {
             return Err(Error::Usage(format!(

@@ -239,6 +239,33 @@ fn record_then_replay_dry_run_as_json_writes_nothing() {
     assert_eq!(v["decisions_act"].as_u64().unwrap() as usize, decisions);
     let listed = text(&nearcast(&["outbox", "list", "--state", "sent", "--config", cfg]).stdout);
     assert!(listed.lines().count() > 1, "{listed}");
+    // One convention, labelled: store time, as the narrative shows it.
+    assert!(
+        listed
+            .lines()
+            .next()
+            .unwrap()
+            .contains(" decided (store time) "),
+        "{listed}"
+    );
+    for row in listed.lines().skip(1) {
+        let when: Vec<&str> = row.split_whitespace().skip(1).take(3).collect();
+        assert!(
+            when.len() == 3 && (when[2] == "CET" || when[2] == "CEST"),
+            "{row}"
+        );
+        let (hms, customer, campaign) = (when[1], cols(row, 4), cols(row, 5));
+        let decided = format!("{hms}  ✓ {customer:<18} {campaign}: queued");
+        assert!(
+            text(&real.stdout).contains(&decided),
+            "the narrative has no {decided:?} for {row}"
+        );
+    }
+}
+
+/// The `n`th whitespace-separated column of `row`.
+fn cols(row: &str, n: usize) -> &str {
+    row.split_whitespace().nth(n).unwrap_or("")
 }
 
 /// The summary line `name` of `nearcast broadcast`: its leading number.

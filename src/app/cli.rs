@@ -445,15 +445,18 @@ pub fn outbox_list(
             ))
         })?),
     };
+    // Store time, like the demo's and the dry runs' narrative, with the
+    // zone's abbreviation on every row.
+    let tz = &config.engine.rules.tz;
     println!(
-        "{:>6} {:<20} {:<12} {:<16} {:<14} {:<9} {:>3}  error",
-        "id", "decided", "customer", "campaign", "channel", "state", "try"
+        "{:>6} {:<23} {:<12} {:<16} {:<14} {:<9} {:>3}  error",
+        "id", "decided (store time)", "customer", "campaign", "channel", "state", "try"
     );
     for r in store.outbox_rows(state, limit)? {
         println!(
-            "{:>6} {:<20} {:<12} {:<16} {:<14} {:<9} {:>3}  {}",
+            "{:>6} {:<23} {:<12} {:<16} {:<14} {:<9} {:>3}  {}",
             r.id,
-            r.created_at.to_string().get(..19).unwrap_or(""),
+            store_time(r.created_at, tz),
             r.customer,
             r.campaign,
             format!("{}/{}", r.channel, r.variant.name()),
@@ -467,6 +470,18 @@ pub fn outbox_list(
         );
     }
     Ok(Exit::Success)
+}
+
+/// `at` in the store's time zone, labelled: `2026-11-20 10:01:55 CET`.
+fn store_time(at: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    jiff::Timestamp::from_millisecond(at.0).map_or_else(
+        |_| at.to_string(),
+        |t| {
+            t.to_zoned(tz.clone())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        },
+    )
 }
 
 /// `calibrate`: fits offsets to a marked walk and writes the suggestion.

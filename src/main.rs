@@ -305,15 +305,23 @@ fn run(cli: Cli, log: &LogFilter) -> Result<Exit, nearcast::app::Error> {
             seed,
             minutes,
             provider,
-        } => cli::demo(demo::DemoOptions {
-            config: cli.config.clone(),
-            shoppers,
-            speed,
-            seed,
-            minutes,
-            provider,
-            ..demo::DemoOptions::default()
-        }),
+        } => {
+            // The narrative and its summary tell what happened; the log's
+            // routine lines (a secret created in the temporary directory,
+            // each fall-over) would only interleave with it.
+            if std::env::var_os("RUST_LOG").is_none() {
+                let _ = log.reload(tracing_subscriber::EnvFilter::new("error"));
+            }
+            cli::demo(demo::DemoOptions {
+                config: cli.config.clone(),
+                shoppers,
+                speed,
+                seed,
+                minutes,
+                provider,
+                ..demo::DemoOptions::default()
+            })
+        }
         Command::StandIn { listen } => cli::stand_in(listen),
         Command::Broadcast {
             campaign,

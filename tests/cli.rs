@@ -66,22 +66,130 @@ fn check_config_accepts_the_example_and_refuses_a_typo_with_its_position() {
     assert!(err.contains("hint: "), "{err}");
 }
 
+/// The number at the start of the summary row after `label` in the demo's
+/// "what happened" block (`               57  sent (…)` → 57).
+fn demo_count(out: &str, label: &str) -> u64 {
+    let story = out.split("── what happened ").nth(1).unwrap_or("");
+    story
+        .lines()
+        .find_map(|l| {
+            let t = l.trim_start();
+            let (n, rest) = t.split_once("  ")?;
+            rest.starts_with(label).then(|| n.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no `{label}` row in\n{out}"))
+}
+
+/// Checks that the demo's summary accounts for every message and every
+/// held-back decision, and that the narrative shows each kind of
+/// held-back decision once. Returns (queued, sent, failed).
+fn demo_accounts(out: &str) -> (u64, u64, u64) {
+    assert_eq!(
+        out.matches("How to read it (times are store time):")
+            .count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains("History on file before the hour: ")
+            && out.contains(" so today is their fifth visit;"),
+        "{out}"
+    );
+    let story = out.split("── what happened ").nth(1).unwrap();
+    let field = |label: &str| -> u64 {
+        let line = story.lines().find(|l| l.starts_with(label)).unwrap();
+        line[label.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Each kind of held-back decision once in the narrative, all counted below.
+    let mut kinds = std::collections::BTreeSet::new();
+    for l in out
+        .lines()
+        .filter(|l| l.get(8..).is_some_and(|r| r.starts_with("  · ")))
+    {
+        let campaign = l.split_whitespace().nth(3).unwrap();
+        let reason = l.split('[').nth(1).unwrap().split(']').next().unwrap();
+        assert!(
+            kinds.insert((campaign.to_owned(), reason.to_owned())),
+            "twice: {l}"
+        );
+        assert!(
+            story.contains(&format!("  {campaign} ")) && story.contains(&format!("[{reason}]")),
+            "{l} is not in the summary:\n{story}"
+        );
+    }
+    let held: u64 = story
+        .lines()
+        .filter(|l| l.ends_with(']'))
+        .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(held, field("Held back"), "{story}");
+    assert_eq!(
+        story.lines().filter(|l| l.ends_with(']')).count(),
+        kinds.len(),
+        "{story}"
+    );
+    // Every message queued is sent, failed or expired (none pending here).
+    let queued = field("Messages");
+    let sent = demo_count(out, "sent (");
+    let failed: u64 = story
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .split_once("  ")
+                .is_some_and(|(_, r)| r.starts_with("failed"))
+        })
+        .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    let expired = demo_count(out, "expired");
+    assert_eq!(queued, sent + failed + expired, "{story}");
+    (queued, sent, failed)
+}
+
 #[test]
 fn the_demo_is_deterministic_and_sums_up() {
-    let a = nearcast(&["demo", "--speed", "0", "--minutes", "15", "--seed", "3"]);
+    let a = Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .args(["demo", "--speed", "0", "--minutes", "15", "--seed", "3"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
     assert!(a.status.success(), "{}", text(&a.stderr));
+    assert_eq!(text(&a.stderr), "", "the narrative is the only output");
     let b = nearcast(&["demo", "--speed", "0", "--minutes", "15", "--seed", "3"]);
     assert_eq!(text(&a.stdout), text(&b.stdout));
     let out = text(&a.stdout);
-    for line in [
-        "shoppers simulated      30 (",
-        "customers recognised    ",
-        "messages sent           ",
-        "points awarded          ",
-    ] {
-        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    assert!(
+        out.contains("Shoppers    30 came in over 15 minutes; "),
+        "{out}"
+    );
+    let (queued, sent, failed) = demo_accounts(&out);
+    assert!(sent > 0 && queued > 0, "{out}");
+    // The console channel printed each message it sent, and only those;
+    // a WhatsApp message without a template falls over, as for real.
+    let printed = out
+        .lines()
+        .filter(|l| l.get(8..).is_some_and(|r| r.starts_with("  ✉ ")) && !l.contains("  ⇒ "))
+        .count() as u64;
+    assert_eq!(printed, sent, "{out}");
+    for l in out
+        .lines()
+        .filter(|l| l.contains("  ⇒ falls") || l.contains("  ⇒ sent"))
+    {
+        assert!(
+            l.contains("✉ whatsapp/") && l.ends_with("⇒ falls over: whatsapp: no approved template for this message, and free text reaches a customer only inside a 24-hour window they opened (allow_text = false)"),
+            "{l}"
+        );
     }
-    assert!(out.contains("  ✉ "), "no message was delivered:\n{out}");
+    if failed > 0 {
+        assert!(
+            out.contains("  failed: whatsapp: no approved template"),
+            "{out}"
+        );
+    }
     let c = nearcast(&["demo", "--speed", "0", "--minutes", "15", "--seed", "4"]);
     assert_ne!(text(&a.stdout), text(&c.stdout));
 }
@@ -408,15 +516,23 @@ fn the_demo_delivers_over_http_to_the_stand_in() {
     assert!(!sent.is_empty(), "{out}");
     assert_eq!(sent, got, "demo:\n{out}\nstand-in:\n{received}");
     assert!(received.contains("whatsapp → ") && received.contains("twilio   → "));
-    // The summary counts them as sent.
-    let total: usize = out
-        .lines()
-        .find(|l| l.starts_with("messages sent"))
-        .unwrap()
-        .split(", ")
-        .map(|p| p.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
-        .sum();
-    assert_eq!(total, got.len(), "{out}");
+    // The summary counts them as sent, and accounts for the rest: the
+    // same story as the console demo's.
+    let (_, sent_total, _) = demo_accounts(&out);
+    assert_eq!(sent_total as usize, got.len(), "{out}");
+    let console = nearcast(&["demo", "--speed", "0", "--minutes", "15", "--seed", "3"]);
+    let console = text(&console.stdout);
+    let story = |o: &str| {
+        o.split("── what happened ")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains(" sent ("))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(story(&out), story(&console));
+    assert_eq!(demo_count(&console, "sent ("), sent_total);
 }
 
 fn nearcast_env(args: &[&str], env: &[(&str, &str)]) -> Output {

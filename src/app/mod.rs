@@ -250,11 +250,24 @@ pub fn worker(
     db: &Path,
     console: Arc<Mutex<dyn Write + Send>>,
 ) -> Result<Worker, Error> {
+    worker_with(config, db, adapters(config, &console)?)
+}
+
+/// An outbox worker with the configured limits and retries over
+/// `adapters`.
+///
+/// # Errors
+/// Database failures.
+pub fn worker_with(
+    config: &Config,
+    db: &Path,
+    adapters: HashMap<String, Adapter>,
+) -> Result<Worker, Error> {
     Ok(Worker::new(
         Store::open(db)?,
         config.engine.clone(),
         config.layout.store_name.clone(),
-        adapters(config, &console)?,
+        adapters,
         config.daemon.outbox.lease,
         config.daemon.outbox.batch,
     )

@@ -768,3 +768,131 @@ fn typos_are_refused_with_what_was_meant() {
         "{err}"
     );
 }
+
+/// The long options in a clap help text's `Options:` section, without the
+/// global ones every command has.
+fn help_options(help: &str) -> std::collections::BTreeSet<String> {
+    help.split("Options:")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let l = l
+                .strip_prefix("-h, ")
+                .or(l.strip_prefix("-V, "))
+                .unwrap_or(l);
+            let name: String = l
+                .strip_prefix("--")?
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            Some(format!("--{name}"))
+        })
+        .filter(|o| !["--config", "--help", "--version"].contains(&o.as_str()))
+        .collect()
+}
+
+/// The subcommands in a clap help text's `Commands:` section.
+fn help_commands(help: &str) -> Vec<String> {
+    help.split("Commands:")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+#[test]
+fn the_readme_commands_block_matches_the_help() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("## Commands\n\n```\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("README has a Commands block");
+    // What README says: each command's options, and the subcommands of
+    // the commands that have them.
+    let mut said: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for line in block.lines() {
+        let rest = line.strip_prefix("nearcast ").expect("a nearcast command");
+        let (cmd, args) = rest.split_once(' ').unwrap_or((rest, ""));
+        let entry = said.entry(cmd.to_owned()).or_default();
+        for word in args.split_whitespace() {
+            if let Some(at) = word.find("--") {
+                let name: String = word[at + 2..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                entry.0.insert(format!("--{name}"));
+            }
+        }
+        if ["customers", "outbox"].contains(&cmd) {
+            for part in args.split('|') {
+                if let Some(sub) = part.split_whitespace().next() {
+                    entry.1.insert(sub.to_owned());
+                }
+            }
+        }
+    }
+    // What the binary says.
+    let help = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push("--help");
+        let out = nearcast(&all);
+        assert!(out.status.success(), "{args:?}");
+        text(&out.stdout)
+    };
+    let commands = help_commands(&help(&[]));
+    let mut told: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for cmd in &commands {
+        let top = help(&[cmd]);
+        let mut options = help_options(&top);
+        let subs: BTreeSet<String> = help_commands(&top).into_iter().collect();
+        for sub in &subs {
+            options.extend(help_options(&help(&[cmd, sub])));
+        }
+        told.insert(cmd.clone(), (options, subs));
+    }
+    assert_eq!(
+        said.keys().collect::<Vec<_>>(),
+        told.keys().collect::<Vec<_>>(),
+        "README's Commands block and `nearcast --help` list different commands"
+    );
+    for (cmd, (options, subs)) in &told {
+        let (r_options, r_subs) = &said[cmd];
+        assert_eq!(
+            r_options, options,
+            "`nearcast {cmd}`: README's options vs --help"
+        );
+        assert_eq!(
+            r_subs, subs,
+            "`nearcast {cmd}`: README's subcommands vs --help"
+        );
+    }
+    // And the example store README describes is the one in config/.
+    let ok = text(&nearcast(&["check-config", "--config", example().to_str().unwrap()]).stdout);
+    let count = |what: &str| -> usize {
+        let before = ok.split(&format!(" {what}")).next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let words = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let store = format!(
+        "{} scanners, {} zones, {} campaigns",
+        words[count("scanners,")],
+        words[count("zones,")],
+        words[count("campaigns,")]
+    );
+    assert!(
+        flat.contains(&store),
+        "README does not say {store:?} ({ok})"
+    );
+}

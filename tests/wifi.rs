@@ -176,12 +176,18 @@ fn hostapd_stations_arrive_and_leave_and_a_hostapd_restart_is_recovered() {
     nc.wait_for(&["customer=cleo", "event=left"], Duration::from_secs(10));
 
     // hostapd restarts; meanwhile Frank went and Gina came.
+    let retries = nc.count_of(&["wifi presence still unavailable"]);
     ap.kill();
     nc.wait_for(
         &["wifi presence lost", "reason=hostapd not answering"],
         Duration::from_secs(10),
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // hostapd stays away for a retry, then comes back.
+    nc.wait_for_count(
+        &["wifi presence still unavailable"],
+        retries + 1,
+        Duration::from_secs(10),
+    );
     let ap = FakeHostapd::start(&socket, &[GINA]);
     nc.wait_for(&["wifi presence back"], Duration::from_secs(10));
     nc.wait_for(&["customer=gina", "event=arrived"], Duration::from_secs(10));

@@ -896,3 +896,36 @@ fn the_readme_commands_block_matches_the_help() {
         "README does not say {store:?} ({ok})"
     );
 }
+
+#[test]
+fn record_whose_sources_never_start_fails_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_copy(dir.path());
+    let mut daemon = std::fs::read_to_string(c.join("nearcast.toml")).unwrap();
+    daemon.push_str("\n[[source]]\nkind = \"ble\"\nadapter = \"hci0\"\nscanner = \"door\"\n");
+    std::fs::write(c.join("nearcast.toml"), daemon).unwrap();
+    let file = dir.path().join("day.jsonl");
+    let out = nearcast_env(
+        &[
+            "record",
+            file.to_str().unwrap(),
+            "--all",
+            "--seconds",
+            "2",
+            "--config",
+            c.to_str().unwrap(),
+        ],
+        &[("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("nearcast: record: ble:hci0 never started (no D-Bus system bus)\n")
+            && err.contains("wrote 0 observations to ")
+            && err.ends_with(
+                "nearcast: record: no live source ever started, so nothing could be recorded: \
+                 is bluetoothd (or hostapd, or the leases file) there?\n"
+            ),
+        "{err}"
+    );
+}

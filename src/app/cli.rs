@@ -252,6 +252,9 @@ pub fn record(config: &Config, opts: &RecordOptions) -> Result<Exit, Error> {
         clock,
         shutdown_signal(),
     ))?;
+    for (source, why) in &report.never_started {
+        eprintln!("nearcast: record: {source} never started ({why})");
+    }
     if all {
         eprintln!(
             "wrote {} observations to {}",
@@ -265,6 +268,13 @@ pub fn record(config: &Config, opts: &RecordOptions) -> Result<Exit, Error> {
             file.display(),
             report.skipped
         );
+    }
+    if report.written + report.skipped == 0 && report.never_started.len() == report.sources {
+        eprintln!(
+            "nearcast: record: no live source ever started, so nothing could be recorded: is \
+             bluetoothd (or hostapd, or the leases file) there?"
+        );
+        return Ok(Exit::Failure);
     }
     Ok(Exit::Success)
 }

@@ -53,7 +53,7 @@ pub struct Health {
     /// Reconnection attempts that failed.
     pub failed_attempts: AtomicU64,
     /// Times the source connected to its radio or backend (a BLE scan
-    /// started): zero means it never got going.
+    /// started, a Wi-Fi backend answered): zero means it never got going.
     pub connects: AtomicU64,
 }
 

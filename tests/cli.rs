@@ -147,6 +147,18 @@ fn demo_accounts(out: &str) -> (u64, u64, u64) {
         .sum();
     let expired = demo_count(out, "expired");
     assert_eq!(queued, sent + failed + expired, "{story}");
+    // What a provider would bill: the sent messages by channel.
+    let billed: u64 = story
+        .split("by channel, as a provider bills them: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .split(", ")
+        .map(|p| p.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(billed, sent, "{story}");
     (queued, sent, failed)
 }
 

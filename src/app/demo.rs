@@ -108,6 +108,8 @@ pub struct Fates {
     pub queued: u64,
     /// Accepted by their channel (sent, delivered or read).
     pub sent: u64,
+    /// Sent, by channel: what a provider would bill.
+    pub sent_by_channel: Vec<(String, u64)>,
     /// Reported delivered or read by a provider.
     pub delivered: u64,
     /// Moves to the customer's next channel (a message can move more than
@@ -337,8 +339,12 @@ fn fates(store: &Store, fell_over: u64) -> Result<Fates, Error> {
         ..Fates::default()
     };
     let mut failed: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_channel: BTreeMap<String, u64> = BTreeMap::new();
     for r in store.outbox_rows(None, u32::MAX)? {
         f.queued += 1;
+        if matches!(r.state, S::Sent | S::Delivered | S::Read) {
+            *by_channel.entry(r.channel.to_string()).or_default() += 1;
+        }
         match r.state {
             S::Sent => f.sent += 1,
             S::Delivered | S::Read => {
@@ -352,6 +358,7 @@ fn fates(store: &Store, fell_over: u64) -> Result<Fates, Error> {
         }
     }
     f.failed = failed.into_iter().collect();
+    f.sent_by_channel = by_channel.into_iter().collect();
     Ok(f)
 }
 
@@ -415,6 +422,18 @@ fn story(
         Some(_) => "accepted by the provider",
     };
     let _ = writeln!(t, "            {:>5}  sent ({sent_note})", m.sent);
+    if !m.sent_by_channel.is_empty() {
+        let channels: Vec<String> = m
+            .sent_by_channel
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        let _ = writeln!(
+            t,
+            "                   by channel, as a provider bills them: {}",
+            channels.join(", ")
+        );
+    }
     for (error, n) in &m.failed {
         let _ = writeln!(t, "            {n:>5}  failed: {error}");
     }

@@ -230,10 +230,27 @@ fn main() -> ExitCode {
         Ok(Exit::Success) => ExitCode::SUCCESS,
         Ok(Exit::Failure) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("nearcast: {:#}", anyhow::Error::from(e));
+            eprintln!("nearcast: {}", once(&anyhow::Error::from(e)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: many errors
+/// already quote their cause, and printing the chain would repeat it.
+fn once(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if t.is_empty() || text.contains(&t) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&t);
+    }
+    text
 }
 
 type LogFilter =
@@ -288,15 +305,23 @@ fn run(cli: Cli, log: &LogFilter) -> Result<Exit, nearcast::app::Error> {
             seed,
             minutes,
             provider,
-        } => cli::demo(demo::DemoOptions {
-            config: cli.config.clone(),
-            shoppers,
-            speed,
-            seed,
-            minutes,
-            provider,
-            ..demo::DemoOptions::default()
-        }),
+        } => {
+            // The narrative and its summary tell what happened; the log's
+            // routine lines (a secret created in the temporary directory,
+            // each fall-over) would only interleave with it.
+            if std::env::var_os("RUST_LOG").is_none() {
+                let _ = log.reload(tracing_subscriber::EnvFilter::new("error"));
+            }
+            cli::demo(demo::DemoOptions {
+                config: cli.config.clone(),
+                shoppers,
+                speed,
+                seed,
+                minutes,
+                provider,
+                ..demo::DemoOptions::default()
+            })
+        }
         Command::StandIn { listen } => cli::stand_in(listen),
         Command::Broadcast {
             campaign,

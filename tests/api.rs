@@ -397,6 +397,20 @@ async fn enrol_opt_out_and_erase_a_customer() {
         Some(NOW.0)
     );
     assert!(h.consents("dora").iter().all(|c| c.3 == Some(NOW.0)));
+    // A consent time in the future is refused: it would outrank the
+    // opt-out and re-enrol her.
+    let mut later = dora(None);
+    later["consent_at"] = json!("2099-11-01T10:00:00Z");
+    let (code, body) = h.post_json("/v1/customers", Some(API_TOKEN), &later).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("`consent_at` 2099-11-01T10:00:00Z is in the future: give when the customer consented (did you mean "),
+        "{body}"
+    );
+    assert_eq!(
+        h.one::<Option<i64>>("SELECT opted_out_at FROM customers WHERE id = 'dora'"),
+        Some(NOW.0)
+    );
     assert_eq!(h.one::<i64>("SELECT count(*) FROM identities WHERE customer = (SELECT key FROM customers WHERE id = 'dora')"), 0);
     let (code, _) = h
         .post_json("/v1/customers/nobody/opt-out", Some(API_TOKEN), &json!({}))

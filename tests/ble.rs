@@ -142,7 +142,11 @@ require_sync = false
     let config = nearcast::config::load(dir).unwrap_or_else(|e| panic!("{e}"));
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
     store
-        .import_customers(customers().as_bytes(), &hasher, Timestamp(0))
+        .import_customers(
+            customers().as_bytes(),
+            &hasher,
+            Timestamp::from_secs(1_767_261_600),
+        )
         .unwrap();
 }
 
@@ -620,6 +624,36 @@ fn scan_shows_decoded_beacons_distances_and_who_they_are() {
 }
 
 #[test]
+fn scan_of_an_adapter_bluez_does_not_have_fails_and_says_why() {
+    let mut bus = StandIn::start();
+    let dir = bus.dir().to_owned();
+    setup(&dir, BLE_SOURCE, "3s");
+    bus.add_adapter("hci0");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .args([
+            "scan",
+            "--adapter",
+            "hci7",
+            "--seconds",
+            "2",
+            "--json",
+            "--config",
+        ])
+        .arg(&dir)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "heard 0 advertisements from 0 devices\n\
+         nearcast: scan: hci7 never started scanning (adapter missing): is bluetoothd running and \
+         the adapter there (`bluetoothctl list`)?\n"
+    );
+}
+
+#[test]
 fn silence_restarts_the_scan_and_counts_as_one_outage() {
     let mut bus = StandIn::start();
     let dir = bus.dir().to_owned();
@@ -801,7 +835,7 @@ fn ble_source_benchmark() {
         };
         let mut nc = Nearcast::spawn(&bus, &args, &format!("{what}.log"));
         nc.wait_for(&["scanning"], Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(500));
+        wait_until_discovering(&mut bus);
         let pid = nc.pid();
         let cpu0 = cpu_seconds(pid);
         let t0 = Instant::now();

@@ -412,3 +412,80 @@ concurrency = 4
         assert!(pair[1].0 - pair[0].0 >= 500, "{at:?}");
     }
 }
+
+#[tokio::test]
+async fn a_dry_run_goes_ahead_on_an_unsynchronised_clock_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let before = snapshot(tmp.path());
+    let clock = TestClock::fixed(support::at(11, 0, 0));
+    clock.set_synchronized(false);
+    let sink: Sink = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let dry = broadcast(
+        &config,
+        &opts(None, true),
+        &clock,
+        HashMap::new(),
+        sink.clone(),
+    )
+    .await
+    .unwrap();
+    let why = "the system clock is not synchronised (NTP): nothing is decided or sent until it is; \
+               check `timedatectl`";
+    assert_eq!(dry.clock_warning.as_deref(), Some(why));
+    assert_eq!(dry.queued_total(), 4, "decided as on a trusted clock");
+    assert!(
+        dry.text().contains(&format!(
+            "clock                 NOT TRUSTED: {why}; a real broadcast would refuse to run\n"
+        )),
+        "{}",
+        dry.text()
+    );
+    // A real broadcast still refuses, and nothing was written either way.
+    let real = broadcast(&config, &opts(None, false), &clock, HashMap::new(), sink)
+        .await
+        .unwrap_err();
+    assert_eq!(real.to_string(), why);
+    assert_eq!(snapshot(tmp.path()), before);
+}
+
+#[tokio::test]
+async fn a_segment_that_selects_nobody_is_refused_with_the_likely_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let before = snapshot(tmp.path());
+    let sink: Sink = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let clock = TestClock::fixed(support::at(11, 0, 0));
+    for dry_run in [true, false] {
+        let err = broadcast(
+            &config,
+            &opts(Some("gld"), dry_run),
+            &clock,
+            HashMap::new(),
+            sink.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--segment gld selects nobody: no customer on file is in it (did you mean `gold`? known: early, gold, staff)"
+        );
+    }
+    let err = broadcast(
+        &config,
+        &BroadcastOptions {
+            campaign: "flash-sal".into(),
+            ..opts(None, true)
+        },
+        &clock,
+        HashMap::new(),
+        sink,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no campaign `flash-sal` in campaigns.toml (did you mean `flash-sale`? broadcast campaigns: flash-sale)"
+    );
+    assert_eq!(snapshot(tmp.path()), before);
+}

@@ -14,6 +14,10 @@ use nearcast::clock::Clock;
 use nearcast::core::types::Timestamp;
 use support::TestClock;
 
+/// When the tests' customers were imported: after the example's last
+/// consent (2026-10-20), as an import is.
+const IMPORTED: Timestamp = Timestamp(1_793_000_000_000);
+
 #[derive(Clone, Default)]
 struct Buf(Arc<Mutex<Vec<u8>>>);
 impl Write for Buf {
@@ -58,7 +62,7 @@ async fn the_daemon_greets_simulated_shoppers_and_stops_cleanly() {
                 .unwrap()
                 .as_slice(),
             &hasher,
-            Timestamp(0),
+            IMPORTED,
         )
         .unwrap();
     drop(store);
@@ -108,7 +112,7 @@ async fn an_opt_out_from_the_cli_takes_effect_in_the_running_daemon() {
                 .unwrap()
                 .as_slice(),
             &hasher,
-            Timestamp(0),
+            IMPORTED,
         )
         .unwrap();
     // Everyone opts out one minute into the day, while the daemon runs.
@@ -164,7 +168,8 @@ async fn customers_imported_while_the_daemon_runs_are_recognised() {
     let dir = tempfile::tempdir().unwrap();
     let config = example_config(dir.path());
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
-    let clock = Arc::new(TestClock::ticking(Timestamp::from_secs(1_763_629_200)));
+    // Friday 2026-11-20, 10:00 in Berlin: after every example consent.
+    let clock = Arc::new(TestClock::ticking(Timestamp::from_secs(1_795_165_200)));
     let import_clock = clock.clone();
     let csv = std::fs::read(dir.path().join("customers.csv")).unwrap();
     let admin = tokio::spawn(async move {
@@ -226,7 +231,7 @@ async fn nothing_is_decided_or_sent_before_the_clock_is_synchronised() {
                 .unwrap()
                 .as_slice(),
             &hasher,
-            Timestamp(0),
+            IMPORTED,
         )
         .unwrap();
     drop(store);
@@ -285,7 +290,7 @@ async fn a_clock_jump_of_a_day_decides_nothing_in_the_wrong_time() {
                 .unwrap()
                 .as_slice(),
             &hasher,
-            Timestamp(0),
+            IMPORTED,
         )
         .unwrap();
     drop(store);
@@ -367,7 +372,7 @@ async fn reload_applies_a_good_config_and_keeps_the_last_good_one_on_a_bad_one()
                 .unwrap()
                 .as_slice(),
             &hasher,
-            Timestamp(0),
+            IMPORTED,
         )
         .unwrap();
     // Old visits: retention (180 days) deletes the one from a year ago at start.

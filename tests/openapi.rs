@@ -6,8 +6,9 @@
 //!
 //! The documents are extracts of `../shared/specs/` (`tests/specs/*.extract.json`)
 //! with the known defects patched by `tests/specs/*.overlay.json`, each
-//! operation saying why. Prism is installed into the target directory with
-//! npm on first use; without npm the tests say loudly that they skipped.
+//! operation saying why. Prism is installed from `tests/package-lock.json`
+//! with `npm ci` into the target directory on first use; when it cannot be
+//! installed or started the tests fail, they never pass unchecked.
 //! Vonage's Messages API v1 has no public OpenAPI document (only the v0.1
 //! beta, a different request shape), so it is not validated here.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -25,17 +26,6 @@ use nearcast::core::message::Rendered;
 use nearcast::credentials::Secret;
 use support::fixtures::*;
 use support::{Prism, StandIn};
-
-fn prism_or_skip(what: &str) -> Option<std::path::PathBuf> {
-    let bin = support::prism();
-    if bin.is_none() {
-        eprintln!(
-            "\n*** SKIPPED {what}: npm is not available, so Prism could not be installed and \
-             the {what} requests were NOT validated against the OpenAPI document ***\n"
-        );
-    }
-    bin
-}
 
 /// Sends `req` through Prism and returns the answer, after checking that
 /// Prism accepted the request (the stand-in got it) and found nothing wrong
@@ -84,9 +74,7 @@ async fn refused(upstream: &StandIn, req: &HttpRequest, label: &str, why: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whatsapp_requests_validate_against_metas_document() {
-    let Some(bin) = prism_or_skip("WhatsApp") else {
-        return;
-    };
+    let bin = support::prism();
     let upstream = StandIn::start(meta).await;
     let url = upstream.url();
     let prism = tokio::task::spawn_blocking(move || Prism::proxy(&bin, "whatsapp", &url))
@@ -179,9 +167,7 @@ async fn whatsapp_requests_validate_against_metas_document() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_requests_validate_against_twilios_document() {
-    let Some(bin) = prism_or_skip("Twilio") else {
-        return;
-    };
+    let bin = support::prism();
     let upstream = StandIn::start(twilio_api).await;
     let url = upstream.url();
     let prism = tokio::task::spawn_blocking(move || Prism::proxy(&bin, "twilio", &url))

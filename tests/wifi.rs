@@ -84,7 +84,7 @@ gina,Gina,+4915112345672,sms,2026-01-01T10:00:00Z,portal,mac:{GINA},
     let config = nearcast::config::load(dir).unwrap_or_else(|e| panic!("{e}"));
     let (mut store, hasher) = nearcast::app::open_database(&config, None).unwrap();
     store
-        .import_customers(csv.as_bytes(), &hasher, Timestamp(0))
+        .import_customers(csv.as_bytes(), &hasher, Timestamp::from_secs(1_767_261_600))
         .unwrap();
 }
 
@@ -176,12 +176,18 @@ fn hostapd_stations_arrive_and_leave_and_a_hostapd_restart_is_recovered() {
     nc.wait_for(&["customer=cleo", "event=left"], Duration::from_secs(10));
 
     // hostapd restarts; meanwhile Frank went and Gina came.
+    let retries = nc.count_of(&["wifi presence still unavailable"]);
     ap.kill();
     nc.wait_for(
         &["wifi presence lost", "reason=hostapd not answering"],
         Duration::from_secs(10),
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // hostapd stays away for a retry, then comes back.
+    nc.wait_for_count(
+        &["wifi presence still unavailable"],
+        retries + 1,
+        Duration::from_secs(10),
+    );
     let ap = FakeHostapd::start(&socket, &[GINA]);
     nc.wait_for(&["wifi presence back"], Duration::from_secs(10));
     nc.wait_for(&["customer=gina", "event=arrived"], Duration::from_secs(10));

@@ -83,6 +83,9 @@ pub struct BroadcastSummary {
     pub pending: u64,
     /// Wall time taken.
     pub elapsed: Duration,
+    /// Why the clock could not be trusted, for a dry run that went ahead
+    /// anyway (a real broadcast refuses).
+    pub clock_warning: Option<String>,
 }
 
 impl BroadcastSummary {
@@ -119,6 +122,11 @@ impl BroadcastSummary {
                 ""
             }
         );
+        if let Some(why) = &self.clock_warning {
+            s.push_str(&format!(
+                "clock                 NOT TRUSTED: {why}; a real broadcast would refuse to run\n"
+            ));
+        }
         s.push_str(&format!("customers considered  {}", self.considered));
         if self.outside_segment > 0 {
             s.push_str(&format!(
@@ -195,24 +203,30 @@ pub async fn broadcast(
     let engine = config.engine.clone();
     let idx = campaign(config, &opts.campaign)?;
     let campaign = engine.campaign(idx);
-    if config.daemon.clock.require_sync {
+    let untrusted = if config.daemon.clock.require_sync {
         match clock.sync_state() {
-            crate::clock::SyncState::Synchronized => {}
-            crate::clock::SyncState::Unsynchronized => {
-                return Err(Error::Usage(
-                    "the system clock is not synchronised (NTP): nothing is decided or sent until it is; \
-                     check `timedatectl`"
-                        .into(),
-                ));
-            }
-            crate::clock::SyncState::Unreadable(e) => {
-                return Err(Error::Usage(format!(
-                    "cannot read clock sync: {e}: nothing is decided or sent until it can be read"
-                )));
-            }
+            crate::clock::SyncState::Synchronized => None,
+            crate::clock::SyncState::Unsynchronized => Some(
+                "the system clock is not synchronised (NTP): nothing is decided or sent until it is; \
+                 check `timedatectl`"
+                    .to_owned(),
+            ),
+            crate::clock::SyncState::Unreadable(e) => Some(format!(
+                "cannot read clock sync: {e}: nothing is decided or sent until it can be read"
+            )),
         }
+    } else {
+        None
+    };
+    // A dry run sends nothing and writes nothing, so it may look ahead on
+    // an unsynchronised clock; it says so instead of refusing.
+    if let Some(why) = &untrusted
+        && !opts.dry_run
+    {
+        return Err(Error::Usage(why.clone()));
     }
     let db = database_path(config, opts.db.as_deref());
+    super::require_database(&db)?;
     let mut store = if opts.dry_run {
         Store::open_read_only(&db)?
     } else {
@@ -228,11 +242,31 @@ pub async fn broadcast(
         campaign: campaign.id.to_string(),
         at: now,
         dry_run: opts.dry_run,
+        clock_warning: untrusted,
         ..BroadcastSummary::default()
     };
+    let opted_out = store.opted_out_segments()?;
+    if let Some(want) = opts.segment.as_deref() {
+        let on_file: std::collections::BTreeSet<&str> = opted_out
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(
+                keys.iter()
+                    .filter_map(|k| directory.customer(*k))
+                    .flat_map(|c| c.segments.iter().map(|s| &**s)),
+            )
+            .collect();
+        if !on_file.contains(want) {
+            return Err(Error::Usage(format!(
+                "--segment {want} selects nobody: no customer on file is in it ({})",
+                crate::config::did_you_mean(want, on_file.iter().copied())
+            )));
+        }
+    }
     let mut queued: BTreeMap<(String, Variant), u64> = BTreeMap::new();
     let mut suppressed: BTreeMap<Reason, u64> = BTreeMap::new();
-    for segments in store.opted_out_segments()? {
+    for segments in opted_out {
         if in_segment(opts.segment.as_deref(), segments.iter().map(String::as_str)) {
             summary.considered += 1;
             *suppressed.entry(Reason::OptedOut).or_default() += 1;
@@ -363,6 +397,12 @@ fn campaign(config: &Config, id: &str) -> Result<CampaignIdx, Error> {
         format!("broadcast campaigns: {}", broadcasts.join(", "))
     };
     let Some(idx) = engine.find_campaign(id) else {
+        let close = crate::config::did_you_mean(id, broadcasts.iter().copied());
+        let hint = if broadcasts.is_empty() {
+            hint
+        } else {
+            close.replace("known:", "broadcast campaigns:")
+        };
         return Err(Error::Usage(format!(
             "no campaign `{id}` in campaigns.toml ({hint})"
         )));

@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Error, broadcast, demo, live, open_database, record, replay, scan, stand_in};
+use super::{
+    Error, broadcast, demo, live, open_database, open_existing_store, record, replay, scan,
+    stand_in,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::core::types::Timestamp;
@@ -210,6 +213,13 @@ pub fn replay(config: &Config, opts: &replay::ReplayOptions) -> Result<Exit, Err
             report.rate()
         );
     }
+    if report.stats.observations() == 0 && report.stats.skipped() > 0 {
+        eprintln!(
+            "nearcast: {}: not one line could be replayed; see docs/recordings.md for the format",
+            opts.file.display()
+        );
+        return Ok(Exit::Failure);
+    }
     Ok(Exit::Success)
 }
 
@@ -242,6 +252,9 @@ pub fn record(config: &Config, opts: &RecordOptions) -> Result<Exit, Error> {
         clock,
         shutdown_signal(),
     ))?;
+    for (source, why) in &report.never_started {
+        eprintln!("nearcast: record: {source} never started ({why})");
+    }
     if all {
         eprintln!(
             "wrote {} observations to {}",
@@ -255,6 +268,13 @@ pub fn record(config: &Config, opts: &RecordOptions) -> Result<Exit, Error> {
             file.display(),
             report.skipped
         );
+    }
+    if report.written + report.skipped == 0 && report.never_started.len() == report.sources {
+        eprintln!(
+            "nearcast: record: no live source ever started, so nothing could be recorded: is \
+             bluetoothd (or hostapd, or the leases file) there?"
+        );
+        return Ok(Exit::Failure);
     }
     Ok(Exit::Success)
 }
@@ -285,6 +305,14 @@ pub fn scan(config_dir: Option<&Path>, opts: &scan::ScanOptions) -> Result<Exit,
         "heard {} advertisements from {} devices",
         summary.sightings, summary.devices
     );
+    if let Some(why) = &summary.never_scanned {
+        eprintln!(
+            "nearcast: scan: {} never started scanning ({why}): is bluetoothd running and the \
+             adapter there (`bluetoothctl list`)?",
+            opts.adapter
+        );
+        return Ok(Exit::Failure);
+    }
     Ok(Exit::Success)
 }
 
@@ -319,32 +347,36 @@ pub fn customers(
     db: Option<&Path>,
     action: CustomersAction,
 ) -> Result<Exit, Error> {
-    let (mut store, hasher) = open_database(config, db)?;
     let now = SystemClock::default().now();
-    match action {
-        CustomersAction::Import(file) => {
-            let f = std::fs::File::open(&file).map_err(|source| Error::Context {
-                what: format!("opening {}", file.display()),
-                source,
-            })?;
-            match store.import_customers(std::io::BufReader::new(f), &hasher, now) {
-                Ok(r) => println!(
-                    "imported {}: {} added, {} updated, {} identities (hashed)",
-                    file.display(),
-                    r.added,
-                    r.updated,
-                    r.identities
-                ),
-                Err(crate::store::Error::Import(rows)) => {
-                    for r in &rows {
-                        eprintln!("{}:{r}", file.display());
-                    }
-                    eprintln!("{} bad row(s); nothing was imported", rows.len());
-                    return Ok(Exit::Failure);
+    if let CustomersAction::Import(file) = &action {
+        // Import is how a database starts: it may create one.
+        let f = std::fs::File::open(file).map_err(|source| Error::Context {
+            what: format!("opening {}", file.display()),
+            source,
+        })?;
+        let (mut store, hasher) = open_database(config, db)?;
+        match store.import_customers(std::io::BufReader::new(f), &hasher, now) {
+            Ok(r) => println!(
+                "imported {}: {} added, {} updated, {} identities (hashed)",
+                file.display(),
+                r.added,
+                r.updated,
+                r.identities
+            ),
+            Err(crate::store::Error::Import(rows)) => {
+                for r in &rows {
+                    eprintln!("{}:{r}", file.display());
                 }
-                Err(e) => return Err(e.into()),
+                eprintln!("{} bad row(s); nothing was imported", rows.len());
+                return Ok(Exit::Failure);
             }
+            Err(e) => return Err(e.into()),
         }
+        return Ok(Exit::Success);
+    }
+    let mut store = open_existing_store(config, db)?;
+    match action {
+        CustomersAction::Import(_) => {}
         CustomersAction::List => {
             println!(
                 "{:<12} {:<14} {:<22} {:<16} {:>6} {:>8}  status",
@@ -413,22 +445,28 @@ pub fn outbox_list(
     state: Option<&str>,
     limit: u32,
 ) -> Result<Exit, Error> {
-    let (store, _) = open_database(config, db)?;
+    let store = open_existing_store(config, db)?;
     let state = match state {
         None => None,
-        Some(s) => Some(
-            OutboxState::parse(s).ok_or_else(|| Error::Usage(format!("unknown state {s:?}")))?,
-        ),
+        Some(s) => Some(OutboxState::parse(s).ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown state {s:?} ({})",
+                config::did_you_mean(s, OutboxState::ALL.iter().map(|s| s.name()))
+            ))
+        })?),
     };
+    // Store time, like the demo's and the dry runs' narrative, with the
+    // zone's abbreviation on every row.
+    let tz = &config.engine.rules.tz;
     println!(
-        "{:>6} {:<20} {:<12} {:<16} {:<14} {:<9} {:>3}  error",
-        "id", "decided", "customer", "campaign", "channel", "state", "try"
+        "{:>6} {:<23} {:<12} {:<16} {:<14} {:<9} {:>3}  error",
+        "id", "decided (store time)", "customer", "campaign", "channel", "state", "try"
     );
     for r in store.outbox_rows(state, limit)? {
         println!(
-            "{:>6} {:<20} {:<12} {:<16} {:<14} {:<9} {:>3}  {}",
+            "{:>6} {:<23} {:<12} {:<16} {:<14} {:<9} {:>3}  {}",
             r.id,
-            r.created_at.to_string().get(..19).unwrap_or(""),
+            store_time(r.created_at, tz),
             r.customer,
             r.campaign,
             format!("{}/{}", r.channel, r.variant.name()),
@@ -442,6 +480,18 @@ pub fn outbox_list(
         );
     }
     Ok(Exit::Success)
+}
+
+/// `at` in the store's time zone, labelled: `2026-11-20 10:01:55 CET`.
+fn store_time(at: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    jiff::Timestamp::from_millisecond(at.0).map_or_else(
+        |_| at.to_string(),
+        |t| {
+            t.to_zoned(tz.clone())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        },
+    )
 }
 
 /// `calibrate`: fits offsets to a marked walk and writes the suggestion.
@@ -503,7 +553,7 @@ pub fn calibrate(
 /// # Errors
 /// Database failures.
 pub fn stats(config: &Config, db: Option<&Path>, json: bool) -> Result<Exit, Error> {
-    let (store, _) = open_database(config, db)?;
+    let store = open_existing_store(config, db)?;
     let s = store.stats()?;
     let live = live::Status::read(&live::status_path(&super::database_path(config, db)));
     if json {

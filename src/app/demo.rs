@@ -2,13 +2,13 @@
 //! temporary database and the console channel, narrated as it happens and
 //! summed up at the end. The same seed gives the same output.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Error, database_path, open_database, output, worker};
+use super::{Error, database_path, open_database, output, worker_with};
 use crate::channel::SendResult;
 use crate::channel::{Adapter, Deliver, Outgoing, Providers, SendFuture, Worker, console};
 use crate::channel::{AdapterSettings, TwilioSettings, WhatsAppSettings};
@@ -85,14 +85,52 @@ pub struct DemoSummary {
     pub recognised: usize,
     /// BLE sightings and Wi-Fi reports processed.
     pub observations: u64,
-    /// Messages delivered, by campaign.
-    pub sent_by_campaign: Vec<(String, i64)>,
-    /// Suppressed decisions, by reason.
-    pub suppressed: Vec<(String, u64)>,
+    /// Decisions that acted (a message, points or both), by campaign.
+    pub acted: Vec<(String, u64)>,
+    /// Decisions held back, by campaign and reason.
+    pub held_back: Vec<(String, Reason, u64)>,
+    /// What became of every message queued.
+    pub messages: Fates,
     /// Points awarded.
     pub points: u64,
-    /// Messages expired unsent.
+    /// Visits on file at the end.
+    pub visits: i64,
+    /// Of those, visits seeded as history before the hour.
+    pub seeded_visits: i64,
+}
+
+/// What became of the messages queued during the demo: every message is
+/// in exactly one of `sent`, `failed`, `expired`, `dead` and `pending`;
+/// `fell_over` counts moves to a customer's next channel on the way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fates {
+    /// Messages queued.
+    pub queued: u64,
+    /// Accepted by their channel (sent, delivered or read).
+    pub sent: u64,
+    /// Sent, by channel: what a provider would bill.
+    pub sent_by_channel: Vec<(String, u64)>,
+    /// Reported delivered or read by a provider.
+    pub delivered: u64,
+    /// Moves to the customer's next channel (a message can move more than
+    /// once).
+    pub fell_over: u64,
+    /// Failed for good, by error.
+    pub failed: Vec<(String, u64)>,
+    /// Past their time to live, never sent.
     pub expired: u64,
+    /// Given up after their last attempt.
+    pub dead: u64,
+    /// Still queued or being sent at the end.
+    pub pending: u64,
+}
+
+impl Fates {
+    /// Messages failed for good.
+    #[must_use]
+    pub fn failed_total(&self) -> u64 {
+        self.failed.iter().map(|f| f.1).sum()
+    }
 }
 
 fn write(out: &Arc<Mutex<dyn Write + Send>>, s: &str) {
@@ -223,6 +261,221 @@ impl Deliver for Narrated {
     }
 }
 
+/// How to read the narrative, printed once before it starts.
+const LEGEND: &str = "\
+How to read it (times are store time):
+  →  arrived in the store, or entered a zone      ←  left, or exited a zone
+  ⏱  stayed in a zone that long                   ✓  a campaign acted: message queued, points
+  ·  a campaign held back, and why (each kind shown once; the summary counts them all)
+  ✉  a message going out, as the customer would see it; ⇒ what the channel answered
+";
+
+/// The console channels, except that a `whatsapp` channel keeps
+/// WhatsApp's rule: a message without an approved template (its `rich`
+/// variant) is not free text to anyone, it falls over to the customer's
+/// next channel, as the real adapter would make it (see `--provider`).
+fn console_with_whatsapp_rule(
+    config: &config::Config,
+    out: &Arc<Mutex<dyn Write + Send>>,
+) -> Result<HashMap<String, Adapter>, Error> {
+    let mut adapters = super::adapters(config, out)?;
+    if let Some(console) = adapters.remove("whatsapp") {
+        let ruled: Adapter = Arc::new(WhatsAppRule {
+            console,
+            out: out.clone(),
+            tz: config.engine.rules.tz.clone(),
+        });
+        adapters.insert("whatsapp".into(), ruled);
+    }
+    Ok(adapters)
+}
+
+/// A console channel named `whatsapp` under WhatsApp's template rule.
+struct WhatsAppRule {
+    console: Adapter,
+    out: Arc<Mutex<dyn Write + Send>>,
+    tz: jiff::tz::TimeZone,
+}
+
+impl Deliver for WhatsAppRule {
+    fn send<'a>(&'a self, msg: &'a Outgoing<'a>) -> SendFuture<'a> {
+        Box::pin(async move {
+            let settings = WhatsAppSettings {
+                base_url: "http://127.0.0.1".into(),
+                api_version: "v23.0".into(),
+                phone_number_id: "100000000000000".into(),
+                token: SecretRef::Env(DEMO_TOKEN.into()),
+                allow_text: false,
+                timeout: Duration::from_secs(10),
+            };
+            let token = crate::credentials::Secret::new("demo");
+            match crate::channel::whatsapp::build_request(msg, &settings, &token) {
+                Err(refused) => {
+                    let line = console::format_message(msg, &self.tz);
+                    if let SendResult::Fallback { error } | SendResult::Failed { error } = &refused
+                    {
+                        write(
+                            &self.out,
+                            &format!("{}  ⇒ falls over: {error}\n", line.trim_end()),
+                        );
+                    }
+                    refused
+                }
+                Ok(_) => self.console.send(msg).await,
+            }
+        })
+    }
+
+    fn dedupes(&self) -> bool {
+        self.console.dedupes()
+    }
+}
+
+/// What became of every message in the demo's outbox.
+fn fates(store: &Store, fell_over: u64) -> Result<Fates, Error> {
+    use crate::store::OutboxState as S;
+    let mut f = Fates {
+        fell_over,
+        ..Fates::default()
+    };
+    let mut failed: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_channel: BTreeMap<String, u64> = BTreeMap::new();
+    for r in store.outbox_rows(None, u32::MAX)? {
+        f.queued += 1;
+        if matches!(r.state, S::Sent | S::Delivered | S::Read) {
+            *by_channel.entry(r.channel.to_string()).or_default() += 1;
+        }
+        match r.state {
+            S::Sent => f.sent += 1,
+            S::Delivered | S::Read => {
+                f.sent += 1;
+                f.delivered += 1;
+            }
+            S::Failed => *failed.entry(r.error.unwrap_or_default()).or_default() += 1,
+            S::Expired => f.expired += 1,
+            S::Dead => f.dead += 1,
+            S::Queued | S::Sending => f.pending += 1,
+        }
+    }
+    f.failed = failed.into_iter().collect();
+    f.sent_by_channel = by_channel.into_iter().collect();
+    Ok(f)
+}
+
+/// The summary a store manager reads: who came, what each campaign did,
+/// what was held back and why, and what became of every message.
+fn story(
+    s: &DemoSummary,
+    counters: &super::Counters,
+    minutes: u32,
+    provider: Option<&str>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::from("\n── what happened ───────────────────────────────────────\n");
+    let _ = writeln!(
+        t,
+        "Shoppers    {} came in over {minutes} minutes; {} of them enrolled customers, {} recognised",
+        s.shoppers, s.enrolled, s.recognised
+    );
+    let _ = writeln!(
+        t,
+        "            ({} radio observations; {} frames from other devices or unreadable, ignored)",
+        s.observations,
+        counters.decode.rejected()
+    );
+    let e = counters.events;
+    let _ = writeln!(
+        t,
+        "Presence    arrived {}, entered a zone {}, stayed in one {}, exited {}, left {}",
+        e[0], e[1], e[2], e[3], e[4]
+    );
+    let acted: Vec<String> = s.acted.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let _ = writeln!(
+        t,
+        "Campaigns   acted {} times: {}",
+        s.acted.iter().map(|a| a.1).sum::<u64>(),
+        if acted.is_empty() {
+            "none".to_owned()
+        } else {
+            acted.join(", ")
+        }
+    );
+    let held: u64 = s.held_back.iter().map(|h| h.2).sum();
+    let _ = writeln!(t, "Held back   {held} times, each for a reason:");
+    let mut by_count = s.held_back.clone();
+    by_count.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    for (campaign, reason, n) in &by_count {
+        let _ = writeln!(
+            t,
+            "            {n:>5}  {campaign}: {} [{reason}]",
+            reason.describe()
+        );
+    }
+    let m = &s.messages;
+    let _ = writeln!(
+        t,
+        "Messages    {} queued, and what became of each:",
+        m.queued
+    );
+    let sent_note = match provider {
+        None => "printed above by the console channel; no provider involved",
+        Some(_) => "accepted by the provider",
+    };
+    let _ = writeln!(t, "            {:>5}  sent ({sent_note})", m.sent);
+    if !m.sent_by_channel.is_empty() {
+        let channels: Vec<String> = m
+            .sent_by_channel
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        let _ = writeln!(
+            t,
+            "                   by channel, as a provider bills them: {}",
+            channels.join(", ")
+        );
+    }
+    for (error, n) in &m.failed {
+        let _ = writeln!(t, "            {n:>5}  failed: {error}");
+    }
+    if m.failed.is_empty() {
+        let _ = writeln!(t, "            {:>5}  failed", 0);
+    }
+    let _ = writeln!(
+        t,
+        "            {:>5}  expired (past their time to live; never sent late)",
+        m.expired
+    );
+    if m.dead > 0 {
+        let _ = writeln!(
+            t,
+            "            {:>5}  given up after their last attempt",
+            m.dead
+        );
+    }
+    if m.pending > 0 {
+        let _ = writeln!(t, "            {:>5}  still waiting to be sent", m.pending);
+    }
+    let _ = writeln!(
+        t,
+        "            on the way, {} moved to the customer's next channel (falls over)",
+        m.fell_over
+    );
+    let _ = writeln!(
+        t,
+        "            delivered and read: {} reported (providers report them by webhook; the demo runs none)",
+        m.delivered
+    );
+    let _ = writeln!(t, "Points      {} awarded", s.points);
+    let _ = writeln!(
+        t,
+        "Visits      {} on file: {} today, {} from the history before the hour",
+        s.visits,
+        s.visits - s.seeded_visits,
+        s.seeded_visits
+    );
+    t
+}
+
 /// Runs the demo, narrating to `out`.
 ///
 /// # Errors
@@ -271,7 +524,7 @@ pub async fn demo(
         jiff::civil::date(2026, 11, 20)
             .at(10, 0, 0, 0)
             .to_zoned(tz.clone())
-            .map_or(Timestamp::from_secs(1_763_629_200), |z| {
+            .map_or(Timestamp::from_secs(1_795_165_200), |z| {
                 Timestamp(z.timestamp().as_millisecond())
             })
     });
@@ -279,16 +532,22 @@ pub async fn demo(
     let report = store.import_customers(csv_text.as_slice(), &hasher, start)?;
     let customers = sim_customers(&customers_csv)?;
     // Some history, so that visit-count and win-back campaigns have
-    // something to find: every third customer has been here four times in
-    // the last weeks, every seventh last came six weeks ago.
+    // something to find: every third customer has been here once a week
+    // for four weeks, every seventh (of the others) last came six weeks
+    // ago. The narrative says so before the hour starts.
+    let (mut weekly, mut lapsed, mut seeded_visits) = (0u32, 0u32, 0i64);
     for (i, (id, _)) in customers.iter().enumerate() {
         let past = |days: i64| Timestamp(start.0 - days * 86_400_000);
         if i % 3 == 0 {
             for days in [7, 14, 21, 28] {
                 store.import_visit(id, past(days), Some(Timestamp(past(days).0 + 1_200_000)))?;
+                seeded_visits += 1;
             }
+            weekly += 1;
         } else if i % 7 == 1 {
             store.import_visit(id, past(42), Some(Timestamp(past(42).0 + 900_000)))?;
+            seeded_visits += 1;
+            lapsed += 1;
         }
     }
     let registry = super::load_registry(&store, &config, start)?;
@@ -306,7 +565,11 @@ pub async fn demo(
         &out,
         &format!(
             "nearcast demo: {} ({}), {} shoppers over {} minutes from {}, seed {}; {} customers enrolled\n\
-             (simulated store, temporary database, {})\n\n",
+             (simulated store, temporary database, {})\n\n\
+             History on file before the hour: {weekly} customers came once a week for the last \
+             four weeks, so today is their fifth visit;\n{lapsed} last came six weeks ago; the \
+             others have no visits yet. A customer can be greeted and rewarded in the same second.\n\n\
+             {LEGEND}\n",
             config.layout.store_name,
             config.store_id,
             sim_config.shoppers,
@@ -340,7 +603,7 @@ pub async fn demo(
     .unwrap_or(u32::MAX);
     let mut pipeline = super::pipeline(&config, hasher, registry, store);
     let mut worker = match &opts.provider {
-        None => worker(&config, &db, out.clone())?,
+        None => worker_with(&config, &db, console_with_whatsapp_rule(&config, &out)?)?,
         Some(url) => Worker::new(
             Store::open(&db)?,
             config.engine.clone(),
@@ -351,9 +614,9 @@ pub async fn demo(
         ),
     };
 
-    let engine = config.engine.clone();
     let mut recognised = BTreeSet::new();
-    let mut suppressed: Vec<(Reason, u64)> = Vec::new();
+    let mut acted: BTreeMap<String, u64> = BTreeMap::new();
+    let mut held_back: BTreeMap<(String, Reason), u64> = BTreeMap::new();
     let mut observations = 0u64;
     let wall_start = tokio::time::Instant::now();
     let mut next_tick = start;
@@ -368,13 +631,32 @@ pub async fn demo(
                         recognised.insert(customer.id.clone());
                     }
                 }
-                super::Output::Decision { committed, .. } => {
-                    if let Outcome::Suppressed(r) = committed.decision.outcome {
-                        match suppressed.iter_mut().find(|(x, _)| *x == r) {
-                            Some(e) => e.1 += 1,
-                            None => suppressed.push((r, 1)),
+                super::Output::Decision {
+                    committed,
+                    customer,
+                    ..
+                } => {
+                    let d = &committed.decision;
+                    let campaign = d.campaign_id.to_string();
+                    if let Outcome::Suppressed(r) = d.outcome {
+                        // Each kind once, explained; the summary counts them all.
+                        let n = held_back.entry((campaign.clone(), r)).or_default();
+                        *n += 1;
+                        if *n == 1 {
+                            write(
+                                &out,
+                                &format!(
+                                    "{}  · {:<18} {campaign}: held back: {} [{r}] \
+                                     (shown once; the summary counts all)\n",
+                                    crate::channel::console::clock(d.at, &tz),
+                                    customer.id.as_str(),
+                                    r.describe()
+                                ),
+                            );
                         }
+                        return;
                     }
+                    *acted.entry(campaign).or_default() += 1;
                 }
             }
             write(&out, &output::human(&o, &tz));
@@ -412,61 +694,19 @@ pub async fn demo(
 
     let stats = worker.store().stats()?;
     let counters = pipeline.counters();
-    suppressed.sort();
     let summary = DemoSummary {
         shoppers: sim_config.shoppers,
         enrolled,
         recognised: recognised.len(),
         observations,
-        sent_by_campaign: worker.store().sent_by_campaign()?,
-        suppressed: suppressed
-            .iter()
-            .map(|(r, n)| (r.name().to_owned(), *n))
-            .collect(),
+        acted: acted.into_iter().collect(),
+        held_back: held_back.into_iter().map(|((c, r), n)| (c, r, n)).collect(),
+        messages: fates(worker.store(), worker.totals.fell_over)?,
         points: counters.points,
-        expired: worker.totals.expired,
+        visits: stats.visits,
+        seeded_visits,
     };
-    let _ = engine;
-    let mut s = String::from("\n── summary ─────────────────────────────────────────────\n");
-    s.push_str(&format!(
-        "shoppers simulated      {} ({} enrolled customers among them)\n",
-        summary.shoppers, summary.enrolled
-    ));
-    s.push_str(&format!(
-        "observations            {} (frames decoded {}, rejected {})\n",
-        observations,
-        counters.decode.ibeacon + counters.decode.altbeacon + counters.decode.eddystone,
-        counters.decode.rejected()
-    ));
-    s.push_str(&format!("customers recognised    {}\n", summary.recognised));
-    let e = counters.events;
-    s.push_str(&format!(
-        "presence events         arrived {}, entered {}, dwelled {}, exited {}, left {}\n",
-        e[0], e[1], e[2], e[3], e[4]
-    ));
-    let list = |v: &[(String, i64)]| {
-        if v.is_empty() {
-            "none".to_owned()
-        } else {
-            v.iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
-    s.push_str(&format!(
-        "messages sent           {}\n",
-        list(&summary.sent_by_campaign)
-    ));
-    let sup: Vec<(String, i64)> = summary
-        .suppressed
-        .iter()
-        .map(|(k, n)| (k.clone(), i64::try_from(*n).unwrap_or(i64::MAX)))
-        .collect();
-    s.push_str(&format!("suppressed              {}\n", list(&sup)));
-    s.push_str(&format!("messages expired        {}\n", summary.expired));
-    s.push_str(&format!("points awarded          {}\n", summary.points));
-    s.push_str(&format!("visits on record        {}\n", stats.visits));
+    let s = story(&summary, &counters, opts.minutes, opts.provider.as_deref());
     write(&out, &s);
     Ok(summary)
 }

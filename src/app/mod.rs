@@ -92,20 +92,84 @@ pub fn database_path(config: &Config, db: Option<&Path>) -> PathBuf {
     db.map_or_else(|| config.daemon.database.clone(), Path::to_owned)
 }
 
-/// Opens the database and its installation secret.
+/// Opens the database and its installation secret, creating either (and
+/// the directory) when missing: for the commands meant to start a database
+/// (`run`, `customers import`, the demo).
 ///
 /// # Errors
 /// Database or secret failures.
 pub fn open_database(config: &Config, db: Option<&Path>) -> Result<(Store, Hasher), Error> {
     let path = database_path(config, db);
     let store = Store::open(&path)?;
-    let secret_path = match (db, &config.daemon.secret_file) {
-        // A database given on the command line keeps its secret beside it.
-        (Some(_), _) | (None, None) => config.daemon.secret_path(&path),
-        (None, Some(p)) => p.clone(),
-    };
-    let secret = store::load_or_create_secret(&secret_path)?;
+    let secret = store::load_or_create_secret(&secret_path(config, db, &path))?;
     Ok((store, Hasher::new(&secret)))
+}
+
+/// The installation secret's file for the database at `path`.
+fn secret_path(config: &Config, db: Option<&Path>, path: &Path) -> PathBuf {
+    match (db, &config.daemon.secret_file) {
+        // A database given on the command line keeps its secret beside it.
+        (Some(_), _) | (None, None) => config.daemon.secret_path(path),
+        (None, Some(p)) => p.clone(),
+    }
+}
+
+/// Refuses a database file that does not exist, saying which commands
+/// create one: every other command works on a database that is there and
+/// never leaves an empty one (or a new secret) behind a mistyped `--db`.
+///
+/// # Errors
+/// [`Error::Usage`] when `path` does not exist.
+pub fn require_database(path: &Path) -> Result<(), Error> {
+    if path.exists() {
+        return Ok(());
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(|d| format!(" (nor does the directory {})", d.display()))
+        .unwrap_or_default();
+    Err(Error::Usage(format!(
+        "no database at {}{dir}: check --db or `[database] path` in nearcast.toml; \
+         `nearcast customers import FILE` and `nearcast run` create one",
+        path.display()
+    )))
+}
+
+/// Opens a database that must already exist (its schema migrated if
+/// needed), without its secret: for commands that only read or change
+/// rows (`stats`, `outbox list`, `customers list` and the like).
+///
+/// # Errors
+/// [`require_database`]'s refusal, or database failures.
+pub fn open_existing_store(config: &Config, db: Option<&Path>) -> Result<Store, Error> {
+    let path = database_path(config, db);
+    require_database(&path)?;
+    Ok(Store::open(&path)?)
+}
+
+/// Opens a database that must already exist, with its installation
+/// secret, which must exist too: a new secret would silently stop every
+/// stored identity from matching.
+///
+/// # Errors
+/// A missing database or secret, or database failures.
+pub fn open_existing_database(
+    config: &Config,
+    db: Option<&Path>,
+) -> Result<(Store, Hasher), Error> {
+    let path = database_path(config, db);
+    require_database(&path)?;
+    let secret_path = secret_path(config, db, &path);
+    if !secret_path.exists() {
+        return Err(Error::Usage(format!(
+            "{} has no installation secret at {}: restore it from the backup you keep with the \
+             database (without it, no stored identity matches)",
+            path.display(),
+            secret_path.display()
+        )));
+    }
+    open_database(config, db)
 }
 
 /// The registry snapshot a pipeline works from: opted-in customers by
@@ -186,11 +250,24 @@ pub fn worker(
     db: &Path,
     console: Arc<Mutex<dyn Write + Send>>,
 ) -> Result<Worker, Error> {
+    worker_with(config, db, adapters(config, &console)?)
+}
+
+/// An outbox worker with the configured limits and retries over
+/// `adapters`.
+///
+/// # Errors
+/// Database failures.
+pub fn worker_with(
+    config: &Config,
+    db: &Path,
+    adapters: HashMap<String, Adapter>,
+) -> Result<Worker, Error> {
     Ok(Worker::new(
         Store::open(db)?,
         config.engine.clone(),
         config.layout.store_name.clone(),
-        adapters(config, &console)?,
+        adapters,
         config.daemon.outbox.lease,
         config.daemon.outbox.batch,
     )

@@ -87,12 +87,17 @@ pub struct LiveOptions {
 }
 
 /// What a live recording wrote.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LiveReport {
     /// Observations written.
     pub written: u64,
     /// Observations of devices not linked to an enrolled customer, dropped.
     pub skipped: u64,
+    /// Live sources that never started (name, why), e.g. `ble:hci0` with
+    /// no D-Bus: when every source is here, nothing could be recorded.
+    pub never_started: Vec<(String, String)>,
+    /// Live sources configured.
+    pub sources: usize,
 }
 
 /// Keeps enrolled customers' observations only.
@@ -106,6 +111,7 @@ struct Filter {
 impl Filter {
     fn open(config: &Config, db: Option<&Path>) -> Result<Filter, Error> {
         let path = database_path(config, db);
+        super::require_database(&path)?;
         let secret = config.daemon.secret_path(&path);
         if !secret.exists() {
             return Err(Error::Usage(format!(
@@ -168,8 +174,11 @@ pub async fn record_live(
     };
     let (tx, mut rx) = mpsc::channel::<Observation>(8192);
     let mut tasks = Vec::new();
+    let mut healths = Vec::new();
     for s in config.daemon.sources.iter().filter(|s| s.is_live()) {
-        tasks.push(super::sources::spawn(s, &config.layout, clock.clone(), tx.clone())?.task);
+        let running = super::sources::spawn(s, &config.layout, clock.clone(), tx.clone())?;
+        tasks.push(running.task);
+        healths.extend(running.health);
     }
     drop(tx);
     if tasks.is_empty() {
@@ -221,6 +230,18 @@ pub async fn record_live(
     for t in tasks {
         t.abort();
     }
+    report.sources = healths.len();
+    report.never_started = healths
+        .iter()
+        .filter(|h| h.connects.load(std::sync::atomic::Ordering::Relaxed) == 0)
+        .map(|h| {
+            let why = h
+                .snapshot()
+                .last_outage
+                .unwrap_or_else(|| "did not answer in time".to_owned());
+            (h.name.clone(), why)
+        })
+        .collect();
     result?;
     w.flush().map_err(werr)?;
     Ok(report)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Error, Output, Pipeline, database_path, open_database, output, worker};
+use super::{Error, Output, Pipeline, database_path, open_existing_database, output, worker};
 use crate::config::Config;
 use crate::core::campaign::{Ledger, MemoryLedger};
 use crate::core::identity::Hasher;
@@ -68,6 +68,7 @@ pub async fn replay(
     let reader = Reader::new(BufReader::with_capacity(1 << 20, file), &config.layout);
     if opts.dry_run {
         let db = database_path(config, opts.db.as_deref());
+        super::require_database(&db)?;
         let store = Store::open_read_only(&db)?;
         let secret_path = config.daemon.secret_path(&db);
         if !secret_path.exists() {
@@ -82,7 +83,7 @@ pub async fn replay(
         let pipeline = super::pipeline(config, hasher, registry, MemoryLedger::new());
         drive(config, opts, reader, pipeline, None, out).await
     } else {
-        let (store, hasher) = open_database(config, opts.db.as_deref())?;
+        let (store, hasher) = open_existing_database(config, opts.db.as_deref())?;
         let registry = super::load_registry(&store, config, first_time(&opts.file)?)?;
         let db = database_path(config, opts.db.as_deref());
         let w = worker(config, &db, out.clone())?;

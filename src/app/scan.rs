@@ -286,12 +286,15 @@ fn resolver(config: &Config, db: Option<&std::path::Path>) -> Option<Resolver> {
 }
 
 /// What a scan saw.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScanSummary {
     /// Advertisements heard.
     pub sightings: u64,
     /// Distinct devices in the last table.
     pub devices: usize,
+    /// Why the adapter never started scanning (no D-Bus, BlueZ not
+    /// running, no such adapter), when it never did: the command failed.
+    pub never_scanned: Option<String>,
 }
 
 /// Scans until `seconds` pass or `shutdown` completes, printing to `out`.
@@ -305,6 +308,9 @@ pub async fn scan(
     out: &mut (dyn Write + Send),
     shutdown: impl Future<Output = ()>,
 ) -> Result<ScanSummary, Error> {
+    if let Some(db) = &opts.db {
+        super::require_database(db)?;
+    }
     let (layout, scanner) = layout_for(config, &opts.adapter);
     let resolver = config.and_then(|c| resolver(c, opts.db.as_deref()));
     let mut table = Table::new(layout, resolver);
@@ -319,13 +325,13 @@ pub async fn scan(
         }
     }
     let (tx, mut rx) = mpsc::channel::<Observation>(4096);
-    let task = super::sources::spawn(
+    let running = super::sources::spawn(
         &SourceSettings::Ble(settings),
         &table.layout,
         clock.clone(),
         tx,
-    )?
-    .task;
+    )?;
+    let task = running.task;
     let io = |e: std::io::Error| Error::io(std::path::Path::new("<stdout>"), e);
     let deadline = opts
         .seconds
@@ -374,6 +380,16 @@ pub async fn scan(
         }
     }
     task.abort();
+    if summary.sightings == 0
+        && let Some(h) = &running.health
+        && h.connects.load(std::sync::atomic::Ordering::Relaxed) == 0
+    {
+        summary.never_scanned = Some(
+            h.snapshot()
+                .last_outage
+                .unwrap_or_else(|| "BlueZ did not answer in time".to_owned()),
+        );
+    }
     let now = clock.now();
     summary.devices = table.rows(now).len();
     if fresh {

@@ -467,6 +467,28 @@ impl Reason {
         }
     }
 
+    /// What the reason means, for staff reading a summary.
+    #[must_use]
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reason::OptedOut => "the customer opted out",
+            Reason::Closed => "the store was closed",
+            Reason::QuietHours => "quiet hours",
+            Reason::OutsideHours => "outside the campaign's hours",
+            Reason::WrongDay => "not one of the campaign's days",
+            Reason::Segment => "not in the campaign's segments",
+            Reason::NotFirstVisit => "not the first visit today",
+            Reason::DaysSinceVisit => "the last visit was too recent, or there was none",
+            Reason::NoChannel => "none of the customer's channels is configured",
+            Reason::NoConsent => "no consent for this purpose on a configured channel",
+            Reason::Cooldown => "already acted for this customer within the cooldown",
+            Reason::CapDay => "the customer's daily message limit was reached",
+            Reason::CapWeek => "the customer's weekly message limit was reached",
+            Reason::PointsCap => "the daily points limit was reached",
+            Reason::ClockUnsynced => "the clock was not synchronised",
+        }
+    }
+
     /// Parses a name written by [`Reason::name`].
     #[must_use]
     pub fn parse(s: &str) -> Option<Reason> {

@@ -249,9 +249,81 @@ impl Enrolment {
     }
 }
 
+/// How far ahead of `now` a consent time may lie (clocks and time zones
+/// disagree a little); beyond it the time is a typo.
+const CONSENT_SKEW_MS: i64 = 24 * 3_600_000;
+
+impl Enrolled {
+    /// Refuses a consent time after `now`: consent is recorded when it was
+    /// given, and a time in the future would also count as newer than any
+    /// opt-out, re-enrolling someone who left.
+    ///
+    /// # Errors
+    /// What is wrong, with the likely intended time (the same day in the
+    /// latest year not after `now`).
+    pub fn check_consent_time(&self, now: Timestamp) -> Result<(), String> {
+        if self.consent_at.0 <= now.0.saturating_add(CONSENT_SKEW_MS) {
+            return Ok(());
+        }
+        let suggestion = jiff::Timestamp::from_millisecond(self.consent_at.0)
+            .ok()
+            .zip(jiff::Timestamp::from_millisecond(now.0).ok())
+            .and_then(|(at, now)| {
+                let utc = jiff::tz::TimeZone::UTC;
+                let at = at.to_zoned(utc.clone());
+                let year = now.to_zoned(utc).year();
+                [year, year - 1]
+                    .into_iter()
+                    .filter_map(|y| at.with().year(y).build().ok())
+                    .find(|t| t.timestamp() <= now)
+            })
+            .map(|t| format!(" (did you mean {}?)", t.timestamp()))
+            .unwrap_or_default();
+        Err(format!(
+            "`consent_at` {} is in the future: give when the customer consented{suggestion}",
+            self.consent_at
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_consent_time_in_the_future_is_refused_with_the_likely_one() {
+        let hasher = Hasher::new(&[7; 32]);
+        let now = Timestamp(1_790_000_000_000); // 2026-09-21
+        let at = |t: &str| {
+            Enrolment {
+                consent_at: t.into(),
+                ..anna()
+            }
+            .check(&hasher)
+            .unwrap()
+            .check_consent_time(now)
+        };
+        assert_eq!(at("2026-03-01T10:00:00Z"), Ok(()));
+        assert_eq!(
+            at("2099-03-01T10:00:00Z"),
+            Err(
+                "`consent_at` 2099-03-01T10:00:00Z is in the future: give when the customer \
+                 consented (did you mean 2026-03-01T10:00:00Z?)"
+                    .into()
+            )
+        );
+        // Later this year than now: last year's date.
+        assert_eq!(
+            at("2099-12-24T10:00:00Z"),
+            Err(
+                "`consent_at` 2099-12-24T10:00:00Z is in the future: give when the customer \
+                 consented (did you mean 2025-12-24T10:00:00Z?)"
+                    .into()
+            )
+        );
+        // Within a day ahead (another clock, another time zone): accepted.
+        assert_eq!(at("2026-09-21T20:00:00Z"), Ok(()));
+    }
 
     fn anna() -> Enrolment {
         Enrolment {

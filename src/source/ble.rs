@@ -317,6 +317,7 @@ pub async fn run(settings: BleSettings, clock: Arc<dyn Clock>, feed: Feed) {
         let attempt = tokio::time::timeout(CALL_TIMEOUT, connect(&mut manager, adapter_name)).await;
         let why = match attempt {
             Ok(Ok((adapter, events))) => {
+                Health::bump(&health.connects);
                 // "Back" is when advertisements flow again (see `scan`): a
                 // scan restarted into silence is still the same outage.
                 if health.state() == State::Starting {

@@ -52,6 +52,9 @@ pub struct Health {
     pub recoveries: AtomicU64,
     /// Reconnection attempts that failed.
     pub failed_attempts: AtomicU64,
+    /// Times the source connected to its radio or backend (a BLE scan
+    /// started, a Wi-Fi backend answered): zero means it never got going.
+    pub connects: AtomicU64,
 }
 
 /// A copy of [`Health`] for printing, and as the daemon's status file
@@ -91,6 +94,7 @@ impl Health {
             outages: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
         }
     }
 

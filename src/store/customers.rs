@@ -270,6 +270,14 @@ impl Store {
         mut errors: Vec<RowError>,
         now: Timestamp,
     ) -> Result<ImportReport> {
+        for (line, row) in &rows {
+            if let Err(message) = row.check_consent_time(now) {
+                errors.push(RowError {
+                    line: *line,
+                    message,
+                });
+            }
+        }
         let ids: HashSet<String> = rows.iter().map(|(_, r)| r.id.clone()).collect();
         // Identities already enrolled for someone not in this file.
         {
@@ -939,7 +947,12 @@ mod tests {
         // Re-importing with the old consent does not re-enrol; a newer one does.
         import(&mut s, ANNA).unwrap();
         assert!(s.directory().unwrap().is_empty());
-        import(&mut s, &ANNA.replace("2026-03-01", "2027-03-01")).unwrap();
+        // (A consent after the opt-out, and not after the import.)
+        import(
+            &mut s,
+            &ANNA.replace("2026-03-01T10:00:00Z", "2027-01-15T08:30:00Z"),
+        )
+        .unwrap();
         assert_eq!(s.directory().unwrap().len(), 1);
         assert!(matches!(
             s.opt_out("nobody", Timestamp(0)),

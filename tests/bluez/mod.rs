@@ -289,9 +289,12 @@ impl Nearcast {
     /// to `log`.
     pub fn start(mut cmd: Command, log: PathBuf) -> Nearcast {
         let child = cmd
-            // The BLE source's retries and scan restarts at debug: tests
-            // wait for them instead of sleeping.
-            .env("RUST_LOG", "warn,nearcast=info,nearcast::source::ble=debug")
+            // The live sources' retries (and BLE's scan restarts) at debug:
+            // tests wait for them instead of sleeping.
+            .env(
+                "RUST_LOG",
+                "warn,nearcast=info,nearcast::source::ble=debug,nearcast::source::wifi=debug",
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -3,8 +3,9 @@
 //! one test clock (`TestClock`), the provider adapters' fixtures (`fixtures`), a provider
 //! stand-in on loopback
 //! that records each request and answers as scripted (the server of
-//! `nearcast stand-in`), and Stoplight Prism, installed into the target
-//! directory on first use, validating requests against OpenAPI documents.
+//! `nearcast stand-in`), and Stoplight Prism, installed from
+//! `tests/package-lock.json` with `npm ci` into the target directory on
+//! first use, validating requests against OpenAPI documents.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
@@ -91,53 +92,100 @@ impl Drop for StandIn {
     }
 }
 
-/// The Prism release the tests install.
-pub const PRISM_VERSION: &str = "5.14.2";
+/// How long `npm ci` may take to install Prism before the tests give up
+/// (a cold install takes well under a minute; an unreachable registry
+/// would otherwise retry for hours).
+pub const PRISM_INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The `prism` executable, installed into the target directory with npm
-/// when missing. `None` only when npm is not available at all.
-pub fn prism() -> Option<PathBuf> {
+/// The `prism` executable: `tests/package.json` and `tests/package-lock.json`
+/// (Stoplight Prism with every dependency pinned) installed with `npm ci`
+/// into the target directory on first use, and reused while the lockfile
+/// is unchanged.
+///
+/// # Panics
+/// When Prism cannot be installed (npm missing, the registry unreachable,
+/// the install slower than [`PRISM_INSTALL_TIMEOUT`]): a test that cannot
+/// validate fails, it does not pass unchecked.
+pub fn prism() -> PathBuf {
     // One install per process; other processes are handled by the rename.
     static INSTALL: Mutex<()> = Mutex::new(());
     let _guard = INSTALL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("prism-{PRISM_VERSION}"));
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let lock = std::fs::read(tests.join("package-lock.json")).expect("tests/package-lock.json");
+    let key = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&lock)[..6]);
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = target.join(format!("prism-{key}"));
     let bin = dir.join("node_modules/.bin/prism");
     if bin.exists() {
-        return Some(bin);
+        return bin;
     }
-    if Command::new("npm").arg("--version").output().is_err() {
-        return None;
-    }
+    let npm = Command::new("npm").arg("--version").output();
+    assert!(
+        npm.as_ref().is_ok_and(|o| o.status.success()),
+        "npm is not installed, so Prism cannot validate the provider requests: \
+         run scripts/test (it installs Debian's npm), or `apt-get install npm`"
+    );
     // Install beside, then rename: concurrent test processes never see a
     // half-installed directory.
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("prism-{PRISM_VERSION}.tmp-{}", std::process::id()));
+    let tmp = target.join(format!("prism-{key}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
-    let out = Command::new("npm")
+    for f in ["package.json", "package-lock.json"] {
+        std::fs::copy(tests.join(f), tmp.join(f)).unwrap();
+    }
+    let log_path = target.join(format!("prism-{key}.npm-ci.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new("npm")
         .args([
-            "install",
+            "ci",
             "--no-audit",
             "--no-fund",
-            "--loglevel=error",
-            "--prefix",
+            "--prefer-offline",
+            "--fetch-retries=1",
+            "--fetch-timeout=30000",
+            "--loglevel=warn",
         ])
-        .arg(&tmp)
-        .arg(format!("@stoplight/prism-cli@{PRISM_VERSION}"))
-        .output()
-        .expect("npm runs");
-    assert!(
-        out.status.success(),
-        "npm install @stoplight/prism-cli failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        // npm's own download cache lives in the target directory too.
+        .arg(format!("--cache={}", target.join("npm-cache").display()))
+        .current_dir(&tmp)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("npm starts");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > PRISM_INSTALL_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&tmp);
+            panic!(
+                "`npm ci` of tests/package-lock.json (Stoplight Prism) did not finish within \
+                 {PRISM_INSTALL_TIMEOUT:?}: is the npm registry reachable? npm's output is in {}:\n{}",
+                log_path.display(),
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        panic!(
+            "`npm ci` of tests/package-lock.json (Stoplight Prism) failed ({status}):\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    }
     if std::fs::rename(&tmp, &dir).is_err() {
         // Another process won the race.
         let _ = std::fs::remove_dir_all(&tmp);
     }
     assert!(bin.exists(), "prism not found at {}", bin.display());
-    Some(bin)
+    bin
 }
 
 /// Applies an RFC 6902 JSON Patch (add, replace, remove; other members of

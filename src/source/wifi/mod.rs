@@ -250,6 +250,7 @@ pub async fn run(settings: WifiSettings, clock: Arc<dyn Clock>, feed: Feed) {
 /// Marks the backend running (logging a recovery) and resets the backoff.
 pub(crate) fn up(feed: &Feed, backoff: &mut Backoff, backend: &'static str) {
     backoff.reset();
+    Health::bump(&feed.health.connects);
     if feed.health.running() {
         tracing::info!(backend, "wifi presence back");
     } else {

@@ -669,6 +669,37 @@ impl Worker {
         Ok(next)
     }
 
+    /// When the worker next has anything to do at all, if anything waits:
+    /// a row due ([`Worker::next_due`]), an armed fallback, or a message
+    /// read that a follow-up may come after. The daemon wakes at least
+    /// every `poll` anyway; a replay jumps straight there over idle time.
+    /// A follow-up that is due but held (quiet hours) is reported as due
+    /// now: it is looked at again at every call.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub fn next_wake(&mut self, now: Timestamp) -> Result<Option<Timestamp>, Error> {
+        let mut next = self.next_due(now)?;
+        let mut wake = |t: Timestamp| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.store.next_fallback()? {
+            wake(t);
+        }
+        let engine = self.engine.clone();
+        for campaign in &engine.campaigns {
+            let Some(f) = &campaign.follow_up else {
+                continue;
+            };
+            let since = Engine::follow_up_reads_since(f, now);
+            if let Some(read) = self
+                .store
+                .next_follow_up_read(campaign.id.as_str(), since)?
+            {
+                wake(read.saturating_add(f.after));
+            }
+        }
+        Ok(next)
+    }
+
     /// The customer's next configured channel after the item's, with the
     /// richest variant of its message that channel carries.
     fn next_channel(&self, item: &OutboxItem) -> Option<(ChannelName, Variant)> {

@@ -370,6 +370,11 @@ impl Worker {
     /// Database failures.
     pub async fn run_once(&mut self, now: Timestamp) -> Result<Report, Error> {
         let mut report = Report::default();
+        // A round may claim several times at `now`; each lease runs from
+        // when its claim is really made, not from the round's start, so a
+        // row claimed after earlier sends took their time is not up for
+        // another worker while its own request is in flight.
+        let started = tokio::time::Instant::now();
         // Expiry, the sweeps and the full look at the queue once a second:
         // their cost grows with the backlog; a round's does not (claims
         // skip expired rows themselves).
@@ -403,9 +408,8 @@ impl Worker {
                 if budget == 0 {
                     continue;
                 }
-                let items = self
-                    .store
-                    .claim_channel(now, self.lease, &channel, budget)?;
+                let lease = self.lease.saturating_add(started.elapsed());
+                let items = self.store.claim_channel(now, lease, &channel, budget)?;
                 self.lane(&channel).take(now, items.len());
                 took += items.len();
                 for item in items {

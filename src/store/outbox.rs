@@ -360,6 +360,26 @@ impl Store {
         channel: &str,
         limit: u32,
     ) -> Result<Vec<OutboxItem>> {
+        // The claim is the record that a send may have started, so it must
+        // survive a power cut: with `synchronous = NORMAL` a WAL commit
+        // reaches the disk only at the next checkpoint, and a box that
+        // loses power after the request would come back with the row
+        // queued, not interrupted, and send it again unmarked. This one
+        // transaction is synced (the rest keep NORMAL); syncing the WAL
+        // also makes every earlier commit in it durable.
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        let claimed = self.claim_channel_tx(now, lease, channel, limit);
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        claimed
+    }
+
+    fn claim_channel_tx(
+        &mut self,
+        now: Timestamp,
+        lease: Duration,
+        channel: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -358,6 +358,7 @@ fn run(cli: Cli, log: &LogFilter) -> Result<Exit, nearcast::app::Error> {
                 json,
                 speed,
                 db,
+                ticks: nearcast::app::Ticks::Jump,
             };
             cli::replay(&cli::load(dir)?, &opts)
         }

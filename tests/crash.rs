@@ -54,9 +54,10 @@ token_file = "{}"
 rate = 1000.0
 burst = 50
 concurrency = 8
+timeout = "1s"
 
 [outbox]
-lease = "2s"
+lease = "7s"
 poll = "100ms"
 
 [clock]

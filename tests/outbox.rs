@@ -607,3 +607,186 @@ fn a_row_with_a_variant_this_build_does_not_know_fails_and_is_never_sent_as_anot
         ("failed", "unreadable row: unknown variant \"hologram\"")
     );
 }
+
+/// A provider that takes `delay` to accept, and says it deduplicates (so a
+/// second worker that claimed a row again would send it again): counts
+/// every request per outbox key.
+struct Slow {
+    delay: Duration,
+    sent: Arc<Mutex<Vec<String>>>,
+}
+
+impl nearcast::channel::Deliver for Slow {
+    fn send<'a>(
+        &'a self,
+        msg: &'a nearcast::channel::Outgoing<'a>,
+    ) -> nearcast::channel::SendFuture<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.sent.lock().unwrap().push(msg.item.key.clone());
+            nearcast::channel::SendResult::Sent { provider_id: None }
+        })
+    }
+
+    fn dedupes(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_runs_from_the_claim_not_from_the_start_of_the_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    store_with_customers(&config);
+    // Ben and Cleo: two welcomes on `sms`, which sends one at a time.
+    arrive(&config, 2, BEN_PHONE, at(10, 0, 0));
+    let mut p = pipeline(&config);
+    let cleo = [0xC4, 0x7C, 0x8D, 0x6A, 0x11, 0x02];
+    let out = run(
+        &mut p,
+        &[wifi(
+            at(10, 0, 0),
+            nearcast::core::types::WifiKind::Joined,
+            cleo,
+        )],
+        at(10, 0, 3),
+    );
+    assert!(
+        out.iter().any(|l| l.contains(" act welcome cleo")),
+        "{out:?}"
+    );
+    drop(p);
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let lease = Duration::from_secs(10);
+    let make = || {
+        let slow: nearcast::channel::Adapter = Arc::new(Slow {
+            delay: Duration::from_secs(8),
+            sent: sent.clone(),
+        });
+        let adapters = [
+            ("sms".to_owned(), slow.clone()),
+            ("whatsapp".to_owned(), slow),
+        ]
+        .into_iter()
+        .collect();
+        let one_at_a_time = nearcast::channel::ChannelLimits {
+            rate: 1000.0,
+            burst: 100,
+            concurrency: 1,
+        };
+        nearcast::channel::Worker::new(
+            nearcast::store::Store::open(&config.daemon.database).unwrap(),
+            config.engine.clone(),
+            "Teststore".into(),
+            adapters,
+            lease,
+            32,
+        )
+        .with_limits([("sms".to_owned(), one_at_a_time)].into_iter().collect())
+    };
+    let (mut first, mut second) = (make(), make());
+    let t0 = at(10, 0, 5);
+    // The first worker's round: Ben's welcome takes 8 s, then Cleo's is
+    // claimed (at 10:00:13) and takes 8 s more.
+    let round = tokio::spawn(async move {
+        let r = first.run_once(t0).await.unwrap();
+        (first, r)
+    });
+    // At 10:00:17 a second worker (a broadcast beside the daemon) looks:
+    // Cleo's request is in flight and her lease must still be live.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let r2 = second.run_once(Timestamp(t0.0 + 12_000)).await.unwrap();
+    let (first, r1) = round.await.unwrap();
+    assert_eq!((r1.sent, r2.sent, r2.ambiguous), (2, 0, 0));
+    let mut keys = sent.lock().unwrap().clone();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        (sent.lock().unwrap().len(), keys.len()),
+        (2, 2),
+        "each sent once"
+    );
+    let rows = first.store().outbox_rows(None, 10).unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r.state == OutboxState::Sent && r.attempts == 1),
+        "{rows:?}"
+    );
+}
+
+/// A provider whose request is a TCP connection to `addr` (something
+/// `strace` sees), accepted at once.
+struct Connects {
+    addr: std::net::SocketAddr,
+}
+
+impl nearcast::channel::Deliver for Connects {
+    fn send<'a>(
+        &'a self,
+        _: &'a nearcast::channel::Outgoing<'a>,
+    ) -> nearcast::channel::SendFuture<'a> {
+        Box::pin(async move {
+            drop(std::net::TcpStream::connect(self.addr));
+            nearcast::channel::SendResult::Sent { provider_id: None }
+        })
+    }
+}
+
+/// The claim is synced to disk (the WAL fsynced) before the provider is
+/// asked: a power cut after the request must not bring the row back as
+/// never tried. Watched with `strace` attached to this process.
+#[test]
+fn the_claim_is_on_disk_before_the_request_goes_out() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    // Held open, so the WAL stays (a daemon's connections keep it): the
+    // claim appends to it rather than starting a new one, which SQLite
+    // syncs whatever the setting.
+    let _open = store_with_customers(&config);
+    arrive(&config, 2, BEN_PHONE, at(10, 0, 0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let provider: nearcast::channel::Adapter = Arc::new(Connects { addr });
+    let mut w = nearcast::channel::Worker::new(
+        nearcast::store::Store::open(&config.daemon.database).unwrap(),
+        config.engine.clone(),
+        "Teststore".into(),
+        [("sms".to_owned(), provider)].into_iter().collect(),
+        Duration::from_secs(30),
+        32,
+    );
+
+    let trace = dir.path().join("trace");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-y", "-e", "trace=fsync,fdatasync,connect", "-o"])
+        .arg(&trace)
+        .args(["-p", &std::process::id().to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace is needed (apt-get install strace) and root to attach it");
+    let mut err = std::io::BufReader::new(strace.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("attached"), "strace: {line}");
+    let sent = rt().block_on(w.run_once(at(10, 0, 3))).unwrap().sent;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &strace.id().to_string()])
+        .status();
+    strace.wait().unwrap();
+    assert_eq!(sent, 1);
+
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let wal = format!("{}-wal>", config.daemon.database.display());
+    let lines: Vec<&str> = trace.lines().collect();
+    let request = lines
+        .iter()
+        .position(|l| l.contains("connect(") && l.contains(&format!("htons({})", addr.port())))
+        .unwrap_or_else(|| panic!("no request in the trace:\n{trace}"));
+    assert!(
+        lines[..request]
+            .iter()
+            .any(|l| (l.contains("fdatasync(") || l.contains("fsync(")) && l.contains(&wal)),
+        "the WAL was not synced before the request:\n{trace}"
+    );
+}

@@ -315,19 +315,25 @@ impl Drop for Namespaces {
     }
 }
 
-#[test]
-fn a_phone_on_the_lan_becomes_reachable_then_goes_away() {
+/// The box and a phone (MAC `CLEO`, 10.77.0.2) in two network namespaces
+/// joined by a veth pair, IPv4 only, with quick neighbour timers so tests
+/// are short. Returns the namespaces and the box's and the phone's ends.
+fn box_and_phone() -> (Namespaces, String, String) {
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
     assert!(
         root,
-        "the neighbours test creates network namespaces: run it as root (scripts/test does, in CI)"
+        "the neighbours tests create network namespaces: run them as root (scripts/test does, in CI)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let id = std::process::id();
+    // Several tests at once: each needs its own names.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let id = format!(
+        "{}{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let ns = Namespaces {
         bx: format!("nc-box-{id}"),
         phone: format!("nc-phone-{id}"),
@@ -340,7 +346,6 @@ fn a_phone_on_the_lan_becomes_reachable_then_goes_away() {
         "ip", "link", "add", &vb, "netns", bx, "type", "veth", "peer", "name", &vp, "netns", phone,
     ]);
     sh(&["ip", "-n", phone, "link", "set", &vp, "address", CLEO]);
-    // IPv4 only, and quick neighbour timers, so the test is short.
     for (ns, dev) in [(bx, vb.as_str()), (phone, vp.as_str())] {
         sh(&[
             "ip",
@@ -372,11 +377,35 @@ fn a_phone_on_the_lan_becomes_reachable_then_goes_away() {
     sh(&["ip", "-n", phone, "addr", "add", "10.77.0.2/24", "dev", &vp]);
     sh(&["ip", "-n", bx, "link", "set", &vb, "up"]);
     sh(&["ip", "-n", phone, "link", "set", &vp, "up"]);
+    (ns, vb, vp)
+}
 
-    setup(
-        d,
-        &format!("backend = \"neighbours\"\ninterface = \"{vb}\"\nstale_after = \"1h\""),
-    );
+/// The box sends to the phone: ARP resolves it, the entry is reachable.
+fn poke(bx: &str) {
+    let _ = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            bx,
+            "bash",
+            "-c",
+            "echo hi > /dev/udp/10.77.0.2/9",
+        ])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The box's neighbour entry for 10.77.0.2 as `ip -s neigh` shows it.
+fn neighbour(bx: &str, dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-s", "-n", bx, "neigh", "show", "10.77.0.2", "dev", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `nearcast run` in the box's namespace.
+fn run_in(bx: &str, d: &Path) -> Nearcast {
     let mut cmd = Command::new("ip");
     cmd.args([
         "netns",
@@ -387,26 +416,27 @@ fn a_phone_on_the_lan_becomes_reachable_then_goes_away() {
         "--config",
     ])
     .arg(d);
-    let mut nc = Nearcast::start(cmd, d.join("run.log"));
+    Nearcast::start(cmd, d.join("run.log"))
+}
+
+#[test]
+fn a_phone_on_the_lan_becomes_reachable_then_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ns, vb, vp) = box_and_phone();
+    let (bx, phone) = (ns.bx.as_str(), ns.phone.as_str());
+
+    setup(
+        d,
+        &format!("backend = \"neighbours\"\ninterface = \"{vb}\"\nstale_after = \"1h\""),
+    );
+    let mut nc = run_in(bx, d);
     nc.wait_for(
         &["wifi presence started", "backend=neighbours"],
         Duration::from_secs(10),
     );
 
-    // The box sends to the phone: ARP resolves it, the entry is reachable.
-    let poke = || {
-        let _ = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                bx,
-                "bash",
-                "-c",
-                "echo hi > /dev/udp/10.77.0.2/9",
-            ])
-            .stderr(Stdio::null())
-            .status();
-    };
+    let poke = || poke(bx);
     poke();
     let deadline = Instant::now() + Duration::from_secs(15);
     while count(&nc.log(), &["customer=cleo", "event=arrived"]) == 0 {
@@ -439,6 +469,97 @@ fn a_phone_on_the_lan_becomes_reachable_then_goes_away() {
         count(&log, &["customer=cleo", "campaign=welcome", " decision"]),
         1
     );
+    drop(ns);
+}
+
+#[test]
+fn a_phone_that_left_before_the_daemon_started_does_not_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ns, vb, vp) = box_and_phone();
+    let (bx, phone) = (ns.bx.as_str(), ns.phone.as_str());
+    let stale_after = 3;
+
+    // Cleo's phone left a while ago: the box's entry for it is stale (it
+    // was not confirmed since) and the kernel keeps it, as it does in a
+    // small table for hours. The entry is put there as the kernel would
+    // have left it; traffic cannot make it, because traffic to a phone
+    // that left makes the kernel probe it until it fails.
+    sh(&["ip", "-n", phone, "addr", "flush", "dev", &vp]);
+    sh(&[
+        "ip",
+        "-n",
+        bx,
+        "neigh",
+        "replace",
+        "10.77.0.2",
+        "lladdr",
+        CLEO,
+        "dev",
+        &vb,
+        "nud",
+        "stale",
+    ]);
+    // `used A/B/C`: C is the seconds since the entry's state last changed.
+    let age = |entry: &str| {
+        let word = entry
+            .split_whitespace()
+            .skip_while(|w| *w != "used")
+            .nth(1)?;
+        let last = word.split('/').nth(2)?;
+        let digits: String = last.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u64>().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let entry = neighbour(bx, &vb);
+        assert!(entry.contains("STALE"), "{entry}");
+        if age(&entry).is_some_and(|u| u > stale_after) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never stale long enough: {entry}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Frank's phone went stale just now: it counts for stale_after from
+    // here, so he arrives and leaves, and the test knows when to look.
+    sh(&[
+        "ip",
+        "-n",
+        bx,
+        "neigh",
+        "replace",
+        "10.77.0.3",
+        "lladdr",
+        FRANK,
+        "dev",
+        &vb,
+        "nud",
+        "stale",
+    ]);
+
+    setup(
+        d,
+        &format!(
+            "backend = \"neighbours\"\ninterface = \"{vb}\"\nstale_after = \"{stale_after}s\""
+        ),
+    );
+    let mut nc = run_in(bx, d);
+    nc.wait_for(&["customer=frank", "event=left"], Duration::from_secs(20));
+    assert!(
+        neighbour(bx, &vb).contains("STALE"),
+        "the kernel still has Cleo's entry"
+    );
+    assert!(nc.stop().success());
+    let log = nc.log();
+    assert_eq!(
+        presence(&log),
+        ["frank arrived store", "frank left store"],
+        "{log}"
+    );
+    assert_eq!(count(&log, &["customer=cleo"]), 0, "{log}");
     drop(ns);
 }
 

@@ -673,7 +673,15 @@ pub async fn demo(
                 let real = Duration::from_micros((virtual_ms as f64 * 1000.0 / opts.speed) as u64);
                 tokio::time::sleep_until(wall_start + real).await;
             }
-            super::tick_until(&mut pipeline, &mut worker, &mut next_tick, at, &mut sink).await?;
+            super::tick_until(
+                &mut pipeline,
+                &mut worker,
+                &mut next_tick,
+                at,
+                super::Ticks::Jump,
+                &mut sink,
+            )
+            .await?;
             pipeline.handle(&obs, &mut sink)?;
             observations += 1;
         }
@@ -687,6 +695,7 @@ pub async fn demo(
             &mut worker,
             &mut next_tick,
             flush_until,
+            super::Ticks::Jump,
             &mut sink,
         )
         .await?;

@@ -217,8 +217,24 @@ pub fn pipeline<L: crate::core::campaign::Ledger>(
     p
 }
 
+/// How [`tick_until`] moves through time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ticks {
+    /// One tick per second where anything is due; idle time between is
+    /// jumped over in one step.
+    #[default]
+    Jump,
+    /// One tick per second, idle or not (the plain path the jumps are
+    /// checked against).
+    EverySecond,
+}
+
 /// Runs presence timers and the outbox worker in the observations' own
-/// time, one tick per simulated second, from `*next_tick` through `until`.
+/// time, from `*next_tick` through `until`, on the grid of whole seconds
+/// from the first tick: at every second something is due (a presence
+/// timer, a row, a fallback, a follow-up), idle seconds jumped over in one
+/// step, so a gap of a month in a recording costs one tick, not millions.
+/// Returns the ticks run.
 ///
 /// # Errors
 /// Ledger or database failures.
@@ -227,17 +243,50 @@ pub(crate) async fn tick_until<L: crate::core::campaign::Ledger>(
     worker: &mut Worker,
     next_tick: &mut Timestamp,
     until: Timestamp,
+    ticks: Ticks,
     sink: &mut impl FnMut(Output<'_>),
-) -> Result<(), Error>
+) -> Result<u64, Error>
 where
     Error: From<L::Error>,
 {
+    let mut n = 0;
     while *next_tick <= until {
         pipeline.advance(*next_tick, sink)?;
         worker.run_once(*next_tick).await?;
-        *next_tick = next_tick.saturating_add(std::time::Duration::from_secs(1));
+        n += 1;
+        let wake = match ticks {
+            Ticks::EverySecond => Some(*next_tick),
+            Ticks::Jump => {
+                let worker = worker.next_wake(*next_tick)?;
+                match (pipeline.poll_timeout(), worker) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        };
+        let next = after_tick(*next_tick, wake, until);
+        if next == *next_tick {
+            break; // the end of representable time
+        }
+        *next_tick = next;
     }
-    Ok(())
+    Ok(n)
+}
+
+/// The tick after `tick`: the first whole second from it at or after
+/// `wake` (at least one second on), or past `until` when nothing wakes
+/// before then.
+fn after_tick(tick: Timestamp, wake: Option<Timestamp>, until: Timestamp) -> Timestamp {
+    const SECOND: i64 = 1000;
+    let beyond = until.saturating_add(std::time::Duration::from_millis(1));
+    let target = wake.map_or(beyond, |w| w.min(beyond));
+    let seconds = target
+        .0
+        .saturating_sub(tick.0)
+        .saturating_add(SECOND - 1)
+        .div_euclid(SECOND)
+        .max(1);
+    Timestamp(tick.0.saturating_add(seconds.saturating_mul(SECOND)))
 }
 
 /// An outbox worker with the configured channels, printing console
@@ -313,4 +362,32 @@ pub fn adapters(
         adapters.insert(c.name.clone(), adapter);
     }
     Ok(adapters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_stay_on_the_grid_and_jump_to_what_wakes() {
+        let t = |ms| Timestamp(ms);
+        // Something due within the next second: the next second.
+        assert_eq!(after_tick(t(5_000), Some(t(5_200)), t(99_000)), t(6_000));
+        assert_eq!(after_tick(t(5_000), Some(t(1_000)), t(99_000)), t(6_000));
+        // Due later: the first whole second at or after it.
+        assert_eq!(after_tick(t(5_000), Some(t(9_000)), t(99_000)), t(9_000));
+        assert_eq!(after_tick(t(5_000), Some(t(9_001)), t(99_000)), t(10_000));
+        // Nothing before `until` (or nothing at all): past it, in one step.
+        assert_eq!(after_tick(t(5_000), None, t(99_000)), t(100_000));
+        assert_eq!(
+            after_tick(t(5_000), Some(t(500_000)), t(99_500)),
+            t(100_000)
+        );
+        // A month, or the end of representable time, is one step too.
+        let month = 30 * 24 * 3_600_000;
+        assert_eq!(after_tick(t(5_000), None, t(month)), t(month + 1_000));
+        let end = t(i64::MAX);
+        assert!(after_tick(t(5_000), None, end) > t(i64::MAX - 1_000));
+        assert_eq!(after_tick(end, None, end), end);
+    }
 }

@@ -32,6 +32,9 @@ pub struct ReplayOptions {
     pub speed: f64,
     /// Database override.
     pub db: Option<PathBuf>,
+    /// How idle time between observations is crossed: jumped over (the
+    /// default), or a tick every second (the plain path, for comparison).
+    pub ticks: super::Ticks,
 }
 
 /// What a replay did.
@@ -43,6 +46,9 @@ pub struct ReplayReport {
     pub counters: super::Counters,
     /// Wall time spent.
     pub elapsed: Duration,
+    /// Ticks of presence timers and the outbox worker run (none in a dry
+    /// run): one per recorded second where anything was due.
+    pub ticks: u64,
 }
 
 impl ReplayReport {
@@ -122,6 +128,7 @@ where
     let mut first: Option<Timestamp> = None;
     let mut last = Timestamp::MIN;
     let mut next_tick = Timestamp::MIN;
+    let mut ticks = 0;
     for next in reader.by_ref() {
         let o: Observation =
             next.map_err(|e| Error::io(&opts.file, std::io::Error::other(e.to_string())))?;
@@ -142,7 +149,8 @@ where
             if next_tick == Timestamp::MIN {
                 next_tick = at;
             }
-            super::tick_until(&mut pipeline, w, &mut next_tick, at, &mut sink).await?;
+            ticks += super::tick_until(&mut pipeline, w, &mut next_tick, at, opts.ticks, &mut sink)
+                .await?;
         }
         pipeline.handle(o, &mut sink)?;
         last = last.max(at);
@@ -153,7 +161,15 @@ where
         let until = last.saturating_add(Duration::from_secs(15 * 60));
         match worker.as_mut() {
             Some(w) => {
-                super::tick_until(&mut pipeline, w, &mut next_tick, until, &mut sink).await?
+                ticks += super::tick_until(
+                    &mut pipeline,
+                    w,
+                    &mut next_tick,
+                    until,
+                    opts.ticks,
+                    &mut sink,
+                )
+                .await?;
             }
             None => pipeline.advance(until, &mut sink)?,
         }
@@ -162,6 +178,7 @@ where
         stats: reader.into_stats(),
         counters: pipeline.counters(),
         elapsed,
+        ticks,
     })
 }
 

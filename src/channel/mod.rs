@@ -41,6 +41,22 @@ pub enum AdapterSettings {
     Webhook(WebhookSettings),
 }
 
+impl AdapterSettings {
+    /// The longest a request to the provider may take (`None`: the console
+    /// sends nothing over the network).
+    #[must_use]
+    pub fn timeout(&self) -> Option<Duration> {
+        use http::Api;
+        match self {
+            AdapterSettings::Console => None,
+            AdapterSettings::WhatsApp(s) => Some(s.timeout()),
+            AdapterSettings::Twilio(s) => Some(s.timeout()),
+            AdapterSettings::Vonage(s) => Some(s.timeout()),
+            AdapterSettings::Webhook(s) => Some(s.timeout()),
+        }
+    }
+}
+
 /// A delivery channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelSettings {

@@ -370,6 +370,11 @@ impl Worker {
     /// Database failures.
     pub async fn run_once(&mut self, now: Timestamp) -> Result<Report, Error> {
         let mut report = Report::default();
+        // A round may claim several times at `now`; each lease runs from
+        // when its claim is really made, not from the round's start, so a
+        // row claimed after earlier sends took their time is not up for
+        // another worker while its own request is in flight.
+        let started = tokio::time::Instant::now();
         // Expiry, the sweeps and the full look at the queue once a second:
         // their cost grows with the backlog; a round's does not (claims
         // skip expired rows themselves).
@@ -403,9 +408,8 @@ impl Worker {
                 if budget == 0 {
                     continue;
                 }
-                let items = self
-                    .store
-                    .claim_channel(now, self.lease, &channel, budget)?;
+                let lease = self.lease.saturating_add(started.elapsed());
+                let items = self.store.claim_channel(now, lease, &channel, budget)?;
                 self.lane(&channel).take(now, items.len());
                 took += items.len();
                 for item in items {
@@ -665,6 +669,37 @@ impl Worker {
             };
             let at = due.max(self.lane(&channel).ready_at(now));
             next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        Ok(next)
+    }
+
+    /// When the worker next has anything to do at all, if anything waits:
+    /// a row due ([`Worker::next_due`]), an armed fallback, or a message
+    /// read that a follow-up may come after. The daemon wakes at least
+    /// every `poll` anyway; a replay jumps straight there over idle time.
+    /// A follow-up that is due but held (quiet hours) is reported as due
+    /// now: it is looked at again at every call.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub fn next_wake(&mut self, now: Timestamp) -> Result<Option<Timestamp>, Error> {
+        let mut next = self.next_due(now)?;
+        let mut wake = |t: Timestamp| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.store.next_fallback()? {
+            wake(t);
+        }
+        let engine = self.engine.clone();
+        for campaign in &engine.campaigns {
+            let Some(f) = &campaign.follow_up else {
+                continue;
+            };
+            let since = Engine::follow_up_reads_since(f, now);
+            if let Some(read) = self
+                .store
+                .next_follow_up_read(campaign.id.as_str(), since)?
+            {
+                wake(read.saturating_add(f.after));
+            }
         }
         Ok(next)
     }

@@ -145,7 +145,7 @@ struct RawDatabase {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawOutbox {
-    lease: Option<Dur>,
+    lease: Option<Spanned<Dur>>,
     batch: Option<u32>,
     poll: Option<Dur>,
     max_attempts: Option<u32>,
@@ -175,6 +175,7 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
     let sources = super::sources::build(raw.sources, src, layout, &rel);
     let channels = super::channels::build(&raw.channels, src);
     let outbox = outbox(src, &raw.outbox);
+    lease_outlasts_requests(src, &raw.outbox, &raw.channels, &channels, outbox.lease);
     check_log_filter(src, &raw.log.filter);
     let privacy = privacy(src, &raw.privacy);
     let guard = guard_config(src, &raw.guard);
@@ -201,7 +202,7 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
 fn outbox(src: &mut Source, raw: &RawOutbox) -> OutboxSettings {
     let defaults = OutboxSettings::default();
     let outbox = OutboxSettings {
-        lease: raw.lease.map_or(defaults.lease, |d| d.0),
+        lease: raw.lease.as_ref().map_or(defaults.lease, |d| d.get_ref().0),
         batch: raw.batch.unwrap_or(defaults.batch).clamp(1, 1000),
         poll: raw.poll.map_or(defaults.poll, |d| d.0),
         max_attempts: raw
@@ -219,6 +220,64 @@ fn outbox(src: &mut Source, raw: &RawOutbox) -> OutboxSettings {
         );
     }
     outbox
+}
+
+/// How much longer than a channel's request timeout the outbox lease must
+/// be: the claim's commit, loading the secret and rendering come before
+/// the request, and a slow SD card makes the commit slow.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// `[outbox] lease` against each channel's `timeout`: a lease that can run
+/// out while a request is still in flight lets another worker (a
+/// `broadcast` beside the daemon) claim the row again, and a provider that
+/// cannot tell a repeat would get the message twice. Refused, at the lease
+/// (or, when the lease is the default, at the channel).
+fn lease_outlasts_requests(
+    src: &mut Source,
+    raw: &RawOutbox,
+    raw_channels: &BTreeMap<String, Spanned<super::providers::RawChannel>>,
+    channels: &[ChannelSettings],
+    lease: Duration,
+) {
+    let Some((name, timeout)) = channels
+        .iter()
+        .filter_map(|c| Some((c.name.as_str(), c.adapter.timeout()?)))
+        .max_by_key(|(_, t)| *t)
+    else {
+        return;
+    };
+    let need = timeout + LEASE_MARGIN;
+    if lease > need {
+        return;
+    }
+    let span = match (&raw.lease, raw_channels.get(name)) {
+        (Some(l), _) => l.span(),
+        (None, Some(c)) => c.get_ref().timeout.as_ref().map_or(c.span(), Spanned::span),
+        (None, None) => 0..0,
+    };
+    src.error(
+        span,
+        format!(
+            "[outbox] lease ({}) is not longer than the `{name}` channel's timeout ({}) plus {} s: \
+             another worker could claim a message while its request is still in flight",
+            humantime(lease),
+            humantime(timeout),
+            LEASE_MARGIN.as_secs()
+        ),
+        Some(format!(
+            "set [outbox] lease = \"{}s\" or more, or a shorter timeout for `{name}`",
+            need.as_secs() + 1
+        )),
+    );
+}
+
+/// A duration as the config writes it (`"30s"`, `"1500ms"`).
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 /// `[log] filter` in `RUST_LOG` syntax.
@@ -361,6 +420,83 @@ mod tests {
         let at = example.find("[channels.whatsapp]").unwrap_or(0);
         let before = example[..at].lines().count();
         before + text.lines().position(|l| l.contains(needle)).unwrap_or(0) + 1
+    }
+
+    /// The errors of the example config with `edit` applied to
+    /// nearcast.toml, as `line:column message | hint`, and the edited text.
+    fn edited(edit: impl Fn(String) -> String) -> (Vec<String>, String) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut daemon = String::new();
+        for name in [DAEMON_FILE, ZONES_FILE, CAMPAIGNS_FILE] {
+            let mut text = std::fs::read_to_string(example.join(name)).unwrap_or_default();
+            if name == DAEMON_FILE {
+                text = edit(text);
+                daemon.clone_from(&text);
+            }
+            std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let errors = match load(dir.path()) {
+            Ok(_) => Vec::new(),
+            Err(Errors(errs)) => errs
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}:{} {} | {}",
+                        e.line,
+                        e.column,
+                        e.message,
+                        e.hint.as_deref().unwrap_or("")
+                    )
+                })
+                .collect(),
+        };
+        (errors, daemon)
+    }
+
+    #[test]
+    fn a_lease_that_a_request_can_outlast_is_refused() {
+        fn crm(timeout: &'static str) -> impl Fn(String) -> String {
+            move |text: String| {
+                text.replacen(
+                    "[channels.whatsapp]",
+                    &format!(
+                        "[channels.crm]\nadapter = \"webhook\"\nurl = \"https://crm.example.com/n/\"\n\
+                         token_file = \"crm\"\ntimeout = \"{timeout}\"\n\n[channels.whatsapp]"
+                    ),
+                    1,
+                )
+            }
+        }
+        // The example's lease (30s) against a 25s timeout: refused at the lease.
+        let (errors, text) = edited(crm("25s"));
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("lease ="))
+            .unwrap_or(0)
+            + 1;
+        assert_eq!(
+            errors,
+            [format!(
+                "{line}:9 [outbox] lease (30s) is not longer than the `crm` channel's timeout (25s) plus 5 s: \
+                 another worker could claim a message while its request is still in flight \
+                 | set [outbox] lease = \"31s\" or more, or a shorter timeout for `crm`"
+            )]
+        );
+        // With the default lease (30s, not written), at the channel's timeout.
+        let (errors, text) = edited(|t| crm("60s")(t).replace("lease = \"30s\"", ""));
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("timeout = \"60s\""))
+            .unwrap_or(0)
+            + 1;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("{line}:11 [outbox] lease (30s) is not longer than the `crm` channel's timeout (60s)")),
+            "{errors:?}"
+        );
+        // Longer than timeout and margin: fine.
+        assert_eq!(edited(crm("24s")).0, Vec::<String>::new());
     }
 
     #[test]

@@ -765,7 +765,15 @@ impl Engine {
             return None;
         }
         let until = now.saturating_sub(f.after);
-        Some(until.saturating_sub(Duration::from_secs(24 * 3600))..until)
+        Some(Engine::follow_up_reads_since(f, now)..until)
+    }
+
+    /// The oldest read that follow-up `f` may still come after at `now` or
+    /// later (the start of [`Engine::follow_up_window`]'s window).
+    #[must_use]
+    pub fn follow_up_reads_since(f: &FollowUp, now: Timestamp) -> Timestamp {
+        now.saturating_sub(f.after)
+            .saturating_sub(Duration::from_secs(24 * 3600))
     }
 
     /// Decides follow-up `f` of a message that went out on `channel`:

@@ -189,7 +189,7 @@ impl Store {
         // Pragmas are set outside any transaction and read back: SQLite
         // silently ignores a misspelt or inapplicable pragma.
         check_pragma(&conn, &path, "journal_mode", "wal")?;
-        check_pragma(&conn, &path, "synchronous", "1")?; // NORMAL: durable at checkpoints, safe with WAL
+        check_pragma(&conn, &path, "synchronous", "1")?; // NORMAL: durable at checkpoints, safe with WAL; outbox claims are FULL
         check_pragma(&conn, &path, "foreign_keys", "1")?;
         check_pragma(&conn, &path, "secure_delete", "1")?; // erased rows are overwritten, not just unlinked
         conn.busy_timeout(Duration::from_secs(5))?;

@@ -202,6 +202,17 @@ fn load_item(
         .optional()?)
 }
 
+/// Messages of campaign `?1` read in `?2..?3` that may be followed up:
+/// first messages (not fallbacks or follow-ups themselves) of customers
+/// still in, with no purchase since they were sent and no follow-up
+/// decided since they were read.
+const FOLLOW_UP_CANDIDATES: &str = "FROM outbox o JOIN customers c ON c.key = o.customer
+     WHERE o.campaign = ?1 AND o.relation IS NULL AND o.read_at >= ?2 AND o.read_at < ?3
+       AND c.opted_out_at IS NULL
+       AND NOT EXISTS (SELECT 1 FROM conversions v WHERE v.customer = o.customer AND v.at >= o.sent_at)
+       AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.customer = o.customer AND d.campaign = o.campaign
+                       AND d.event = 'follow_up' AND d.at >= o.read_at)";
+
 /// A sent or failed message whose fallback time has come.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DueFallback {
@@ -343,6 +354,26 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn claim_channel(
+        &mut self,
+        now: Timestamp,
+        lease: Duration,
+        channel: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
+        // The claim is the record that a send may have started, so it must
+        // survive a power cut: with `synchronous = NORMAL` a WAL commit
+        // reaches the disk only at the next checkpoint, and a box that
+        // loses power after the request would come back with the row
+        // queued, not interrupted, and send it again unmarked. This one
+        // transaction is synced (the rest keep NORMAL); syncing the WAL
+        // also makes every earlier commit in it durable.
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        let claimed = self.claim_channel_tx(now, lease, channel, limit);
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        claimed
+    }
+
+    fn claim_channel_tx(
         &mut self,
         now: Timestamp,
         lease: Duration,
@@ -563,18 +594,44 @@ impl Store {
     ) -> Result<Vec<i64>> {
         let rows = self
             .conn
-            .prepare_cached(
-                "SELECT o.id FROM outbox o JOIN customers c ON c.key = o.customer
-                 WHERE o.campaign = ?1 AND o.relation IS NULL AND o.read_at >= ?2 AND o.read_at < ?3
-                   AND c.opted_out_at IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM conversions v WHERE v.customer = o.customer AND v.at >= o.sent_at)
-                   AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.customer = o.customer AND d.campaign = o.campaign
-                                   AND d.event = 'follow_up' AND d.at >= o.read_at)
-                 ORDER BY o.read_at, o.id",
-            )?
+            .prepare_cached(&format!(
+                "SELECT o.id {FOLLOW_UP_CANDIDATES} ORDER BY o.read_at, o.id"
+            ))?
             .query_map(params![campaign, read.start.0, read.end.0], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
         Ok(rows)
+    }
+
+    /// The earliest read time, at or after `since`, of a message of
+    /// `campaign` that [`Store::follow_ups_due`] would still return once
+    /// its time comes (not followed up, no purchase since, customer still
+    /// in): when the next follow-up can come due is that plus the
+    /// campaign's delay.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn next_follow_up_read(
+        &self,
+        campaign: &str,
+        since: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        let at: Option<i64> = self
+            .conn
+            .prepare_cached(&format!("SELECT min(o.read_at) {FOLLOW_UP_CANDIDATES}"))?
+            .query_row(params![campaign, since.0, i64::MAX], |r| r.get(0))?;
+        Ok(at.map(Timestamp))
+    }
+
+    /// When the earliest armed fallback is due, if any.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn next_fallback(&self) -> Result<Option<Timestamp>> {
+        let at: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT min(fallback_at) FROM outbox WHERE fallback_at IS NOT NULL")?
+            .query_row([], |r| r.get(0))?;
+        Ok(at.map(Timestamp))
     }
 
     /// Commits follow-up `f` of row `parent` as the engine decides it

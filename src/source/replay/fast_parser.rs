@@ -721,7 +721,10 @@ mod tests {
                 continue;
             }
             obs.extend(lines.parsed(general(line, layout)));
+            obs.extend(lines.ready.drain(..));
         }
+        lines.finish();
+        obs.extend(lines.ready.drain(..));
         (obs, lines.stats)
     }
 

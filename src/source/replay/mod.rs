@@ -30,20 +30,25 @@
 //! fields. `scanner` may be absent or null (then [`DEFAULT_SCANNER`]); `mfg`,
 //! `svc` and `uuids` may be absent or null (then empty).
 //!
-//! Time order: a line more than [`MAX_BACKWARDS`] older than the newest line
-//! so far is skipped as out of order (a clock step or a bad line); smaller
-//! steps back are passed on unchanged, because merging several scanners'
-//! reports reorders them slightly. If [`RESYNC_AFTER`] lines in a row are out
-//! of order, the recording's clock really did step back (a box without a
-//! real-time clock syncing late, or one bogus future line before), and the
-//! reader follows the new timeline from that line on.
+//! Time order (`order`): a line more than [`MAX_BACKWARDS`] older than the
+//! newest line so far is skipped as out of order (a clock step or a bad
+//! line); smaller steps back are passed on unchanged, because merging
+//! several scanners' reports reorders them slightly. If [`RESYNC_AFTER`]
+//! lines in a row are out of order, the recording's clock really did step
+//! back (a box without a real-time clock syncing late), and the reader
+//! follows the new timeline from that line on. A line more than
+//! [`MAX_BACKWARDS`] ahead of the newest is held until the next line: if
+//! that one carries on from before it, the held line is skipped as
+//! implausible (one bogus future line costs itself, not the lines after
+//! it); otherwise the recording moved on, however far.
 //!
 //! Layout: this file holds the format's constants, skip reasons and
-//! statistics; `reader` the [`Reader`], `writer` the [`Writer`], `text` the
-//! tokens both parsers decode alike, `fast_parser` and `serde_parser` the
-//! two parsers.
+//! statistics; `reader` the [`Reader`], `order` the time-order rules,
+//! `writer` the [`Writer`], `text` the tokens both parsers decode alike,
+//! `fast_parser` and `serde_parser` the two parsers.
 
 mod fast_parser;
+mod order;
 mod reader;
 mod serde_parser;
 mod text;
@@ -193,6 +198,8 @@ pub enum Reason {
     UnknownScanner,
     /// More than [`MAX_BACKWARDS`] older than an earlier line.
     OutOfOrder,
+    /// More than [`MAX_BACKWARDS`] ahead of the lines either side of it.
+    Implausible,
 }
 
 impl fmt::Display for Reason {
@@ -209,6 +216,11 @@ impl fmt::Display for Reason {
             Reason::OutOfOrder => write!(
                 f,
                 "more than {} s before an earlier line",
+                MAX_BACKWARDS.as_secs()
+            ),
+            Reason::Implausible => write!(
+                f,
+                "more than {} s ahead of the lines either side of it",
                 MAX_BACKWARDS.as_secs()
             ),
         }
@@ -261,6 +273,8 @@ pub struct ReplayStats {
     pub unknown_scanner: u64,
     /// Skipped: too far back in time.
     pub out_of_order: u64,
+    /// Skipped: too far ahead of the lines either side.
+    pub implausible: u64,
     /// Times the reader followed the recording's clock back (see
     /// [`RESYNC_AFTER`]).
     pub resyncs: u64,
@@ -285,12 +299,21 @@ impl ReplayStats {
             + self.bad_value
             + self.unknown_scanner
             + self.out_of_order
+            + self.implausible
     }
 
     /// Observations yielded.
     #[must_use]
     pub fn observations(&self) -> u64 {
         self.ble + self.wifi
+    }
+
+    /// Counts an observation passed on.
+    fn count(&mut self, obs: &Observation) {
+        match obs {
+            Observation::Ble(_) => self.ble += 1,
+            Observation::Wifi(_) => self.wifi += 1,
+        }
     }
 
     fn skip(&mut self, line: u64, reason: Reason) {
@@ -305,6 +328,7 @@ impl ReplayStats {
             Reason::BadHex(_) => &mut self.bad_hex,
             Reason::UnknownScanner => &mut self.unknown_scanner,
             Reason::OutOfOrder => &mut self.out_of_order,
+            Reason::Implausible => &mut self.implausible,
         };
         *counter += 1;
         if self.first_bad.len() < Self::KEEP_FIRST {
@@ -663,22 +687,39 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_step_back_is_followed_after_enough_lines() {
+    fn one_bogus_future_line_costs_only_itself() {
         let line = |t: i64| {
             format!(
                 "{{\"t\":{t},\"scanner\":\"door\",\"addr\":\"00:00:00:00:00:01\",\"rssi\":-60}}\n"
             )
         };
-        let mut input = line(2_000_000_000); // one bogus future line
-        for t in 0..150 {
-            input.push_str(&line(1_763_712_000 + t));
+        for at in [0, 50] {
+            let mut input = String::new();
+            for t in 0..150 {
+                if t == at {
+                    input.push_str(&line(2_000_000_000));
+                }
+                input.push_str(&line(1_763_712_000 + t));
+            }
+            let (obs, stats) = read_all(input.as_bytes(), &two_scanners());
+            assert_eq!(obs.len(), 150, "bogus line before line {at}");
+            assert_eq!(
+                (stats.implausible, stats.out_of_order, stats.resyncs),
+                (1, 0, 0)
+            );
+            let line = u64::try_from(at).unwrap() + 1;
+            assert_eq!(
+                stats.first_bad,
+                [BadLine {
+                    line,
+                    reason: Reason::Implausible
+                }]
+            );
+            assert_eq!(
+                stats.first_bad[0].to_string(),
+                format!("line {line}: more than 5 s ahead of the lines either side of it")
+            );
         }
-        let (obs, stats) = read_all(input.as_bytes(), &two_scanners());
-        let resync = usize::try_from(RESYNC_AFTER).unwrap();
-        assert_eq!(stats.out_of_order, u64::from(RESYNC_AFTER) - 1);
-        assert_eq!(stats.resyncs, 1);
-        assert_eq!(obs.len(), 1 + 150 - (resync - 1));
-        assert_eq!(obs[1].at(), Timestamp::from_secs(1_763_712_000 + 99));
     }
 
     #[test]

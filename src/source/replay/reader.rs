@@ -4,8 +4,10 @@
 //! the time-order rules and counting every skipped line in
 //! [`ReplayStats`].
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Read};
 
+use super::order::Order;
 use super::*;
 
 /// Reads a recording line by line, yielding its observations in file order.
@@ -29,8 +31,11 @@ pub(super) struct Lines<'l> {
     layout: &'l Layout,
     /// Reused for every line.
     fields: Fields,
-    newest: Option<Timestamp>,
-    behind: u32,
+    /// The time-order rules.
+    order: Order,
+    /// Lines that passed them, not yet yielded (a held line and the one
+    /// that released it come out together).
+    pub(super) ready: VecDeque<Observation>,
     pub(super) stats: ReplayStats,
 }
 
@@ -61,13 +66,17 @@ impl<'l, R: BufRead> Reader<'l, R> {
     /// The next observation; `Ok(None)` at the end of input.
     fn read(&mut self) -> std::io::Result<Option<Observation>> {
         loop {
+            if let Some(obs) = self.lines.ready.pop_front() {
+                return Ok(Some(obs));
+            }
             let chunk = match self.inner.fill_buf() {
                 Ok(chunk) => chunk,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
             if chunk.is_empty() {
-                return Ok(None);
+                self.lines.finish();
+                return Ok(self.lines.ready.pop_front());
             }
             let window = &chunk[..chunk.len().min(MAX_LINE + 1)];
             // The common case: a line as `nearcast record` writes it, read
@@ -143,8 +152,8 @@ impl<'l> Lines<'l> {
         Lines {
             layout,
             fields: Fields::default(),
-            newest: None,
-            behind: 0,
+            order: Order::default(),
+            ready: VecDeque::new(),
             stats: ReplayStats::default(),
         }
     }
@@ -175,52 +184,28 @@ impl<'l> Lines<'l> {
         self.parsed(parsed)
     }
 
-    /// Counts one parsed line: skipped for its reason or for its time, or
-    /// passed on.
+    /// Counts one parsed line: skipped for its reason, or put to the
+    /// time-order rules; the next observation they pass on, if any.
     pub(super) fn parsed(&mut self, parsed: Result<Observation, Reason>) -> Option<Observation> {
         self.stats.lines += 1;
         let line_no = self.stats.lines;
-        let obs = match parsed {
-            Ok(obs) => obs,
-            Err(reason) => {
-                self.stats.skip(line_no, reason);
-                return None;
-            }
-        };
-        if !self.in_order(obs.at()) {
-            self.stats.skip(line_no, Reason::OutOfOrder);
-            return None;
+        match parsed {
+            Ok(obs) => self
+                .order
+                .push(obs, line_no, &mut self.ready, &mut self.stats),
+            Err(reason) => self.stats.skip(line_no, reason),
         }
-        match obs {
-            Observation::Ble(_) => self.stats.ble += 1,
-            Observation::Wifi(_) => self.stats.wifi += 1,
-        }
-        Some(obs)
+        self.ready.pop_front()
+    }
+
+    /// The end of the input: a line still held goes on.
+    pub(super) fn finish(&mut self) {
+        self.order.finish(&mut self.ready, &mut self.stats);
     }
 
     pub(super) fn too_long(&mut self) {
         self.stats.lines += 1;
         self.stats.skip(self.stats.lines, Reason::TooLong);
-    }
-
-    /// Checks `at` against the newest time so far; `false` to skip the line.
-    fn in_order(&mut self, at: Timestamp) -> bool {
-        let Some(newest) = self.newest else {
-            self.newest = Some(at);
-            return true;
-        };
-        if at < newest.saturating_sub(MAX_BACKWARDS) {
-            self.behind += 1;
-            if self.behind < RESYNC_AFTER {
-                return false;
-            }
-            self.stats.resyncs += 1;
-            self.newest = Some(at);
-        } else {
-            self.newest = Some(newest.max(at));
-        }
-        self.behind = 0;
-        true
     }
 }
 

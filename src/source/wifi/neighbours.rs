@@ -12,6 +12,14 @@
 //! lately, but the entry is there) counts as present for `stale_after` from
 //! when it went stale; `failed`, `incomplete` and deletion are gone. A MAC
 //! is present while any of its entries (IPv4 and IPv6) is.
+//!
+//! "When it went stale" is the kernel's, not ours: every entry in a dump
+//! or a notification carries its age (`NDA_CACHEINFO`'s `updated`, the time
+//! since its state last changed). The kernel keeps stale entries of a small
+//! table for hours, so on start (or after the netlink socket is reopened
+//! and the table dumped again) an entry that went stale long ago must not
+//! count from the moment it is read: a phone that left before the daemon
+//! started does not arrive.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,6 +37,11 @@ use crate::source::Feed;
 use crate::source::health::Health;
 
 const SOURCE: &str = "neighbours";
+
+/// The unit of the kernel's neighbour ages (`jiffies_to_clock_t`):
+/// `USER_HZ`, 100 on every architecture nearcast builds for (x86, arm,
+/// arm64), as `ip -s neigh` assumes through `sysconf(_SC_CLK_TCK)`.
+const USER_HZ: u64 = 100;
 
 /// What a neighbour state says about presence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,8 +96,17 @@ impl NeighbourTable {
     }
 
     /// Applies one entry's new state at `at`. `mac` is absent for entries
-    /// being resolved or failed; the entry's known MAC is used then.
-    pub fn update(&mut self, at: Timestamp, key: Key, mac: Option<BdAddr>, class: Class) {
+    /// being resolved or failed; the entry's known MAC is used then. `age`
+    /// is how long ago the kernel last changed the entry's state (it
+    /// reports it with every entry); a stale entry counts from then.
+    pub fn update(
+        &mut self,
+        at: Timestamp,
+        key: Key,
+        mac: Option<BdAddr>,
+        class: Class,
+        age: Option<Duration>,
+    ) {
         match class {
             Class::Ignore => {}
             Class::Gone => {
@@ -96,10 +118,16 @@ impl NeighbourTable {
                 };
                 let until = match class {
                     Class::Stale => {
-                        // Stale since its last confirmation: keep the earlier
-                        // deadline if it was already stale.
+                        // Stale since the kernel says it went stale; without
+                        // an age, since we first saw it stale (keeping the
+                        // earlier deadline if it already was).
                         let prev = self.entries.get(&key).and_then(|e| e.until);
-                        Some(prev.unwrap_or_else(|| at.saturating_add(self.stale_after)))
+                        let since = age.map(|a| at.saturating_sub(a));
+                        Some(match (since, prev) {
+                            (Some(since), _) => since.saturating_add(self.stale_after),
+                            (None, Some(prev)) => prev,
+                            (None, None) => at.saturating_add(self.stale_after),
+                        })
                     }
                     _ => None,
                 };
@@ -132,14 +160,24 @@ impl NeighbourTable {
     }
 }
 
-/// The key, MAC and class of a kernel neighbour message; `None` when it is
-/// on another interface or not an IP neighbour.
-fn parse(msg: &NeighbourMessage, ifindex: Option<u32>) -> Option<(Key, Option<BdAddr>, Class)> {
+/// One neighbour message, as the table takes it.
+struct Parsed {
+    key: Key,
+    mac: Option<BdAddr>,
+    class: Class,
+    /// Time since the entry's state last changed.
+    age: Option<Duration>,
+}
+
+/// The key, MAC, class and age of a kernel neighbour message; `None` when
+/// it is on another interface or not an IP neighbour.
+fn parse(msg: &NeighbourMessage, ifindex: Option<u32>) -> Option<Parsed> {
     if ifindex.is_some_and(|i| i != msg.header.ifindex) {
         return None;
     }
     let mut ip = None;
     let mut mac = None;
+    let mut age = None;
     for a in &msg.attributes {
         match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
@@ -151,10 +189,18 @@ fn parse(msg: &NeighbourMessage, ifindex: Option<u32>) -> Option<(Key, Option<Bd
             NeighbourAttribute::LinkLayerAddress(l) => {
                 mac = <[u8; 6]>::try_from(l.as_slice()).ok().map(BdAddr);
             }
+            NeighbourAttribute::CacheInfo(c) => {
+                age = Some(Duration::from_millis(u64::from(c.updated) * 1000 / USER_HZ));
+            }
             _ => {}
         }
     }
-    Some(((msg.header.ifindex, ip?), mac, classify(msg.header.state)))
+    Some(Parsed {
+        key: (msg.header.ifindex, ip?),
+        mac,
+        class: classify(msg.header.state),
+        age,
+    })
 }
 
 /// Brings the roster in line with the table at `at`; false when the
@@ -203,8 +249,8 @@ pub(crate) async fn session(
         loop {
             match dump.try_next().await {
                 Ok(Some(msg)) => {
-                    if let Some((key, mac, class)) = parse(&msg, ifindex) {
-                        table.update(at, key, mac, class);
+                    if let Some(p) = parse(&msg, ifindex) {
+                        table.update(at, p.key, p.mac, p.class, p.age);
                     }
                 }
                 Ok(None) => break,
@@ -229,13 +275,13 @@ pub(crate) async fn session(
                     let t = s.clock.now();
                     match msg.payload {
                         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
-                            if let Some((key, mac, class)) = parse(&n, ifindex) {
-                                table.update(t, key, mac, class);
+                            if let Some(p) = parse(&n, ifindex) {
+                                table.update(t, p.key, p.mac, p.class, p.age);
                             }
                         }
                         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => {
-                            if let Some((key, _, _)) = parse(&n, ifindex) {
-                                table.remove(&key);
+                            if let Some(p) = parse(&n, ifindex) {
+                                table.remove(&p.key);
                             }
                         }
                         _ => continue,
@@ -301,18 +347,38 @@ mod tests {
             v4.clone(),
             Some(PHONE),
             Class::Present,
+            None,
         );
         t.update(
             Timestamp::from_secs(1),
             v6.clone(),
             Some(PHONE),
             Class::Present,
+            None,
         );
         assert_eq!(present(&t, 1), [PHONE]);
         // Both go stale at 30 s; stale again later does not extend it.
-        t.update(Timestamp::from_secs(30), v4.clone(), None, Class::Stale);
-        t.update(Timestamp::from_secs(30), v6.clone(), None, Class::Stale);
-        t.update(Timestamp::from_secs(50), v4.clone(), None, Class::Stale);
+        t.update(
+            Timestamp::from_secs(30),
+            v4.clone(),
+            None,
+            Class::Stale,
+            None,
+        );
+        t.update(
+            Timestamp::from_secs(30),
+            v6.clone(),
+            None,
+            Class::Stale,
+            None,
+        );
+        t.update(
+            Timestamp::from_secs(50),
+            v4.clone(),
+            None,
+            Class::Stale,
+            None,
+        );
         assert_eq!(
             t.next_deadline(Timestamp::from_secs(50)),
             Some(Timestamp::from_secs(90))
@@ -320,10 +386,22 @@ mod tests {
         assert_eq!(present(&t, 89), [PHONE]);
         assert_eq!(present(&t, 90), []);
         // Reachable again: present with no deadline.
-        t.update(Timestamp::from_secs(95), v4.clone(), None, Class::Present);
+        t.update(
+            Timestamp::from_secs(95),
+            v4.clone(),
+            None,
+            Class::Present,
+            None,
+        );
         assert_eq!(present(&t, 1000), [PHONE]);
         // Failed (no MAC in the message) removes the entry.
-        t.update(Timestamp::from_secs(96), v4.clone(), None, Class::Gone);
+        t.update(
+            Timestamp::from_secs(96),
+            v4.clone(),
+            None,
+            Class::Gone,
+            None,
+        );
         t.remove(&v6);
         assert_eq!(present(&t, 96), []);
         // An entry never resolved has no MAC and is not a station.
@@ -332,7 +410,75 @@ mod tests {
             (3, vec![10, 0, 0, 9]),
             None,
             Class::Present,
+            None,
         );
         assert_eq!(present(&t, 97), []);
+    }
+
+    #[test]
+    fn a_stale_entry_counts_from_when_the_kernel_says_it_went_stale() {
+        let mut t = NeighbourTable::new(Duration::from_secs(60));
+        let left: Key = (3, vec![10, 0, 0, 2]);
+        let fresh: Key = (3, vec![10, 0, 0, 3]);
+        let other = BdAddr([0xC4, 0x7C, 0x8D, 0x6A, 0x11, 0x03]);
+        // Read at 1000 s (a daemon start): one went stale 38 s ago, one
+        // 61 s ago (as long ago as stale_after, and more: never present).
+        t.update(
+            Timestamp::from_secs(1000),
+            left.clone(),
+            Some(PHONE),
+            Class::Stale,
+            Some(Duration::from_secs(38)),
+        );
+        t.update(
+            Timestamp::from_secs(1000),
+            fresh.clone(),
+            Some(other),
+            Class::Stale,
+            Some(Duration::from_secs(61)),
+        );
+        assert_eq!(present(&t, 1000), [PHONE]);
+        assert_eq!(
+            t.next_deadline(Timestamp::from_secs(1000)),
+            Some(Timestamp::from_secs(1022))
+        );
+        assert_eq!(present(&t, 1022), []);
+        // A notification later carries the same age, moved on: same deadline.
+        t.update(
+            Timestamp::from_secs(1010),
+            left,
+            None,
+            Class::Stale,
+            Some(Duration::from_secs(48)),
+        );
+        assert_eq!(
+            t.next_deadline(Timestamp::from_secs(1010)),
+            Some(Timestamp::from_secs(1022))
+        );
+    }
+
+    #[test]
+    fn the_age_comes_from_the_cache_info_in_user_hz() {
+        use rtnetlink::packet_route::neighbour::NeighbourCacheInfo;
+        let mut msg = NeighbourMessage::default();
+        msg.header.ifindex = 3;
+        msg.header.state = NeighbourState::Stale;
+        // confirmed, used, updated, refcnt, as the kernel lays them out.
+        let bytes: Vec<u8> = [9_000u32, 9_000, 3_812, 1]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let info = NeighbourCacheInfo::parse(&bytes).unwrap();
+        msg.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::Inet([10, 0, 0, 2].into())),
+            NeighbourAttribute::LinkLayerAddress(PHONE.0.to_vec()),
+            NeighbourAttribute::CacheInfo(info),
+        ];
+        let p = parse(&msg, Some(3)).unwrap();
+        assert_eq!(p.key, (3, vec![10, 0, 0, 2]));
+        assert_eq!(p.mac, Some(PHONE));
+        assert_eq!(p.class, Class::Stale);
+        assert_eq!(p.age, Some(Duration::from_millis(38_120)));
+        assert!(parse(&msg, Some(4)).is_none());
     }
 }

@@ -102,7 +102,7 @@ struct RawFallback {
 #[serde(deny_unknown_fields)]
 struct RawMessage {
     id: Spanned<String>,
-    ttl: Dur,
+    ttl: Spanned<Dur>,
     plain: Spanned<String>,
     #[serde(default = "one")]
     max_segments: u32,
@@ -191,6 +191,10 @@ pub(super) fn build(src: &mut Source, zones: &Zones, daemon: &Daemon) -> Option<
     (src.errors.len() == before).then_some(engine)
 }
 
+/// The shortest time to live: the worker claims due messages about once a
+/// second, and a provider takes a few seconds to answer.
+const MIN_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One `[[message]]`: its id, templates, segments and media checked.
 fn message(src: &mut Source, m: RawMessage, seen: &mut HashSet<String>) -> Message {
     let id = m.id.get_ref().clone();
@@ -206,6 +210,13 @@ fn message(src: &mut Source, m: RawMessage, seen: &mut HashSet<String>) -> Messa
             m.id.span(),
             format!("message `{id}` is defined twice"),
             None,
+        );
+    }
+    if m.ttl.get_ref().0 < MIN_TTL {
+        src.error(
+            m.ttl.span(),
+            format!("message `{id}`: ttl must be at least 10s"),
+            Some("a message past its ttl is never sent, and sending takes a few seconds; \"10m\" suits a welcome".into()),
         );
     }
     check_template(src, &m.plain);
@@ -256,7 +267,7 @@ fn message(src: &mut Source, m: RawMessage, seen: &mut HashSet<String>) -> Messa
     });
     Message {
         id: id.as_str().into(),
-        ttl: m.ttl.0,
+        ttl: m.ttl.get_ref().0,
         plain: m.plain.into_inner(),
         max_segments: m.max_segments,
         medium,

@@ -111,7 +111,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawClock {
     require_sync: Option<bool>,
-    max_jump: Option<Dur>,
+    max_jump: Option<Spanned<Dur>>,
     settle: Option<Dur>,
 }
 
@@ -127,8 +127,8 @@ struct RawPrivacy {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawGuard {
-    min_interval: Option<Dur>,
-    identity_interval: Option<Dur>,
+    min_interval: Option<Spanned<Dur>>,
+    identity_interval: Option<Spanned<Dur>>,
     max_addresses: Option<Spanned<usize>>,
     max_identities: Option<Spanned<usize>>,
     identity_window: Option<Dur>,
@@ -146,11 +146,11 @@ struct RawDatabase {
 #[serde(deny_unknown_fields)]
 struct RawOutbox {
     lease: Option<Spanned<Dur>>,
-    batch: Option<u32>,
-    poll: Option<Dur>,
-    max_attempts: Option<u32>,
+    batch: Option<Spanned<u32>>,
+    poll: Option<Spanned<Dur>>,
+    max_attempts: Option<Spanned<u32>>,
     backoff_min: Option<Dur>,
-    backoff_max: Option<Dur>,
+    backoff_max: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]
@@ -180,10 +180,10 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
     let privacy = privacy(src, &raw.privacy);
     let guard = guard_config(src, &raw.guard);
     let api = super::api::build(src, raw.api.as_ref(), raw.webhooks.as_ref(), &channels);
+    let clock = clock(src, &raw.clock);
     if src.errors.len() > before {
         return None;
     }
-    let clock = clock(&raw.clock);
     Some(Daemon {
         privacy,
         clock,
@@ -198,23 +198,53 @@ pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Op
     })
 }
 
-/// `[outbox]`: lease, batch and retries, within bounds.
+/// `[outbox]`: lease, batch and retries, within bounds: a value outside
+/// them is refused, never quietly replaced (a zero lease or no attempts
+/// would leave every message unsent).
 fn outbox(src: &mut Source, raw: &RawOutbox) -> OutboxSettings {
-    let defaults = OutboxSettings::default();
+    let d = OutboxSettings::default();
+    let secs = |s| Dur(Duration::from_secs(s));
+    let lease = within(src, raw.lease.as_ref(), Dur(d.lease), "lease", secs(1)..=secs(3600),
+        "a message claimed by a worker that stopped is sent again after the lease; 30s is the default").0;
+    let poll = within(
+        src,
+        raw.poll.as_ref(),
+        Dur(d.poll),
+        "poll",
+        Dur(Duration::from_millis(100))..=secs(60),
+        "how often an idle worker looks for due messages; 1s is the default",
+    )
+    .0;
+    let batch = within(
+        src,
+        raw.batch.as_ref(),
+        d.batch,
+        "batch",
+        1..=1000,
+        "messages claimed per round; 32 is the default",
+    );
+    let max_attempts = within(
+        src,
+        raw.max_attempts.as_ref(),
+        d.max_attempts,
+        "max_attempts",
+        1..=100,
+        "attempts before a message failing on a working channel is given up; 10 is the default",
+    );
     let outbox = OutboxSettings {
-        lease: raw.lease.as_ref().map_or(defaults.lease, |d| d.get_ref().0),
-        batch: raw.batch.unwrap_or(defaults.batch).clamp(1, 1000),
-        poll: raw.poll.map_or(defaults.poll, |d| d.0),
-        max_attempts: raw
-            .max_attempts
-            .unwrap_or(defaults.max_attempts)
-            .clamp(1, 100),
-        backoff_min: raw.backoff_min.map_or(defaults.backoff_min, |d| d.0),
-        backoff_max: raw.backoff_max.map_or(defaults.backoff_max, |d| d.0),
+        lease,
+        batch,
+        poll,
+        max_attempts,
+        backoff_min: raw.backoff_min.map_or(d.backoff_min, |d| d.0),
+        backoff_max: raw
+            .backoff_max
+            .as_ref()
+            .map_or(d.backoff_max, |d| d.get_ref().0),
     };
     if outbox.backoff_max < outbox.backoff_min {
         src.error(
-            0..0,
+            raw.backoff_max.as_ref().map_or(0..0, Spanned::span),
             "[outbox] backoff_max is shorter than backoff_min",
             Some("backoff_max is the longest wait between attempts".into()),
         );
@@ -280,6 +310,57 @@ fn humantime(d: Duration) -> String {
     }
 }
 
+/// An `[outbox]` value within `range`, or an error at it (and `default`).
+fn within<T: Copy + PartialOrd + Into<Shown>>(
+    src: &mut Source,
+    v: Option<&Spanned<T>>,
+    default: T,
+    key: &str,
+    range: std::ops::RangeInclusive<T>,
+    hint: &str,
+) -> T {
+    match v {
+        Some(v) if range.contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            src.error(
+                v.span(),
+                format!(
+                    "[outbox] {key} must be between {} and {}",
+                    (*range.start()).into(),
+                    (*range.end()).into()
+                ),
+                Some(hint.to_owned()),
+            );
+            default
+        }
+        None => default,
+    }
+}
+
+/// A bound as written in the file: `"1s"` or `100`.
+struct Shown(String);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<u32> for Shown {
+    fn from(n: u32) -> Shown {
+        Shown(n.to_string())
+    }
+}
+
+impl From<Dur> for Shown {
+    fn from(d: Dur) -> Shown {
+        Shown(format!(
+            "\"{:#}\"",
+            jiff::SignedDuration::try_from(d.0).unwrap_or_default()
+        ))
+    }
+}
+
 /// `[log] filter` in `RUST_LOG` syntax.
 fn check_log_filter(src: &mut Source, filter: &str) {
     if tracing_subscriber::EnvFilter::try_new(filter).is_err() {
@@ -335,12 +416,25 @@ fn privacy(src: &mut Source, p: &RawPrivacy) -> Privacy {
     privacy
 }
 
-/// `[clock]`: when the wall clock is trusted.
-fn clock(raw: &RawClock) -> ClockSettings {
+/// `[clock]`: when the wall clock is trusted. A `max_jump` under a second
+/// would take NTP's ordinary slewing for jumps and hold every decision.
+fn clock(src: &mut Source, raw: &RawClock) -> ClockSettings {
     let clock_defaults = ClockSettings::default();
+    if let Some(j) = &raw.max_jump
+        && j.get_ref().0 < Duration::from_secs(1)
+    {
+        src.error(
+            j.span(),
+            "[clock] max_jump must be at least 1s",
+            Some("a step larger than this holds decisions for `settle`; 2m is the default".into()),
+        );
+    }
     ClockSettings {
         require_sync: raw.require_sync.unwrap_or(clock_defaults.require_sync),
-        max_jump: raw.max_jump.map_or(clock_defaults.max_jump, |d| d.0),
+        max_jump: raw
+            .max_jump
+            .as_ref()
+            .map_or(clock_defaults.max_jump, |d| d.get_ref().0),
         settle: raw.settle.map_or(clock_defaults.settle, |d| d.0),
     }
 }
@@ -355,11 +449,31 @@ fn guard_config(src: &mut Source, raw: &RawGuard) -> GuardConfig {
         Some(n) => *n.get_ref(),
         None => default,
     };
+    let max_addresses = count(&raw.max_addresses, d.max_addresses, 16, "max_addresses");
+    let max_identities = count(&raw.max_identities, d.max_identities, 1, "max_identities");
+    // Presence averages a scanner's samples over a window of seconds; a
+    // guard letting one through less often would starve it.
+    let mut interval = |v: &Option<Spanned<Dur>>, default: Duration, what: &str| match v {
+        Some(i) if i.get_ref().0 > Duration::from_secs(1) => {
+            src.error(
+                i.span(),
+                format!("[guard] {what} must be at most 1s"),
+                Some("presence needs several samples per scanner within `[radio] window`; 100ms is the default".into()),
+            );
+            default
+        }
+        Some(i) => i.get_ref().0,
+        None => default,
+    };
     GuardConfig {
-        max_addresses: count(&raw.max_addresses, d.max_addresses, 16, "max_addresses"),
-        max_identities: count(&raw.max_identities, d.max_identities, 1, "max_identities"),
-        min_interval: raw.min_interval.map_or(d.min_interval, |v| v.0),
-        identity_interval: raw.identity_interval.map_or(d.identity_interval, |v| v.0),
+        max_addresses,
+        max_identities,
+        min_interval: interval(&raw.min_interval, d.min_interval, "min_interval"),
+        identity_interval: interval(
+            &raw.identity_interval,
+            d.identity_interval,
+            "identity_interval",
+        ),
         identity_window: raw.identity_window.map_or(d.identity_window, |v| v.0),
         quarantine: raw.quarantine.map_or(d.quarantine, |v| v.0),
     }

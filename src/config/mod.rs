@@ -628,6 +628,132 @@ mod load_tests {
         assert!(msg.contains("unknown adapter `pigeon`"), "{msg}");
     }
 
+    /// Values that parse but would quietly turn a feature off (a scanner
+    /// nobody can be near, a zone nobody can enter, messages that expire
+    /// before they are sent, a lease that lets every worker send the same
+    /// row): refused at the value with a hint.
+    #[test]
+    fn values_that_switch_features_off_are_refused() {
+        let cases: [(&str, &str, &str, &str); 17] = [
+            (
+                ZONES_FILE,
+                "position = [1.0, 6.0]",
+                "position = [1.0, 6.0, 2.0]",
+                "a position is two numbers, [x, y], not 3 | the floor plan is flat: metres to the right and up from a fixed corner, e.g. [1.0, 6.0]",
+            ),
+            (
+                ZONES_FILE,
+                "position = [1.0, 6.0]",
+                "position = [nan, 6.0]",
+                "a position must be two finite numbers (nan and inf are not positions) | metres from a fixed corner of the store, e.g. [1.0, 6.0]",
+            ),
+            (
+                ZONES_FILE,
+                "position = [1.0, 6.0]",
+                "position = [1.0, -inf]",
+                "a position must be two finite numbers (nan and inf are not positions) | metres from a fixed corner of the store, e.g. [1.0, 6.0]",
+            ),
+            (
+                ZONES_FILE,
+                "position = [1.0, 6.0]",
+                "position = [1.0e9, 6.0]",
+                "[1000000000, 6] is more than 10000 m from the floor plan's origin | positions are metres from a fixed corner of the store",
+            ),
+            (
+                ZONES_FILE,
+                "[20.0, 7.0], [20.0, 12.0]",
+                "[inf, 7.0], [20.0, 12.0]",
+                "a position must be two finite numbers (nan and inf are not positions) | metres from a fixed corner of the store, e.g. [1.0, 6.0]",
+            ),
+            (
+                ZONES_FILE,
+                "[20.0, 7.0], [20.0, 12.0]",
+                "[20.0, 7.0, 1.0], [20.0, 12.0]",
+                "a position is two numbers, [x, y], not 3 | the floor plan is flat: metres to the right and up from a fixed corner, e.g. [1.0, 6.0]",
+            ),
+            (
+                ZONES_FILE,
+                "path_loss_exponent = 2.5 ",
+                "path_loss_exponent = 0.0 ",
+                "path_loss_exponent must be between 1.0 and 6.0 | 2.0 is free space; 2.5–3.5 suits a shop floor",
+            ),
+            (
+                ZONES_FILE,
+                "path_loss_exponent = 2.5 ",
+                "path_loss_exponent = nan ",
+                "path_loss_exponent must be between 1.0 and 6.0 | 2.0 is free space; 2.5–3.5 suits a shop floor",
+            ),
+            (
+                ZONES_FILE,
+                "rssi_offset = 0.0 ",
+                "rssi_offset = nan ",
+                "rssi_offset must be a number of dB between -40 and 40 | 0 for a bare adapter; a few dB for an enclosure or an external antenna",
+            ),
+            (
+                ZONES_FILE,
+                "enter = 2.5",
+                "enter = nan",
+                "`enter` must be a positive distance in metres",
+            ),
+            (
+                ZONES_FILE,
+                "mon = \"08:00-20:00\"",
+                "mon = \"+8:00-20:00\"",
+                "invalid opening hours \"+8:00-20:00\" | write \"09:00-20:00\", several ranges separated by commas, or \"closed\"",
+            ),
+            (
+                CAMPAIGNS_FILE,
+                "ttl = \"5m\"",
+                "ttl = \"0s\"",
+                "message `coffee`: ttl must be at least 10s | a message past its ttl is never sent, and sending takes a few seconds; \"10m\" suits a welcome",
+            ),
+            (
+                DAEMON_FILE,
+                "lease = \"30s\"",
+                "lease = \"0s\"",
+                "[outbox] lease must be between \"1s\" and \"1h\" | a message claimed by a worker that stopped is sent again after the lease; 30s is the default",
+            ),
+            (
+                DAEMON_FILE,
+                "# max_attempts = 10 ",
+                "max_attempts = 0 ",
+                "[outbox] max_attempts must be between 1 and 100 | attempts before a message failing on a working channel is given up; 10 is the default",
+            ),
+            (
+                DAEMON_FILE,
+                "poll = \"1s\"",
+                "poll = \"0s\"",
+                "[outbox] poll must be between \"100ms\" and \"1m\" | how often an idle worker looks for due messages; 1s is the default",
+            ),
+            (
+                DAEMON_FILE,
+                "max_jump = \"2m\"",
+                "max_jump = \"0s\"",
+                "[clock] max_jump must be at least 1s | a step larger than this holds decisions for `settle`; 2m is the default",
+            ),
+            (
+                DAEMON_FILE,
+                "[log]",
+                "[guard]\nmin_interval = \"1m\"\n[log]",
+                "[guard] min_interval must be at most 1s | presence needs several samples per scanner within `[radio] window`; 100ms is the default",
+            ),
+        ];
+        for (file, from, to, expected) in cases {
+            let msg = one_error(file, |t| {
+                assert!(t.contains(from), "{from}");
+                t.replacen(from, to, 1)
+            });
+            let line = line_of(file, from);
+            let (at, text) = msg.split_once(": ").unwrap();
+            let (l, column) = at.split_once(':').unwrap();
+            // The `[guard]` section is new: its value is on the next line.
+            let line = line + usize::from(to.starts_with("[guard]"));
+            assert_eq!((l, text), (line.to_string().as_str(), expected), "{to}");
+            // At the value (or the key's line), never at 1:1.
+            assert!(column.parse::<usize>().unwrap() > 1 || line > 1, "{msg}");
+        }
+    }
+
     #[test]
     fn syntax_errors_point_at_the_character() {
         let msg = one_error(ZONES_FILE, |t| {

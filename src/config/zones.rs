@@ -48,7 +48,7 @@ struct RawRadio {
     #[serde(default = "default_power")]
     measured_power: i8,
     #[serde(default = "default_exponent")]
-    path_loss_exponent: f64,
+    path_loss_exponent: Spanned<f64>,
     #[serde(default = "default_window")]
     window: Spanned<Window>,
     #[serde(default = "default_tick")]
@@ -87,8 +87,8 @@ impl Default for RawRadio {
 fn default_power() -> i8 {
     -59
 }
-fn default_exponent() -> f64 {
-    2.0
+fn default_exponent() -> Spanned<f64> {
+    Spanned::new(0..0, 2.0)
 }
 fn default_window() -> Spanned<Window> {
     Spanned::new(0..0, Window::Time(Dur(Radio::default().window)))
@@ -110,9 +110,8 @@ fn default_signal_timeout() -> Dur {
 #[serde(deny_unknown_fields)]
 struct RawScanner {
     id: Spanned<String>,
-    position: [f64; 2],
-    #[serde(default)]
-    rssi_offset: f64,
+    position: Spanned<Vec<f64>>,
+    rssi_offset: Option<Spanned<f64>>,
     path_loss_exponent: Option<Spanned<f64>>,
 }
 
@@ -140,7 +139,7 @@ struct RawZone {
     scanner: Option<Spanned<String>>,
     enter: Option<Spanned<f64>>,
     exit: Option<Spanned<f64>>,
-    polygon: Option<Spanned<Vec<[f64; 2]>>>,
+    polygon: Option<Spanned<Vec<Spanned<Vec<f64>>>>>,
     exit_margin: Option<Spanned<f64>>,
     group: Option<Spanned<String>>,
     range: Option<Spanned<f64>>,
@@ -166,7 +165,7 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
     let tz = time_zone(src, &raw.time_zone);
     let opening = opening_hours(src, raw.hours.get_ref());
     let radio = radio(src, &raw.radio);
-    let scanners = scanners(src, &raw.scanners, raw.radio.path_loss_exponent);
+    let scanners = scanners(src, &raw.scanners, &raw.radio.path_loss_exponent);
     let calibrations = calibrations(src, &raw.calibrations);
     let (zones, groups) = zones(src, &raw.zones, &scanners);
     overlapping_areas(src, &raw.zones, &zones, &groups);
@@ -221,7 +220,7 @@ fn opening_hours(src: &mut Source, h: &Hours) -> [Vec<TimeRange>; 7] {
 
 /// `[[scanner]]`: unique ids, positions, and each one's path-loss exponent
 /// (`[radio]`'s unless it sets its own); at least one.
-fn scanners(src: &mut Source, raw: &[RawScanner], default_exponent: f64) -> Vec<Scanner> {
+fn scanners(src: &mut Source, raw: &[RawScanner], default_exponent: &Spanned<f64>) -> Vec<Scanner> {
     let mut scanners = Vec::new();
     let mut seen = HashSet::new();
     for s in raw {
@@ -233,24 +232,27 @@ fn scanners(src: &mut Source, raw: &[RawScanner], default_exponent: f64) -> Vec<
                 None,
             );
         }
-        let exponent = s
-            .path_loss_exponent
-            .as_ref()
-            .map_or(default_exponent, |e| *e.get_ref());
-        if let Some(e) = &s.path_loss_exponent
-            && !(1.0..=6.0).contains(e.get_ref())
+        let exponent = s.path_loss_exponent.as_ref().unwrap_or(default_exponent);
+        if s.path_loss_exponent.is_some() {
+            check_exponent(src, exponent);
+        }
+        let rssi_offset = s.rssi_offset.as_ref().map_or(0.0, |o| *o.get_ref());
+        if let Some(o) = &s.rssi_offset
+            && !(-MAX_RSSI_OFFSET_DB..=MAX_RSSI_OFFSET_DB).contains(o.get_ref())
         {
             src.error(
-                e.span(),
-                "path_loss_exponent must be between 1.0 and 6.0",
-                Some("2.0 is free space; 2.5–3.5 suits a shop floor".into()),
+                o.span(),
+                format!(
+                    "rssi_offset must be a number of dB between -{MAX_RSSI_OFFSET_DB} and {MAX_RSSI_OFFSET_DB}"
+                ),
+                Some("0 for a bare adapter; a few dB for an enclosure or an external antenna".into()),
             );
         }
         scanners.push(Scanner {
             id: id.as_str().into(),
-            position: (s.position[0], s.position[1]),
-            rssi_offset: s.rssi_offset,
-            path_loss_exponent: exponent,
+            position: point(src, &s.position).unwrap_or_default(),
+            rssi_offset,
+            path_loss_exponent: *exponent.get_ref(),
         });
     }
     if scanners.is_empty() {
@@ -264,6 +266,52 @@ fn scanners(src: &mut Source, raw: &[RawScanner], default_exponent: f64) -> Vec<
         );
     }
     scanners
+}
+
+/// Largest `rssi_offset` either way, dB: more is no enclosure or antenna
+/// but a typo, and would put the scanner's every customer out of range.
+const MAX_RSSI_OFFSET_DB: f64 = 40.0;
+/// Largest coordinate on the floor plan, metres.
+const MAX_COORDINATE_M: f64 = 10_000.0;
+
+/// A `path_loss_exponent` (`[radio]`'s or a scanner's): 0, NaN or an
+/// extreme value would make every distance estimate meaningless.
+fn check_exponent(src: &mut Source, e: &Spanned<f64>) {
+    if !(1.0..=6.0).contains(e.get_ref()) {
+        src.error(
+            e.span(),
+            "path_loss_exponent must be between 1.0 and 6.0",
+            Some("2.0 is free space; 2.5–3.5 suits a shop floor".into()),
+        );
+    }
+}
+
+/// A position on the floor plan, `[x, y]` in metres: two finite numbers
+/// within reach; an error at it otherwise.
+fn point(src: &mut Source, p: &Spanned<Vec<f64>>) -> Option<(f64, f64)> {
+    match p.get_ref().as_slice() {
+        &[x, y] if x.is_finite() && y.is_finite() => {
+            if x.abs() <= MAX_COORDINATE_M && y.abs() <= MAX_COORDINATE_M {
+                return Some((x, y));
+            }
+            src.error(
+                p.span(),
+                format!("[{x}, {y}] is more than {MAX_COORDINATE_M} m from the floor plan's origin"),
+                Some("positions are metres from a fixed corner of the store".into()),
+            );
+        }
+        &[_, _] => src.error(
+            p.span(),
+            "a position must be two finite numbers (nan and inf are not positions)",
+            Some("metres from a fixed corner of the store, e.g. [1.0, 6.0]".into()),
+        ),
+        v => src.error(
+            p.span(),
+            format!("a position is two numbers, [x, y], not {}", v.len()),
+            Some("the floor plan is flat: metres to the right and up from a fixed corner, e.g. [1.0, 6.0]".into()),
+        ),
+    }
+    None
 }
 
 /// `[[calibration]]`: a measured power for one iBeacon UUID or one
@@ -330,6 +378,15 @@ fn zones(src: &mut Source, raw: &[RawZone], scanners: &[Scanner]) -> (Vec<Zone>,
                     );
                 }
                 store_zone = Some(zones.len());
+                if let Some(r) = &z.range
+                    && !(*r.get_ref() > 0.0 && *r.get_ref() <= MAX_COORDINATE_M)
+                {
+                    src.error(
+                        r.span(),
+                        "`range` must be a positive distance in metres",
+                        Some("how far from the nearest scanner a customer still counts as in the store; leave it out for anywhere heard".into()),
+                    );
+                }
                 ZoneKind::Store {
                     range_m: z.range.as_ref().map(|r| *r.get_ref()),
                 }
@@ -435,14 +492,19 @@ fn near_zone(src: &mut Source, z: &RawZone, scanner_names: &[String]) -> ZoneKin
     };
     let enter = z.enter.as_ref().map_or(2.0, |e| *e.get_ref());
     let exit = z.exit.as_ref().map_or(enter * 1.5, |e| *e.get_ref());
-    if enter <= 0.0 {
+    if !(enter > 0.0 && enter <= MAX_COORDINATE_M) {
         src.error(
             z.enter.as_ref().map_or(z.kind.span(), Spanned::span),
             "`enter` must be a positive distance in metres",
             None,
         );
-    }
-    if exit < enter {
+    } else if !(0.0..=MAX_COORDINATE_M).contains(&exit) {
+        src.error(
+            z.exit.as_ref().map_or(z.kind.span(), Spanned::span),
+            "`exit` must be a distance in metres",
+            None,
+        );
+    } else if exit < enter {
         src.error(
             z.exit.as_ref().map_or(z.kind.span(), Spanned::span),
             format!("`exit` ({exit} m) must be at least `enter` ({enter} m)"),
@@ -463,9 +525,12 @@ fn area_zone(src: &mut Source, z: &RawZone, groups: &mut Vec<Arc<str>>) -> ZoneK
     let id = z.id.get_ref();
     let polygon = match &z.polygon {
         Some(p) if p.get_ref().len() >= 3 => {
-            let ring: Vec<(f64, f64)> = p.get_ref().iter().map(|c| (c[0], c[1])).collect();
-            let poly = geo::Polygon::new(geo::LineString::from(ring), vec![]);
-            if geo::Area::unsigned_area(&poly) <= f64::EPSILON {
+            // Every corner checked, so one run names each bad one.
+            let corners: Vec<Option<(f64, f64)>> =
+                p.get_ref().iter().map(|c| point(src, c)).collect();
+            let ring: Option<Vec<(f64, f64)>> = corners.into_iter().collect();
+            let poly = geo::Polygon::new(ring.unwrap_or_default().into(), vec![]);
+            if !poly.exterior().0.is_empty() && geo::Area::unsigned_area(&poly) <= f64::EPSILON {
                 src.error(
                     p.span(),
                     "the polygon has no area",
@@ -524,6 +589,7 @@ fn area_zone(src: &mut Source, z: &RawZone, groups: &mut Vec<Arc<str>>) -> ZoneK
 const DEFAULT_GROUP: &str = "areas";
 
 fn radio(src: &mut Source, raw: &RawRadio) -> Radio {
+    check_exponent(src, &raw.path_loss_exponent);
     let tick = raw.tick.get_ref().0;
     if tick < Duration::from_millis(100) || tick > Duration::from_secs(10) {
         src.error(

@@ -38,7 +38,9 @@ impl TimeRange {
         let (a, b) = s.trim().split_once('-')?;
         let minutes = |t: &str| -> Option<u16> {
             let (h, m) = t.trim().split_once(':')?;
-            if h.len() != 2 || m.len() != 2 {
+            // Two digits each: `parse` alone would take "+8" or "+0".
+            let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+            if !digits(h) || !digits(m) {
                 return None;
             }
             let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
@@ -1463,6 +1465,8 @@ mod tests {
             "25:00-26:00",
             "09:60-10:00",
             "10:00-10:00",
+            "+8:00-20:00",
+            "08:+0-20:00",
         ] {
             assert_eq!(TimeRange::parse(bad), None, "{bad}");
         }

@@ -97,6 +97,9 @@ impl Drop for StandIn {
 /// would otherwise retry for hours).
 pub const PRISM_INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The system's certificate authorities (Debian's `ca-certificates`).
+const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// The `prism` executable: `tests/package.json` and `tests/package-lock.json`
 /// (Stoplight Prism with every dependency pinned) installed with `npm ci`
 /// into the target directory on first use, and reused while the lockfile
@@ -149,6 +152,14 @@ pub fn prism() -> PathBuf {
         ])
         // npm's own download cache lives in the target directory too.
         .arg(format!("--cache={}", target.join("npm-cache").display()))
+        // Node trusts only its own copy of the public roots; a machine that
+        // reaches the registry through its own CA (a company proxy) has it
+        // in the system store, which Debian keeps here.
+        .args(
+            Some(Path::new(SYSTEM_CAS))
+                .filter(|p| p.exists())
+                .map(|p| format!("--cafile={}", p.display())),
+        )
         .current_dir(&tmp)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())

@@ -43,6 +43,22 @@ fn config_copy(dir: &Path) -> PathBuf {
     c
 }
 
+/// A copy of the example config with its customers imported into the
+/// configured database.
+fn config_with_customers(dir: &Path) -> PathBuf {
+    let c = config_copy(dir);
+    let csv = c.join("customers.csv");
+    let import = nearcast(&[
+        "customers",
+        "import",
+        csv.to_str().unwrap(),
+        "--config",
+        c.to_str().unwrap(),
+    ]);
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    c
+}
+
 #[test]
 fn check_config_accepts_the_example_and_refuses_a_typo_with_its_position() {
     let ok = nearcast(&["check-config", "--config", example().to_str().unwrap()]);
@@ -663,20 +679,8 @@ fn only_commands_that_start_a_database_create_one() {
 #[test]
 fn a_replay_without_one_valid_line_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let c = config_copy(dir.path());
+    let c = config_with_customers(dir.path());
     let cfg = c.to_str().unwrap();
-    let csv = c.join("customers.csv");
-    assert!(
-        nearcast(&[
-            "customers",
-            "import",
-            csv.to_str().unwrap(),
-            "--config",
-            cfg
-        ])
-        .status
-        .success()
-    );
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "garbage\n{\"x\":1}\n").unwrap();
     for dry in [true, false] {
@@ -719,20 +723,8 @@ fn scan_without_a_system_bus_fails_and_says_why() {
 #[test]
 fn typos_are_refused_with_what_was_meant() {
     let dir = tempfile::tempdir().unwrap();
-    let c = config_copy(dir.path());
+    let c = config_with_customers(dir.path());
     let cfg = c.to_str().unwrap();
-    let csv = c.join("customers.csv");
-    assert!(
-        nearcast(&[
-            "customers",
-            "import",
-            csv.to_str().unwrap(),
-            "--config",
-            cfg
-        ])
-        .status
-        .success()
-    );
     let state = nearcast(&["outbox", "list", "--state", "snt", "--config", cfg]);
     assert_eq!(state.status.code(), Some(1));
     assert_eq!(

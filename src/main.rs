@@ -48,6 +48,31 @@ enum Command {
         #[arg(long, value_name = "URL")]
         provider: Option<String>,
     },
+    /// Be a remote scanner of another box: publish this box's BLE sightings
+    /// to the store's MQTT broker (knows no customer).
+    Scanner {
+        /// The broker: mqtt://host:port, or mqtts://host:port for TLS.
+        #[arg(long, value_name = "URL")]
+        mqtt: String,
+        /// This scanner's name: its `node` in the main box's zones.toml.
+        #[arg(long, value_name = "NAME")]
+        id: String,
+        /// The main box's store_id (default: zones.toml's, if --config has one).
+        #[arg(long, value_name = "ID")]
+        store: Option<String>,
+        /// BlueZ adapter.
+        #[arg(long, default_value = "hci0")]
+        adapter: String,
+        /// Broker account.
+        #[arg(long)]
+        username: Option<String>,
+        /// File with the broker password (relative: a systemd credential).
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+        /// CA certificate(s), PEM, for mqtts://.
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<PathBuf>,
+    },
     /// A local stand-in for the providers' APIs, for `demo --provider`.
     #[command(hide = true)]
     StandIn {
@@ -389,6 +414,29 @@ fn run(cli: Cli, log: &LogFilter) -> Result<Exit, nearcast::app::Error> {
             cli::scan(dir, &opts)
         }
         Command::Run { db } => cli::run(config()?, db),
+        Command::Scanner {
+            mqtt,
+            id,
+            store,
+            adapter,
+            username,
+            password_file,
+            ca_file,
+        } => {
+            let store = match store {
+                Some(s) => s,
+                None => cli::load(dir)?.store_id,
+            };
+            cli::scanner(&cli::ScannerOptions {
+                url: mqtt,
+                id,
+                store,
+                adapter,
+                username,
+                password_file,
+                ca_file,
+            })
+        }
         Command::Customers { action, db } => {
             let action = match action {
                 CustomersCmd::Import { file } => CustomersAction::Import(file),

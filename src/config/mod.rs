@@ -524,9 +524,7 @@ mod load_tests {
     type Edit<'a> = (&'a str, &'a dyn Fn(&str) -> String);
 
     /// A copy of the example config with each file's edit applied.
-    fn with_edits(
-        edits: &[Edit<'_>],
-    ) -> (tempfile::TempDir, Result<Config, Errors>) {
+    fn with_edits(edits: &[Edit<'_>]) -> (tempfile::TempDir, Result<Config, Errors>) {
         let dir = tempfile::tempdir().unwrap();
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         for name in [DAEMON_FILE, ZONES_FILE, CAMPAIGNS_FILE] {

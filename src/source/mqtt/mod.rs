@@ -311,6 +311,10 @@ pub struct Nodes {
     broker_down: AtomicBool,
     /// Messages from nodes `zones.toml` does not have.
     pub unknown_node: AtomicU64,
+    /// Bumped whenever a node's state or the connection changes (and at
+    /// every failed connection attempt, and each message of an unknown node): the daemon's tick reads the state
+    /// anyway; tests wait on this instead of the clock.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Nodes {
@@ -340,7 +344,18 @@ impl Nodes {
                 .collect(),
             broker_down: AtomicBool::new(true),
             unknown_node: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees every change of state (see [`Nodes::is_down`]).
+    #[must_use]
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     /// True when the scanner of node `i` hears nothing nearcast can use:
@@ -395,6 +410,7 @@ impl Nodes {
 
     fn set_broker_down(&self, down: bool) {
         self.broker_down.store(down, Ordering::Relaxed);
+        self.changed();
     }
 }
 
@@ -501,6 +517,7 @@ impl Dispatch {
             .map(|(_, i)| *i);
         if found.is_none() {
             Health::bump(&self.nodes.unknown_node);
+            self.nodes.changed();
             if self.unknown_named.len() < Self::LOG_UNKNOWN
                 && self.unknown_named.insert(node.to_owned())
             {
@@ -633,6 +650,7 @@ impl Dispatch {
         n.clock_offset_ms.store(offset, Ordering::Relaxed);
         let refused = offsets.beyond(self.max_clock_offset);
         if refused != n.refused.swap(refused, Ordering::Relaxed) {
+            nodes.changed();
             if refused {
                 tracing::warn!(
                     node,
@@ -675,6 +693,9 @@ impl Dispatch {
             .said
             .swap(if online { ONLINE } else { OFFLINE }, Ordering::Relaxed);
         let name = n.scanner_name.as_str();
+        if was != if online { ONLINE } else { OFFLINE } {
+            self.nodes.changed();
+        }
         if online && was != ONLINE {
             tracing::info!(scanner = name, node = %n.remote.node, "remote scanner online");
         } else if !online && was != OFFLINE {
@@ -729,13 +750,13 @@ pub async fn run(
                     let (client, events) = AsyncClient::new(options, 16);
                     let subs = dispatch.subscriptions();
                     let ended = session(events, &health, &mut backoff, || {
-                    for (topic, qos) in &subs {
-                        if let Err(e) = client.try_subscribe(topic.clone(), *qos) {
-                            tracing::warn!(error = %e, "MQTT: could not queue a subscription");
-                        }
+                    let filters = subs
+                        .iter()
+                        .map(|(t, q)| rumqttc::SubscribeFilter::new(t.clone(), *q));
+                    if let Err(e) = client.try_subscribe_many(filters) {
+                        tracing::warn!(error = %e, "MQTT: could not queue the subscriptions");
                     }
-                    nodes.set_broker_down(false);
-                }, |topic, payload| {
+                }, || nodes.set_broker_down(false), |topic, payload| {
                     let mut send = |obs| feed.send(obs);
                     dispatch.handle(topic, payload, clock.now(), clock.monotonic(), &mut send)
                 })
@@ -769,25 +790,40 @@ enum Ended {
     PipelineGone,
 }
 
-/// Runs one connection until it ends: `connected` after each CONNACK,
+/// Runs one connection until it ends: `connected` after each CONNACK (to
+/// subscribe), `subscribed` once the broker confirms the subscriptions,
 /// `message` for each PUBLISH (false stops).
 async fn session(
     mut events: EventLoop,
     health: &Health,
     backoff: &mut Backoff,
     mut connected: impl FnMut(),
+    mut subscribed: impl FnMut(),
     mut message: impl FnMut(&str, &[u8]) -> bool,
 ) -> Ended {
     loop {
         match events.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => connected(),
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    .count();
+                if refused > 0 {
+                    // Mosquitto refuses a subscription its ACL does not allow.
+                    tracing::error!(
+                        refused,
+                        "MQTT: the broker refused subscriptions; check the ACL of this box's account"
+                    );
+                }
                 if health.running() {
                     tracing::info!("MQTT: broker back; remote scanners resume");
                 } else {
                     tracing::info!("MQTT: connected to the broker");
                 }
                 backoff.reset();
-                connected();
+                subscribed();
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 Health::bump(&health.events);

@@ -428,3 +428,176 @@ async fn a_satellites_clock_is_measured_corrected_and_refused_past_the_bound() {
     .await;
     src.task.abort();
 }
+
+#[tokio::test]
+async fn a_flooding_node_is_cut_to_its_rate_and_the_rest_of_the_store_is_served() {
+    let b = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // 100 sightings a second per node; the test clock stands still, so the
+    // flooding node gets its burst of 100 and no more.
+    let config = remote_config(dir.path(), &b, 100);
+    let mut src = Source::connected(&config).await;
+    let (flood, _f) = broker::client(&b, "till", None).await;
+    let (door, _d) = broker::client(&b, "door", None).await;
+    let topic = device_topic("c0ffee000000", "till");
+    // Junk first: not JSON, a report without RSSI, 5 KiB of padding, an
+    // id no customer can have.
+    broker::publish(&flood, &topic, "{\"id\":").await;
+    broker::publish(&flood, &topic, r#"{"id":"c0ffee000000"}"#).await;
+    broker::publish(
+        &flood,
+        &topic,
+        format!(
+            r#"{{"id":"c0ffee000000","rssi":-60,"pad":"{}"}}"#,
+            "x".repeat(5 * 1024)
+        ),
+    )
+    .await;
+    broker::publish(
+        &flood,
+        &topic,
+        v4(
+            "irk:00112233445566778899aabbccddeeff",
+            "4a1122334455",
+            -60.0,
+        ),
+    )
+    .await;
+    // Then 10,000 reports as fast as the client can send them, with Anna
+    // walking past the door in the middle of it.
+    for i in 0..10_000u32 {
+        broker::publish(
+            &flood,
+            &topic,
+            v4(&format!("c0ffee{i:06x}"), &format!("c0ffee{i:06x}"), -60.0),
+        )
+        .await;
+        if i == 5_000 {
+            broker::publish(
+                &door,
+                &device_topic(ANNA, "door"),
+                v4(ANNA, "6f0000000001", -59.0),
+            )
+            .await;
+        }
+    }
+    // The node's status after its flood: once it is seen, everything
+    // before it from that node has been handled (one connection, in order).
+    broker::publish(&flood, "espresense/rooms/till/status", "online").await;
+    src.until("the flood handled", |n| n.snapshot()[1].state == "online")
+        .await;
+
+    let till = src.node("till");
+    // The rate is spent before a report is read (reading is the work a
+    // flood must not buy): three of the four junk reports took a token, so
+    // 97 of the 10,000 went through.
+    assert_eq!(
+        (
+            till.sightings,
+            till.rate_limited,
+            till.malformed,
+            till.oversized,
+            till.unusable
+        ),
+        (97, 9_903, 2, 1, 1),
+        "{till:#?}"
+    );
+    assert_eq!(
+        src.node("door").sightings,
+        1,
+        "the door is served in the middle of the flood"
+    );
+    let got = src.next(98).await;
+    let doors = got
+        .iter()
+        .filter(|o| matches!(o, Observation::Ble(s) if s.scanner == ScannerIdx(0)))
+        .count();
+    assert_eq!(doors, 1);
+    // Bounded: what reached the queue is what the rate let through.
+    assert!(src.rx.is_empty());
+    assert_eq!(src.health.snapshot().queue_full, 0);
+    src.task.abort();
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_retried_and_said_in_words() {
+    let b = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = remote_config(dir.path(), &b, 1000);
+    let src = Source::start(&config, "not-the-password").await;
+    src.until("two refusals", |_| {
+        src.health.snapshot().failed_attempts >= 2
+    })
+    .await;
+    let h = src.health.snapshot();
+    assert_eq!(
+        h.last_outage.as_deref(),
+        Some("broker refused the credentials")
+    );
+    assert_eq!((h.outages, h.recoveries, h.delivered), (1, 0, 0));
+    assert!(
+        src.nodes
+            .snapshot()
+            .iter()
+            .all(|n| n.state == "unreachable")
+    );
+    assert!(!src.task.is_finished(), "it keeps trying");
+    // A node with a wrong password gets nowhere either.
+    let refused = broker::client_as(&b, "door", "guess", None).await;
+    assert!(
+        matches!(
+            refused,
+            Err(rumqttc::ConnectionError::ConnectionRefused(
+                rumqttc::ConnectReturnCode::BadUserNamePassword
+                    | rumqttc::ConnectReturnCode::NotAuthorized
+            ))
+        ),
+        "{:?}",
+        refused.err()
+    );
+    src.task.abort();
+}
+
+#[tokio::test]
+async fn unknown_nodes_are_counted_and_ignored_and_a_node_cannot_speak_for_another() {
+    let b = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = remote_config(dir.path(), &b, 1000);
+    let mut src = Source::connected(&config).await;
+    // An account the store has, but no scanner in zones.toml.
+    let (intruder, _i) = broker::client(&b, "intruder", None).await;
+    broker::publish(
+        &intruder,
+        &device_topic(ANNA, "intruder"),
+        v4(ANNA, "6f0000000001", -50.0),
+    )
+    .await;
+    src.until("the unknown node counted", |n| {
+        n.unknown_node.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    // The door's account publishing as the till: the broker's ACL drops it.
+    let (door, _d) = broker::client(&b, "door", None).await;
+    broker::publish(
+        &door,
+        &device_topic(ANNA, "till"),
+        v4(ANNA, "6f0000000001", -50.0),
+    )
+    .await;
+    broker::publish(&door, "espresense/rooms/till/status", "offline").await;
+    broker::publish(
+        &door,
+        &device_topic(ANNA, "door"),
+        v4(ANNA, "6f0000000001", -52.0),
+    )
+    .await;
+    let got = src.next(1).await;
+    let Observation::Ble(s) = &got[0] else {
+        panic!()
+    };
+    assert_eq!((s.scanner, s.rssi.0), (ScannerIdx(0), -52));
+    assert_eq!(src.node("till").sightings, 0);
+    assert_ne!(src.node("till").state, "offline");
+    assert!(src.rx.is_empty());
+    src.task.abort();
+}

@@ -133,7 +133,13 @@ impl Broker {
     /// (it says so on its log).
     pub fn restart(&mut self) {
         self.stop();
-        let mut child = Command::new("mosquitto")
+        // Debian puts it in /usr/sbin, which a user's PATH may lack.
+        let exe = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        };
+        let mut child = Command::new(exe)
             .arg("-c")
             .arg(self.conf())
             .stdin(Stdio::null())

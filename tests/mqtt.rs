@@ -601,3 +601,111 @@ async fn unknown_nodes_are_counted_and_ignored_and_a_node_cannot_speak_for_anoth
     assert!(src.rx.is_empty());
     src.task.abort();
 }
+
+/// Everything logged, at debug level and above.
+#[derive(Clone, Default)]
+struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_stream_full_of_strangers_leaves_no_trace_in_database_wal_or_log() {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runs on one thread: the source and the pipeline log here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let b = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = remote_config(dir.path(), &b, 100_000);
+    let (_store, hasher) = store_with_customers(&config);
+    let mut src = Source::connected(&config).await;
+    let (door, _d) = broker::client(&b, "door", None).await;
+
+    // 300 strangers a second for 12 s: bare public MACs, `known:` MACs,
+    // other apps' iBeacons, Eddystone, an alias behind an address, and
+    // IRK-resolved phones; Anna among them.
+    let stranger = |i: u32| -> (String, String) {
+        let mac = format!("5a{:010x}", 0x00ab_cd00_0000u64 + u64::from(i));
+        let id = match i % 6 {
+            0 => mac.clone(),
+            1 => format!("known:{mac}"),
+            2 => format!("iBeacon:f7826da6-4fa2-4e98-8024-bc5b71e0{i:04x}-7-{i}"),
+            3 => format!("eddy:edd1ebeac04e5defa017-{:012x}", i),
+            4 => format!("watch:someone-{i}"),
+            _ => format!("irk:{:032x}", u128::from(i) * 7919),
+        };
+        (id, mac)
+    };
+    let mut obs = Vec::new();
+    for s in 0..12 {
+        src.clock.set_start(at(10, 0, s));
+        for i in 0..300 {
+            let (id, mac) = stranger(i);
+            broker::publish(&door, &device_topic(&id, "door"), v4(&id, &mac, -65.0)).await;
+        }
+        broker::publish(
+            &door,
+            &device_topic(ANNA, "door"),
+            v4(ANNA, "6f0000000001", -59.0),
+        )
+        .await;
+        // The 50 IRK reports stop in the source; the rest are sightings.
+        obs.extend(src.next(251).await);
+    }
+    assert_eq!(src.node("door").unusable, 12 * 50);
+    let mut p = pipeline(&config);
+    let lines = run(&mut p, &obs, at(10, 1, 0));
+    assert_eq!(
+        lines[..2],
+        [
+            "10:00:03 arrived anna store",
+            "10:00:03 act welcome anna whatsapp/rich"
+        ]
+    );
+    assert!(lines.iter().all(|l| l.contains("anna")), "{lines:?}");
+    drop(p);
+
+    let db = database_bytes(&config);
+    let logged = log.0.lock().unwrap().clone();
+    assert!(
+        contains(&logged, b"MQTT: connected"),
+        "the log was captured"
+    );
+    for i in 0..300 {
+        let (id, mac) = stranger(i);
+        let bytes = hex::decode(&mac).unwrap();
+        let addr = BdAddr(bytes.clone().try_into().unwrap());
+        let hash = hasher.hash(&nearcast::core::identity::Identity::Mac(addr));
+        for (what, needle) in [
+            ("id", id.as_bytes().to_vec()),
+            ("mac", mac.as_bytes().to_vec()),
+            ("MAC", addr.to_string().into_bytes()),
+            ("address bytes", bytes),
+            ("hash", hash.0.to_vec()),
+        ] {
+            assert!(
+                !contains(&db, &needle),
+                "stranger {i}'s {what} is in the database or WAL"
+            );
+            assert!(
+                !contains(&logged, &needle),
+                "stranger {i}'s {what} is in the log"
+            );
+        }
+    }
+    src.task.abort();
+}

@@ -154,6 +154,13 @@ impl Config {
                 v.push(("[webhooks.vonage] signature_secret".to_owned(), t));
             }
         }
+        for s in &self.daemon.sources {
+            if let crate::source::SourceSettings::Mqtt(m) = s
+                && let Some(p) = &m.connection.password
+            {
+                v.push(("[mqtt] password".to_owned(), p));
+            }
+        }
         v
     }
 

@@ -612,18 +612,29 @@ impl std::io::Write for Log {
     }
 }
 
+/// The log of this whole test binary (every test's source logs into it),
+/// at debug level and above. A process-wide subscriber: a thread's own
+/// (`set_default`) can miss events while other tests' threads register the
+/// same call sites.
+fn global_log() -> Log {
+    static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        log
+    })
+    .clone()
+}
+
 #[tokio::test]
 async fn a_stream_full_of_strangers_leaves_no_trace_in_database_wal_or_log() {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // The test runs on one thread: the source and the pipeline log here.
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let log = global_log();
     let b = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let config = remote_config(dir.path(), &b, 100_000);

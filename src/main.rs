@@ -136,6 +136,17 @@ enum Command {
         #[arg(long, value_name = "FILE", default_value = "zones.suggested.toml")]
         out: PathBuf,
     },
+    /// Suggest a zones.toml from an ESPresense-companion config.yaml (nodes, rooms).
+    ImportFloorplan {
+        /// ESPresense-companion's config.yaml.
+        file: PathBuf,
+        /// Import only this floor (its `id`); default: every floor, each its own group.
+        #[arg(long, value_name = "ID")]
+        floor: Option<String>,
+        /// Where to write the suggested zones.toml.
+        #[arg(long, value_name = "FILE", default_value = "zones.suggested.toml")]
+        out: PathBuf,
+    },
     /// Live table of what a BLE adapter hears, for calibrating zones.
     Scan {
         /// BlueZ adapter.
@@ -377,6 +388,9 @@ fn run(cli: Cli, log: &LogFilter) -> Result<Exit, nearcast::app::Error> {
                 out,
             },
         ),
+        Command::ImportFloorplan { file, floor, out } => {
+            cli::import_floorplan(dir, &file, floor.as_deref(), &out)
+        }
         Command::Record {
             file,
             seconds,

@@ -544,6 +544,36 @@ pub fn outbox_list(
     Ok(Exit::Success)
 }
 
+/// `nearcast import-floorplan`: a suggested zones.toml from
+/// ESPresense-companion's config.yaml, beside the live one.
+///
+/// # Errors
+/// `out` is the live zones.toml; unreadable or invalid files.
+pub fn import_floorplan(
+    dir: Option<&Path>,
+    file: &Path,
+    floor: Option<&str>,
+    out: &Path,
+) -> Result<Exit, Error> {
+    let dir = dir.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let plan = super::floorplan::import(dir, file, floor, out)?;
+    println!(
+        "{} nodes as ESPresense scanners, {} rooms as areas (floors: {}) -> {}",
+        plan.scanners.len(),
+        plan.areas.len(),
+        plan.floors.join(", "),
+        out.display()
+    );
+    for s in &plan.skipped {
+        println!("left out: {s}");
+    }
+    println!(
+        "review it, check it with `nearcast check-config`, then copy it over {}",
+        dir.join(crate::config::ZONES_FILE).display()
+    );
+    Ok(Exit::Success)
+}
+
 /// `calibrate`: fits offsets to a marked walk and writes the suggestion.
 ///
 /// # Errors

@@ -89,6 +89,23 @@ impl Broker {
         b
     }
 
+    /// Adds accounts (user, password) beyond [`ACCOUNTS`] and restarts the
+    /// broker so it reads them.
+    pub fn add_accounts(&mut self, accounts: &[(String, String)]) {
+        let passwd = self.dir.path().join("passwd");
+        for (user, pw) in accounts {
+            let out = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwd)
+                .arg(user)
+                .arg(pw)
+                .output()
+                .expect("mosquitto_passwd is missing: scripts/test installs mosquitto");
+            assert!(out.status.success(), "{out:?}");
+        }
+        self.restart();
+    }
+
     /// The URL nearcast connects to.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)

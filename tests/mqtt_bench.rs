@@ -266,7 +266,7 @@ async fn mqtt_source_benchmark() {
         println!(
             "latency ({}): publish -> arrived over {} probes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {n} sightings in {secs:.1} s = {:.0}/s, daemon CPU {cpu:.2} s = {:.1} % of a core, {:.1} ms per 1,000 sightings",
             if load {
-                "20 nodes x 200 devices at 1 Hz"
+                "19 nodes x 200 devices at 1 Hz, the 20th probing"
             } else {
                 "idle"
             },

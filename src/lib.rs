@@ -12,7 +12,8 @@
 //! - [`store`]: SQLite, the only SQL: customers, consent, visits, cooldowns,
 //!   points, decisions, outbox.
 //! - [`source`]: where observations come from: recordings, the simulator,
-//!   BLE through BlueZ and Wi-Fi presence (hostapd, neighbours, leases).
+//!   BLE through BlueZ, Wi-Fi presence (hostapd, neighbours, leases) and
+//!   remote scanners over MQTT (ESPresense nodes, nearcast satellites).
 //! - [`metrics`]: counters the daemon's tasks share, rendered for `/metrics`.
 //! - [`channel`]: delivery: the outbox worker, the adapters and their
 //!   settings.

@@ -48,6 +48,31 @@ enum Command {
         #[arg(long, value_name = "URL")]
         provider: Option<String>,
     },
+    /// Be a remote scanner of another box: publish this box's BLE sightings
+    /// to the store's MQTT broker (knows no customer).
+    Scanner {
+        /// The broker: mqtt://host:port, or mqtts://host:port for TLS.
+        #[arg(long, value_name = "URL")]
+        mqtt: String,
+        /// This scanner's name: its `node` in the main box's zones.toml.
+        #[arg(long, value_name = "NAME")]
+        id: String,
+        /// The main box's store_id (default: zones.toml's, if --config has one).
+        #[arg(long, value_name = "ID")]
+        store: Option<String>,
+        /// BlueZ adapter.
+        #[arg(long, default_value = "hci0")]
+        adapter: String,
+        /// Broker account.
+        #[arg(long)]
+        username: Option<String>,
+        /// File with the broker password (relative: a systemd credential).
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+        /// CA certificate(s), PEM, for mqtts://.
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<PathBuf>,
+    },
     /// A local stand-in for the providers' APIs, for `demo --provider`.
     #[command(hide = true)]
     StandIn {
@@ -107,6 +132,17 @@ enum Command {
         /// One mark, `TIME=ZONE` (repeatable).
         #[arg(long = "mark", value_name = "TIME=ZONE")]
         mark: Vec<String>,
+        /// Where to write the suggested zones.toml.
+        #[arg(long, value_name = "FILE", default_value = "zones.suggested.toml")]
+        out: PathBuf,
+    },
+    /// Suggest a zones.toml from an ESPresense-companion config.yaml (nodes, rooms).
+    ImportFloorplan {
+        /// ESPresense-companion's config.yaml.
+        file: PathBuf,
+        /// Import only this floor (its `id`); default: every floor, each its own group.
+        #[arg(long, value_name = "ID")]
+        floor: Option<String>,
         /// Where to write the suggested zones.toml.
         #[arg(long, value_name = "FILE", default_value = "zones.suggested.toml")]
         out: PathBuf,
@@ -378,6 +414,9 @@ fn run(cli: Cli, log: &LogFilter) -> Result<Exit, nearcast::app::Error> {
                 out,
             },
         ),
+        Command::ImportFloorplan { file, floor, out } => {
+            cli::import_floorplan(dir, &file, floor.as_deref(), &out)
+        }
         Command::Record {
             file,
             seconds,
@@ -415,6 +454,29 @@ fn run(cli: Cli, log: &LogFilter) -> Result<Exit, nearcast::app::Error> {
             cli::scan(dir, &opts)
         }
         Command::Run { db } => cli::run(config()?, db),
+        Command::Scanner {
+            mqtt,
+            id,
+            store,
+            adapter,
+            username,
+            password_file,
+            ca_file,
+        } => {
+            let store = match store {
+                Some(s) => s,
+                None => cli::load(dir)?.store_id,
+            };
+            cli::scanner(&cli::ScannerOptions {
+                url: mqtt,
+                id,
+                store,
+                adapter,
+                username,
+                password_file,
+                ca_file,
+            })
+        }
         Command::Customers { action, db } => {
             let action = match action {
                 CustomersCmd::Import { file } => CustomersAction::Import(file),

@@ -506,17 +506,8 @@ pub fn write_suggestion(
     found: &Calibration,
     recording: &Path,
 ) -> Result<(), Error> {
+    super::refuse_live_zones(config_dir, out, "calibrate")?;
     let zones = config_dir.join(crate::config::ZONES_FILE);
-    if out
-        .canonicalize()
-        .ok()
-        .is_some_and(|o| Some(o) == zones.canonicalize().ok())
-    {
-        return Err(Error::Usage(format!(
-            "--out {} is the live zones.toml: calibrate only writes a suggestion; choose another file and review it",
-            out.display()
-        )));
-    }
     let text = std::fs::read_to_string(&zones).map_err(|e| Error::io(&zones, e))?;
     let mut doc: toml_edit::DocumentMut = text
         .parse()

@@ -338,6 +338,106 @@ pub fn run(config: Config, db: Option<PathBuf>) -> Result<Exit, Error> {
     Ok(Exit::Success)
 }
 
+/// `scanner …`: this box as a satellite of another.
+#[derive(Clone, Debug)]
+pub struct ScannerOptions {
+    /// The broker, `mqtt://host:port` or `mqtts://…`.
+    pub url: String,
+    /// This scanner's name (its `node` in the main box's zones.toml).
+    pub id: String,
+    /// The store's id (the main box's `store_id`).
+    pub store: String,
+    /// The BlueZ adapter.
+    pub adapter: String,
+    /// Broker account.
+    pub username: Option<String>,
+    /// File with the broker password (a relative name is a systemd
+    /// credential).
+    pub password_file: Option<PathBuf>,
+    /// CA certificate(s) for mqtts://.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `scanner`: runs this box's BLE adapter and publishes every sighting
+/// to the store's broker for the main box, until SIGINT/SIGTERM. Knows no
+/// customer: identification is the main box's.
+///
+/// # Errors
+/// A bad URL, id or option.
+pub fn scanner(opts: &ScannerOptions) -> Result<Exit, Error> {
+    use crate::source::mqtt::{self, Connection, Tls};
+    let usage = |m: String| Err(Error::Usage(m));
+    let topic_safe = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 64
+            && !v
+                .chars()
+                .any(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control())
+    };
+    if !topic_safe(&opts.id) {
+        return usage(format!(
+            "--id {:?}: up to 64 characters without `/`, `+`, `#` or spaces",
+            opts.id
+        ));
+    }
+    if !config::valid_id(&opts.store) {
+        return usage(format!(
+            "--store {:?}: the main box's store_id (lowercase letters, digits, `-`, `_`)",
+            opts.store
+        ));
+    }
+    let client_id = format!("nearcast-{}-{}", opts.store, opts.id);
+    let mut conn = Connection::from_url(&opts.url, &client_id)
+        .map_err(|e| Error::Usage(format!("--mqtt {:?}: {e}", opts.url)))?;
+    conn.username.clone_from(&opts.username);
+    conn.password = opts
+        .password_file
+        .clone()
+        .map(crate::credentials::SecretRef::File);
+    if let Some(ca) = &opts.ca_file {
+        match &mut conn.tls {
+            Some(t) => {
+                *t = Tls {
+                    ca_file: Some(ca.clone()),
+                }
+            }
+            None => return usage("--ca-file needs an mqtts:// broker".into()),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Os)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let ble_health = Arc::new(crate::source::health::Health::new(format!(
+            "ble:{}",
+            opts.adapter
+        )));
+        let feed = crate::source::Feed::new(tx, ble_health);
+        let settings =
+            crate::source::ble::BleSettings::new(&opts.adapter, crate::core::types::ScannerIdx(0));
+        let ble = tokio::spawn(crate::source::ble::run(settings, clock, feed));
+        let health = Arc::new(crate::source::health::Health::new("mqtt"));
+        let publisher = tokio::spawn(mqtt::publish(
+            conn,
+            opts.store.clone(),
+            opts.id.clone(),
+            std::time::Duration::from_millis(100),
+            rx,
+            health,
+            Arc::new(crate::credentials::ProcessEnv),
+        ));
+        shutdown_signal().await;
+        // Closing the adapter's side lets the publisher say `offline` and leave.
+        ble.abort();
+        let _ = ble.await;
+        let _ = publisher.await;
+    });
+    Ok(Exit::Success)
+}
+
 /// `customers …`
 ///
 /// # Errors
@@ -494,6 +594,36 @@ fn store_time(at: Timestamp, tz: &jiff::tz::TimeZone) -> String {
     )
 }
 
+/// `nearcast import-floorplan`: a suggested zones.toml from
+/// ESPresense-companion's config.yaml, beside the live one.
+///
+/// # Errors
+/// `out` is the live zones.toml; unreadable or invalid files.
+pub fn import_floorplan(
+    dir: Option<&Path>,
+    file: &Path,
+    floor: Option<&str>,
+    out: &Path,
+) -> Result<Exit, Error> {
+    let dir = dir.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let plan = super::floorplan::import(dir, file, floor, out)?;
+    println!(
+        "{} nodes as ESPresense scanners, {} rooms as areas (floors: {}) -> {}",
+        plan.scanners.len(),
+        plan.areas.len(),
+        plan.floors.join(", "),
+        out.display()
+    );
+    for s in &plan.skipped {
+        println!("left out: {s}");
+    }
+    println!(
+        "review it, check it with `nearcast check-config`, then copy it over {}",
+        dir.join(crate::config::ZONES_FILE).display()
+    );
+    Ok(Exit::Success)
+}
+
 /// `calibrate`: fits offsets to a marked walk and writes the suggestion.
 ///
 /// # Errors
@@ -618,6 +748,30 @@ fn print_live(l: &live::Status) {
             s.queue_full,
             s.outages,
             s.recoveries
+        );
+    }
+    for n in &l.remote {
+        println!(
+            "scanner {:<9} {} node `{}`: {}; {} sightings, dropped: {} malformed, {} oversized, {} over rate, {} unusable ids, {} for its clock{}",
+            n.scanner,
+            n.kind.name(),
+            n.node,
+            n.state,
+            n.sightings,
+            n.malformed,
+            n.oversized,
+            n.rate_limited,
+            n.unusable,
+            n.clock_refused,
+            n.clock_offset_ms
+                .map(|o| format!("; clock offset {o:+} ms"))
+                .unwrap_or_default()
+        );
+    }
+    if l.unknown_nodes > 0 {
+        println!(
+            "unknown nodes    {} messages from nodes zones.toml does not have (ignored)",
+            l.unknown_nodes
         );
     }
     let p = &l.presence;

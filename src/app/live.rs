@@ -1,5 +1,5 @@
 //! The daemon's status file, which is how `nearcast stats` shows the live
-//! sources' health, the guards' counters and whether the wall clock is
+//! sources' health (remote scanners' too), the guards' counters and whether the wall clock is
 //! trusted while the daemon runs (counts only, never a device). The sources themselves start in `sources`.
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use crate::core::guard::GuardStats;
 use crate::core::presence::PresenceStats;
 use crate::core::types::Timestamp;
 use crate::source::health::{Health, HealthSnapshot};
+use crate::source::mqtt::{NodeSnapshot, Nodes};
 
 /// The daemon's status file: beside the database, `<name>.status.json`.
 #[must_use]
@@ -42,6 +43,13 @@ pub struct Status {
     /// Whether the daemon trusts the wall clock, and why not.
     #[serde(default)]
     pub clock: Option<ClockStatus>,
+    /// Each remote scanner (ESPresense node, satellite): state, what it
+    /// delivered and dropped, a satellite's clock offset.
+    #[serde(default)]
+    pub remote: Vec<NodeSnapshot>,
+    /// Messages from nodes `zones.toml` does not have.
+    #[serde(default)]
+    pub unknown_nodes: u64,
 }
 
 impl Status {
@@ -62,7 +70,18 @@ impl Status {
             silent_scanners: Vec::new(),
             sources: healths.iter().map(|h| h.snapshot()).collect(),
             clock,
+            remote: Vec::new(),
+            unknown_nodes: 0,
         }
+    }
+
+    /// Adds the remote scanners' health.
+    pub fn set_remote(&mut self, remote: &[Arc<Nodes>]) {
+        self.remote = remote.iter().flat_map(|n| n.snapshot()).collect();
+        self.unknown_nodes = remote
+            .iter()
+            .map(|n| n.unknown_node.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
     }
 
     /// Writes it to `path` atomically (temporary file, then rename).

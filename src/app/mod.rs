@@ -8,6 +8,7 @@ pub mod broadcast;
 pub mod calibrate;
 pub mod cli;
 pub mod demo;
+pub mod floorplan;
 pub mod live;
 pub mod output;
 pub mod pipeline;
@@ -84,6 +85,23 @@ impl Error {
             source,
         }
     }
+}
+
+/// Refuses an `--out` that is the live `zones.toml` in `config_dir`:
+/// `command` only writes a suggestion for staff to review.
+pub(crate) fn refuse_live_zones(config_dir: &Path, out: &Path, command: &str) -> Result<(), Error> {
+    let zones = config_dir.join(config::ZONES_FILE);
+    if out
+        .canonicalize()
+        .ok()
+        .is_some_and(|o| Some(o) == zones.canonicalize().ok())
+    {
+        return Err(Error::Usage(format!(
+            "--out {} is the live zones.toml: {command} only writes a suggestion; choose another file and review it",
+            out.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The database path: `--db` if given, else the configured one.

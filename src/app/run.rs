@@ -88,14 +88,14 @@ pub async fn run_with_reload(
     let mut sources = Vec::new();
     // Live sources (BLE, Wi-Fi) report their health through the status file.
     let mut healths = Vec::new();
-    let mut adapters_of = Vec::new();
+    let mut scanners_of = Vec::new();
+    let mut remote = Vec::new();
     for s in &config.daemon.sources {
         let running = super::sources::spawn(s, &config.layout, clock.clone(), tx.clone())?;
         sources.push(running.task);
-        if let (Some(scanner), Some(health)) = (running.scanner, &running.health) {
-            adapters_of.push((scanner, health.clone()));
-        }
+        scanners_of.extend(running.scanners);
         healths.extend(running.health);
+        remote.extend(running.nodes);
     }
     drop(tx);
     let api = match &config.daemon.api {
@@ -223,10 +223,11 @@ pub async fn run_with_reload(
                         Err(e) => tracing::error!(error = %e, "retention purge failed"),
                     }
                 }
-                // An adapter its source is recovering hears nothing: presence
-                // holds the zones that depend on it instead of guessing.
-                for (scanner, health) in &adapters_of {
-                    pipeline.set_scanner_down(*scanner, health.state() == crate::source::health::State::Recovering, now);
+                // An adapter its source is recovering, a node offline or
+                // behind an unreachable broker hears nothing: presence holds
+                // the zones that depend on it instead of guessing.
+                for (scanner, down) in &scanners_of {
+                    pipeline.set_scanner_down(*scanner, down(), now);
                 }
                 if let Err(e) = pipeline.advance(now, &mut sink) {
                     tracing::error!(error = %e, "could not record decisions; the event is dropped");
@@ -247,7 +248,7 @@ pub async fn run_with_reload(
                 }
                 ticks += 1;
                 if ticks % 5 == 0 {
-                    write_status(&status_path, now, &pipeline, &healths, &clock_status);
+                    write_status(&status_path, now, &pipeline, (&healths, &remote), &clock_status);
                 }
             }
         }
@@ -267,7 +268,7 @@ pub async fn run_with_reload(
         &status_path,
         clock.now(),
         &pipeline,
-        &healths,
+        (&healths, &remote),
         &clock_status,
     );
     // The worker finishes what is in flight; then what is due goes out,
@@ -401,12 +402,16 @@ fn write_status<L: crate::core::campaign::Ledger>(
     path: &std::path::Path,
     now: crate::core::types::Timestamp,
     pipeline: &super::Pipeline<L>,
-    healths: &[Arc<crate::source::health::Health>],
+    (healths, remote): (
+        &[Arc<crate::source::health::Health>],
+        &[Arc<crate::source::mqtt::Nodes>],
+    ),
     clock: &ClockStatus,
 ) {
     let mut status =
         super::live::Status::new(now, &pipeline.counters(), healths, Some(clock.clone()));
     status.silent_scanners = pipeline.silent_scanners();
+    status.set_remote(remote);
     if let Err(e) = status.write(path) {
         tracing::debug!(error = %e, "could not write the status file");
     }

@@ -1,7 +1,7 @@
 //! Starting sources: the one way every kind of `[[source]]` becomes a task
 //! feeding the pipeline's queue, for the daemon, `record` and `scan`. Live
-//! sources (BLE, Wi-Fi) stamp what they hear with the clock and report
-//! their [`Health`]; the simulator and recordings are played at their own
+//! sources (BLE, Wi-Fi, remote scanners over MQTT) stamp what they hear with
+//! the clock and report their [`Health`] and which scanners are down; the simulator and recordings are played at their own
 //! pace against the clock's monotonic time, stamped with its wall time as a
 //! radio would.
 
@@ -15,9 +15,15 @@ use super::Error;
 use crate::clock::Clock;
 use crate::core::types::{Observation, ScannerIdx};
 use crate::core::zones::Layout;
-use crate::source::health::Health;
+use crate::credentials::ProcessEnv;
+use crate::source::health::{Health, State};
+use crate::source::mqtt::{self, Nodes};
 use crate::source::sim::{SimConfig, SimCustomer, Simulator};
 use crate::source::{Feed, SimSettings, SourceSettings, ble, wifi};
+
+/// Whether a scanner hears nothing usable now (its adapter is recovering,
+/// its node is offline, the broker is unreachable).
+pub type IsDown = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// A started source.
 pub struct Running {
@@ -25,9 +31,11 @@ pub struct Running {
     pub task: JoinHandle<()>,
     /// Its counters, for a live source (the status file, `/metrics`).
     pub health: Option<Arc<Health>>,
-    /// The scanner a BLE adapter is: while its source recovers, presence
-    /// takes that scanner as down.
-    pub scanner: Option<ScannerIdx>,
+    /// The scanners it is (a BLE adapter, remote nodes), each with whether
+    /// it is down now: presence then holds what depends on it.
+    pub scanners: Vec<(ScannerIdx, IsDown)>,
+    /// Remote scanners' health, for the status file.
+    pub nodes: Option<Arc<Nodes>>,
 }
 
 /// Starts `source` feeding `tx`, stamping observations with `clock`.
@@ -47,10 +55,12 @@ pub fn spawn(
     Ok(match source {
         SourceSettings::Ble(b) => {
             let (feed, health) = live(format!("ble:{}", b.adapter));
+            let h = health.clone();
             Running {
                 task: tokio::spawn(ble::run(b.clone(), clock, feed)),
                 health: Some(health),
-                scanner: Some(b.scanner),
+                scanners: vec![(b.scanner, Box::new(move || h.state() == State::Recovering))],
+                nodes: None,
             }
         }
         SourceSettings::Wifi(w) => {
@@ -58,13 +68,41 @@ pub fn spawn(
             Running {
                 task: tokio::spawn(wifi::run(w.clone(), clock, feed)),
                 health: Some(health),
-                scanner: None,
+                scanners: Vec::new(),
+                nodes: None,
+            }
+        }
+        SourceSettings::Mqtt(m) => {
+            let (feed, health) = live(format!("mqtt:{}:{}", m.connection.host, m.connection.port));
+            let nodes = Arc::new(Nodes::new(m, layout));
+            let scanners = m
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let n = nodes.clone();
+                    (r.scanner, Box::new(move || n.is_down(i)) as IsDown)
+                })
+                .collect();
+            Running {
+                task: tokio::spawn(mqtt::run(
+                    m.clone(),
+                    layout.radio.measured_power,
+                    clock,
+                    feed,
+                    nodes.clone(),
+                    Arc::new(ProcessEnv),
+                )),
+                health: Some(health),
+                scanners,
+                nodes: Some(nodes),
             }
         }
         played => Running {
             task: spawn_played(played.clone(), layout, clock, tx)?,
             health: None,
-            scanner: None,
+            scanners: Vec::new(),
+            nodes: None,
         },
     })
 }
@@ -139,7 +177,7 @@ fn spawn_played(
                 tracing::info!(file = %file.display(), stats = ?reader.stats(), "replay source finished");
             }))
         }
-        SourceSettings::Ble(_) | SourceSettings::Wifi(_) => {
+        SourceSettings::Ble(_) | SourceSettings::Wifi(_) | SourceSettings::Mqtt(_) => {
             Err(Error::Usage("live sources are not played".into()))
         }
     }

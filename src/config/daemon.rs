@@ -1,6 +1,6 @@
 //! `nearcast.toml`: database, sources, channels, outbox, logging, privacy,
-//! clock, guards and the local API; one builder per section (sources,
-//! channels and the API have their own files).
+//! clock, guards, the local API and the MQTT broker; one builder per
+//! section (sources, channels, the API and MQTT have their own files).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::zones::Zones;
 use super::{Dur, Source};
 use crate::channel::{ChannelSettings, OutboxSettings};
 use crate::clock::ClockSettings;
 use crate::core::guard::GuardConfig;
 use crate::core::identity::AppBeacons;
-use crate::core::zones::Layout;
 use crate::source::{SimSettings, SourceSettings};
 
 /// Daemon settings.
@@ -105,6 +105,7 @@ struct Raw {
     guard: RawGuard,
     api: Option<Spanned<super::api::RawApi>>,
     webhooks: Option<Spanned<super::api::RawWebhooks>>,
+    mqtt: Option<Spanned<super::mqtt::RawMqtt>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -167,12 +168,15 @@ impl Default for RawLog {
     }
 }
 
-pub(super) fn build(dir: &Path, src: &mut Source, layout: Option<&Layout>) -> Option<Daemon> {
+pub(super) fn build(dir: &Path, src: &mut Source, zones: Option<&Zones>) -> Option<Daemon> {
     let raw: Raw = src.parse()?;
     let before = src.errors.len();
     let rel = |p: PathBuf| if p.is_relative() { dir.join(p) } else { p };
 
-    let sources = super::sources::build(raw.sources, src, layout, &rel);
+    let mut sources = super::sources::build(raw.sources, src, zones, &rel);
+    if let Some(m) = super::mqtt::build(src, raw.mqtt.as_ref(), zones, &rel) {
+        sources.push(SourceSettings::Mqtt(m));
+    }
     let channels = super::channels::build(&raw.channels, src);
     let outbox = outbox(src, &raw.outbox);
     lease_outlasts_requests(src, &raw.outbox, &raw.channels, &channels, outbox.lease);

@@ -10,6 +10,7 @@ mod api;
 mod campaigns;
 mod channels;
 mod daemon;
+mod mqtt;
 mod providers;
 mod sources;
 mod zones;
@@ -151,6 +152,13 @@ impl Config {
             }
             if let Some(t) = &api.vonage {
                 v.push(("[webhooks.vonage] signature_secret".to_owned(), t));
+            }
+        }
+        for s in &self.daemon.sources {
+            if let crate::source::SourceSettings::Mqtt(m) = s
+                && let Some(p) = &m.connection.password
+            {
+                v.push(("[mqtt] password".to_owned(), p));
             }
         }
         v
@@ -327,7 +335,12 @@ fn build(
     campaigns_src: &mut Source,
 ) -> Option<Config> {
     let zones = zones::build(zones_src);
-    let daemon = daemon::build(dir, daemon_src, zones.as_ref().map(|z| &z.layout));
+    let daemon = daemon::build(dir, daemon_src, zones.as_ref());
+    if let Some(z) = &zones {
+        let has_mqtt =
+            toml::from_str::<toml::Table>(&daemon_src.text).is_ok_and(|t| t.contains_key("mqtt"));
+        mqtt::check_remote_needs_broker(zones_src, z, has_mqtt);
+    }
     let (Some(daemon), Some(zones)) = (daemon, zones) else {
         // Still check campaigns' syntax so one run shows every file's problems.
         let _ = campaigns_src.parse::<toml::Table>();
@@ -511,15 +524,199 @@ mod load_tests {
         file: &str,
         edit: impl Fn(&str) -> String,
     ) -> (tempfile::TempDir, Result<Config, Errors>) {
+        with_edits(&[(file, &edit)])
+    }
+
+    /// An edit of one file of the example config.
+    type Edit<'a> = (&'a str, &'a dyn Fn(&str) -> String);
+
+    /// A copy of the example config with each file's edit applied.
+    fn with_edits(edits: &[Edit<'_>]) -> (tempfile::TempDir, Result<Config, Errors>) {
         let dir = tempfile::tempdir().unwrap();
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         for name in [DAEMON_FILE, ZONES_FILE, CAMPAIGNS_FILE] {
-            let text = std::fs::read_to_string(example.join(name)).unwrap();
-            let text = if name == file { edit(&text) } else { text };
+            let mut text = std::fs::read_to_string(example.join(name)).unwrap();
+            for (file, edit) in edits {
+                if *file == name {
+                    text = edit(&text);
+                }
+            }
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let r = load(dir.path());
         (dir, r)
+    }
+
+    /// The example with `coffee` and `till` as ESPresense and satellite
+    /// nodes, and `broker` as nearcast.toml's [mqtt] section.
+    fn remote(broker: &str) -> (tempfile::TempDir, Result<Config, Errors>) {
+        let zones = |t: &str| {
+            t.replace(
+                "position = [15.0, 10.0]",
+                "position = [15.0, 10.0]\nsource = \"espresense\"\nnode = \"coffee_bar\"",
+            )
+            .replace(
+                "position = [17.0, 2.0]",
+                "position = [17.0, 2.0]\nsource = \"nearcast\"",
+            )
+        };
+        let broker = broker.to_owned();
+        let daemon = move |t: &str| format!("{t}\n{broker}");
+        with_edits(&[(ZONES_FILE, &zones), (DAEMON_FILE, &daemon)])
+    }
+
+    fn briefs(r: Result<Config, Errors>) -> Vec<String> {
+        r.expect_err("config should be refused")
+            .0
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e.file.file_name().unwrap().to_string_lossy(),
+                    e.brief()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn remote_scanners_become_the_mqtt_source() {
+        let (_d, r) = remote(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nusername = \"box\"\npassword_file = \"mqtt-password\"\nnode_rate = 50\n",
+        );
+        let c = r.unwrap();
+        let Some(crate::source::SourceSettings::Mqtt(m)) = c.daemon.sources.last() else {
+            panic!("{:?}", c.daemon.sources)
+        };
+        use crate::core::types::ScannerIdx;
+        use crate::source::mqtt::{NodeKind, RemoteScanner};
+        assert_eq!(
+            m.nodes,
+            [
+                RemoteScanner {
+                    kind: NodeKind::Espresense,
+                    node: "coffee_bar".into(),
+                    scanner: ScannerIdx(1)
+                },
+                RemoteScanner {
+                    kind: NodeKind::Nearcast,
+                    node: "till".into(),
+                    scanner: ScannerIdx(2)
+                },
+            ]
+        );
+        assert_eq!(
+            (
+                m.connection.host.as_str(),
+                m.connection.port,
+                m.connection.client_id.as_str()
+            ),
+            ("127.0.0.1", 1883, "nearcast-musterladen-01")
+        );
+        assert_eq!(
+            m.connection.password,
+            Some(SecretRef::File("mqtt-password".into()))
+        );
+        assert_eq!((m.node_rate, m.store_id.as_str()), (50, "musterladen-01"));
+    }
+
+    #[test]
+    fn remote_scanner_mistakes_are_refused_where_they_are() {
+        // Remote scanners but no broker: the error is at the first `source`.
+        let (_d, r) = remote("");
+        let line = line_of(ZONES_FILE, "position = [15.0, 10.0]") + 1;
+        assert_eq!(
+            briefs(r),
+            [format!(
+                "zones.toml {line}:10: remote scanners (coffee_bar, till) need the store's MQTT broker, and nearcast.toml has no [mqtt] | add to nearcast.toml: [mqtt] url = \"mqtt://127.0.0.1:1883\" with username and password_file (see the commented example in config/)"
+            )]
+        );
+        let mqtt_line = |n: usize| {
+            let text = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("config")
+                    .join(DAEMON_FILE),
+            )
+            .unwrap();
+            text.lines().count() + 2 + n
+        };
+        for (section, want) in [
+            (
+                "url = \"http://box\"",
+                "1:7: url \"http://box\": scheme `http` is not mqtt:// or mqtts:// | like \"mqtt://127.0.0.1:1883\", or \"mqtts://broker.lan:8883\" for TLS",
+            ),
+            (
+                "url = \"mqtt://box\"\nusername = \"box\"\npassword = \"hunter2\"",
+                "3:12: `password` would put a secret into the config file; nearcast refuses that | keep it in a file readable only by nearcast and name it: with systemd, `LoadCredential=mqtt-password:/etc/credstore/mqtt-password` in the unit and password_file = \"mqtt-password\"; or in the environment: password_env = \"NEARCAST_MQTT_PASSWORD\"",
+            ),
+            (
+                "url = \"mqtt://box\"\nusername = \"box\"",
+                "2:12: a username needs a password | name it: password_file = \"mqtt-password\" (a systemd credential) or password_env = \"NEARCAST_MQTT_PASSWORD\"",
+            ),
+            (
+                "url = \"mqtt://box\"\nca_file = \"ca.pem\"",
+                "2:11: ca_file applies only to a TLS connection | use an mqtts:// url, or remove ca_file",
+            ),
+            (
+                "url = \"mqtt://box\"\nnode_rate = 0",
+                "2:13: node_rate = 0 is out of range | sightings per second one node may deliver, 1 to 100000; default 1000",
+            ),
+        ] {
+            let (_d, r) = remote(&format!("[mqtt]\n{section}\n"));
+            let got = briefs(r);
+            let (line, rest) = want.split_once(':').unwrap();
+            let want = format!("nearcast.toml {}:{rest}", mqtt_line(line.parse().unwrap()));
+            assert_eq!(got, [want], "{section}");
+        }
+        let (_d, r) = remote("[mqtt]\nurl = \"mqtts://box\"\nca_file = \"missing.pem\"\n");
+        let got = briefs(r);
+        assert!(
+            got.len() == 1 && got[0].contains("ca_file ") && got[0].contains("missing.pem"),
+            "{got:?}"
+        );
+        // A node kind that does not exist; `node` on a local scanner; one
+        // node twice; a BLE adapter placed at a remote scanner.
+        let msg = one_error(ZONES_FILE, |t| {
+            t.replace(
+                "position = [15.0, 10.0]",
+                "position = [15.0, 10.0]\nsource = \"espresence\"",
+            )
+        });
+        assert!(msg.ends_with("unknown scanner source `espresence` | did you mean `espresense`? known: local, espresense, nearcast"), "{msg}");
+        let msg = one_error(ZONES_FILE, |t| {
+            t.replace(
+                "position = [15.0, 10.0]",
+                "position = [15.0, 10.0]\nnode = \"x\"",
+            )
+        });
+        assert!(msg.ends_with("`node` applies only to a remote scanner | set source = \"espresense\" or \"nearcast\", or remove `node`"), "{msg}");
+        let twice = |t: &str| {
+            t.replace(
+                "position = [15.0, 10.0]",
+                "position = [15.0, 10.0]\nsource = \"espresense\"\nnode = \"n1\"",
+            )
+            .replace(
+                "position = [17.0, 2.0]",
+                "position = [17.0, 2.0]\nsource = \"espresense\"\nnode = \"n1\"",
+            )
+        };
+        let broker = |t: &str| format!("{t}\n[mqtt]\nurl = \"mqtt://box\"\n");
+        let (_d, r) = with_edits(&[(ZONES_FILE, &twice), (DAEMON_FILE, &broker)]);
+        let got = briefs(r);
+        assert!(got.len() == 1 && got[0].ends_with("two scanners are the espresense node `n1` | each node is one scanner; give the other one its own `node`"), "{got:?}");
+        let ble = |t: &str| format!("{t}\n[[source]]\nkind = \"ble\"\nscanner = \"till\"\n");
+        let (_d, r) = remote("[mqtt]\nurl = \"mqtt://box\"\n");
+        assert!(r.is_ok());
+        let zones = |t: &str| {
+            t.replace(
+                "position = [17.0, 2.0]",
+                "position = [17.0, 2.0]\nsource = \"nearcast\"",
+            )
+        };
+        let both = |t: &str| broker(&ble(t));
+        let (_d, r) = with_edits(&[(ZONES_FILE, &zones), (DAEMON_FILE, &both)]);
+        let got = briefs(r);
+        assert!(got.len() == 1 && got[0].contains("scanner `till` is a remote nearcast node in zones.toml, not an adapter of this box"), "{got:?}");
     }
 
     fn one_error(file: &str, edit: impl Fn(&str) -> String) -> String {

@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::zones::Zones;
 use super::{Dur, Source};
 use crate::core::zones::Layout;
 use crate::source::ble::BleSettings;
+use crate::source::mqtt::RemoteScanner;
 use crate::source::wifi::{Backend, WifiSettings};
 use crate::source::{SimSettings, SourceSettings};
 
@@ -87,9 +89,11 @@ fn default_shoppers() -> u32 {
 pub(super) fn build(
     raw: Vec<RawSource>,
     src: &mut Source,
-    layout: Option<&Layout>,
+    zones: Option<&Zones>,
     rel: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Vec<SourceSettings> {
+    let layout = zones.map(|z| &z.layout);
+    let remote = zones.map_or(&[][..], |z| &z.remote[..]);
     let mut sources = Vec::new();
     for s in raw {
         let kind = s.kind.get_ref().as_str();
@@ -131,7 +135,7 @@ pub(super) fn build(
             }
             "ble" => {
                 refuse_keys(src, &s, BLE_KEYS);
-                if let Some(b) = ble_source(src, &s, layout) {
+                if let Some(b) = ble_source(src, &s, layout, remote) {
                     sources.push(SourceSettings::Ble(b));
                 }
             }
@@ -165,7 +169,12 @@ fn refuse_keys(src: &mut Source, s: &RawSource, allowed: &[&str]) {
     }
 }
 
-fn ble_source(src: &mut Source, s: &RawSource, layout: Option<&Layout>) -> Option<BleSettings> {
+fn ble_source(
+    src: &mut Source,
+    s: &RawSource,
+    layout: Option<&Layout>,
+    remote: &[RemoteScanner],
+) -> Option<BleSettings> {
     let adapter = s
         .adapter
         .as_ref()
@@ -215,6 +224,21 @@ fn ble_source(src: &mut Source, s: &RawSource, layout: Option<&Layout>) -> Optio
             }
         }
     };
+    if let Some(r) = remote.iter().find(|r| r.scanner == scanner) {
+        let span = s.scanner.as_ref().map_or(s.kind.span(), Spanned::span);
+        src.error(
+            span,
+            format!(
+                "scanner `{}` is a remote {} node in zones.toml, not an adapter of this box",
+                layout
+                    .and_then(|l| l.scanners.get(usize::from(scanner.0)))
+                    .map_or("?", |sc| &*sc.id),
+                r.kind.name()
+            ),
+            Some("name a scanner without `source` (or with source = \"local\") here".into()),
+        );
+        return None;
+    }
     let mut b = BleSettings::new(&adapter, scanner);
     if let Some(d) = s.silence {
         b.silence = d.0.max(std::time::Duration::from_secs(1));

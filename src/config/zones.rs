@@ -1,5 +1,6 @@
-//! `zones.toml`: store identity, time zone, opening hours, scanners,
-//! calibration and zones, built into a `Layout` and the opening hours.
+//! `zones.toml`: store identity, time zone, opening hours, scanners (and
+//! which of them are remote nodes), calibration and zones, built into a
+//! `Layout`, the remote scanners and the opening hours.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use super::{Dur, Source, did_you_mean, valid_id};
 use crate::core::campaign::TimeRange;
 use crate::core::types::ScannerIdx;
 use crate::core::zones::{Calibration, Layout, Radio, Scanner, Zone, ZoneKind};
+use crate::source::mqtt::{NodeKind, RemoteScanner};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +115,10 @@ struct RawScanner {
     position: Spanned<Vec<f64>>,
     rssi_offset: Option<Spanned<f64>>,
     path_loss_exponent: Option<Spanned<f64>>,
+    /// `local` (an adapter of this box), `espresense` or `nearcast`.
+    source: Option<Spanned<String>>,
+    /// A remote scanner's id in its topics (default: `id`).
+    node: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +159,10 @@ struct RawZone {
 pub(super) struct Zones {
     pub store_id: String,
     pub layout: Layout,
+    /// The scanners that are remote nodes.
+    pub remote: Vec<RemoteScanner>,
+    /// Where each of them says `source`.
+    pub remote_spans: Vec<std::ops::Range<usize>>,
     pub tz: jiff::tz::TimeZone,
     pub opening: [Vec<TimeRange>; 7],
 }
@@ -166,6 +176,7 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
     let opening = opening_hours(src, raw.hours.get_ref());
     let radio = radio(src, &raw.radio);
     let scanners = scanners(src, &raw.scanners, &raw.radio.path_loss_exponent);
+    let (remote, remote_spans) = remote_scanners(src, &raw.scanners);
     let calibrations = calibrations(src, &raw.calibrations);
     let (zones, groups) = zones(src, &raw.zones, &scanners);
     overlapping_areas(src, &raw.zones, &zones, &groups);
@@ -174,6 +185,8 @@ pub(super) fn build(src: &mut Source) -> Option<Zones> {
     }
     Some(Zones {
         store_id: raw.store_id.into_inner(),
+        remote,
+        remote_spans,
         layout: Layout {
             store_name: raw.store,
             scanners,
@@ -312,6 +325,79 @@ fn point(src: &mut Source, p: &Spanned<Vec<f64>>) -> Option<(f64, f64)> {
         ),
     }
     None
+}
+
+/// `[[scanner]] source` and `node`: which scanners are remote nodes, and
+/// their ids in MQTT topics (one topic level, unique per kind).
+fn remote_scanners(
+    src: &mut Source,
+    raw: &[RawScanner],
+) -> (Vec<RemoteScanner>, Vec<std::ops::Range<usize>>) {
+    const KINDS: [&str; 3] = ["local", "espresense", "nearcast"];
+    let mut remote = Vec::new();
+    let mut spans = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, s) in raw.iter().enumerate() {
+        let kind = match s.source.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
+            None | Some(("local", _)) => None,
+            Some(("espresense", _)) => Some(NodeKind::Espresense),
+            Some(("nearcast", _)) => Some(NodeKind::Nearcast),
+            Some((other, span)) => {
+                src.error(
+                    span,
+                    format!("unknown scanner source `{other}`"),
+                    Some(did_you_mean(other, KINDS)),
+                );
+                continue;
+            }
+        };
+        let Some(kind) = kind else {
+            if let Some(n) = &s.node {
+                src.error(
+                    n.span(),
+                    "`node` applies only to a remote scanner",
+                    Some("set source = \"espresense\" or \"nearcast\", or remove `node`".into()),
+                );
+            }
+            continue;
+        };
+        let (node, span) = s.node.as_ref().map_or_else(
+            || (s.id.get_ref().clone(), s.id.span()),
+            |n| (n.get_ref().clone(), n.span()),
+        );
+        let topic_level = !node.is_empty()
+            && node.len() <= 64
+            && !node
+                .chars()
+                .any(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control());
+        if !topic_level {
+            src.error(
+                span,
+                format!("`{node}` cannot be a node id in MQTT topics"),
+                Some(
+                    "up to 64 characters without `/`, `+`, `#` or spaces; for ESPresense, the \
+                     node's room id as its topics show it (e.g. \"office_alt\")"
+                        .into(),
+                ),
+            );
+            continue;
+        }
+        if !seen.insert((kind, node.clone())) {
+            src.error(
+                span,
+                format!("two scanners are the {} node `{node}`", kind.name()),
+                Some("each node is one scanner; give the other one its own `node`".into()),
+            );
+            continue;
+        }
+        remote.push(RemoteScanner {
+            kind,
+            node,
+            scanner: ScannerIdx(u16::try_from(i).unwrap_or(u16::MAX)),
+        });
+        spans.push(s.source.as_ref().map_or(0..0, Spanned::span));
+    }
+    (remote, spans)
 }
 
 /// `[[calibration]]`: a measured power for one iBeacon UUID or one

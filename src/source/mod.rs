@@ -1,6 +1,7 @@
 //! Where observations come from: recordings ([`replay`]), a simulated
-//! store ([`sim`]), and live sensing: BLE through BlueZ ([`ble`]) and Wi-Fi
-//! presence ([`wifi`]), with their [`health`] for `stats`.
+//! store ([`sim`]), and live sensing: BLE through BlueZ ([`ble`]), Wi-Fi
+//! presence ([`wifi`]) and remote scanners over MQTT ([`mqtt`]: ESPresense
+//! nodes, nearcast satellites), with their [`health`] for `stats`.
 //!
 //! Sources only produce [`Observation`](crate::core::types::Observation)s in
 //! time order. They never decide anything: no identification, no presence, no
@@ -10,6 +11,7 @@
 
 pub mod ble;
 pub mod health;
+pub mod mqtt;
 pub mod replay;
 pub mod sim;
 pub mod wifi;
@@ -38,14 +40,20 @@ pub enum SourceSettings {
     Ble(BleSettings),
     /// Wi-Fi presence (`kind = "wifi"`).
     Wifi(WifiSettings),
+    /// Remote scanners through the store's MQTT broker (`[mqtt]`, and
+    /// scanners with `source = "espresense"` or `"nearcast"`).
+    Mqtt(mqtt::MqttSettings),
 }
 
 impl SourceSettings {
-    /// True for sources that listen to the store (BLE, Wi-Fi), as opposed
-    /// to the simulator and recordings.
+    /// True for sources that listen to the store (BLE, Wi-Fi, remote
+    /// scanners), as opposed to the simulator and recordings.
     #[must_use]
     pub fn is_live(&self) -> bool {
-        matches!(self, SourceSettings::Ble(_) | SourceSettings::Wifi(_))
+        matches!(
+            self,
+            SourceSettings::Ble(_) | SourceSettings::Wifi(_) | SourceSettings::Mqtt(_)
+        )
     }
 }
 

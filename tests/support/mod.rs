@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use nearcast::app::stand_in;
 use tokio::net::TcpListener;
 
+pub mod broker;
 mod clock;
 pub mod fixtures;
 mod shop;

@@ -42,6 +42,9 @@ pub struct Status {
     /// Whether the daemon trusts the wall clock, and why not.
     #[serde(default)]
     pub clock: Option<ClockStatus>,
+    /// Decisions held while the database refused writes.
+    #[serde(default)]
+    pub held: crate::metrics::HeldStats,
 }
 
 impl Status {
@@ -62,6 +65,7 @@ impl Status {
             silent_scanners: Vec::new(),
             sources: healths.iter().map(|h| h.snapshot()).collect(),
             clock,
+            held: counters.held,
         }
     }
 

@@ -247,6 +247,7 @@ cp "$M"/nearcast.db* "$OUT"/
     );
     // It sent nothing: the queue waits for the rerun (or the daemon).
     assert_eq!(b1.matches("[flash]").count(), 0, "{b1}");
+    eprintln!("first run, 400 KiB free:\n{b1}");
 
     // The rerun decides the rest; the cooldown keeps the first ones from a
     // second message; it sends what the first run left queued too.
@@ -281,6 +282,13 @@ cp "$M"/nearcast.db* "$OUT"/
     who.sort_unstable();
     who.dedup();
     assert_eq!(who.len(), N, "nobody twice");
+    eprintln!(
+        "second run, room again:\n{}",
+        b2.lines()
+            .filter(|l| !l.contains("[flash]"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // Room to erase, not to compact: erased, and said so, with the way on.
     let f1 = read(d, "f1.out");
@@ -371,40 +379,67 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-#[test]
-fn the_daemon_on_a_full_disk_holds_its_decisions_and_backs_off() {
-    require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let refuse = Arc::new(AtomicBool::new(true));
-    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let provider = {
-        let (refuse, accepted) = (refuse.clone(), accepted.clone());
-        rt.block_on(StandIn::start(move |r: &Recorded| {
-            if refuse.load(Ordering::SeqCst) {
-                return Reply::json(503, "{}");
-            }
-            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            accepted
-                .lock()
-                .unwrap()
-                .push(body["customer"].as_str().unwrap_or("?").to_owned());
-            Reply::json(200, "{}")
-        }))
-    };
-    std::fs::write(d.join("token"), "webhook-secret").unwrap();
-    let leases = d.join("leases");
-    std::fs::write(&leases, "").unwrap();
-    let port = free_port();
-    let cfg = setup(
-        d,
-        &format!(
-            r#"[[source]]
+/// The provider: refuses with 503 (retry after a second) while `refuse`
+/// holds, then accepts, recording whose message it took.
+struct Provider {
+    refuse: Arc<AtomicBool>,
+    accepted: Arc<Mutex<Vec<String>>>,
+    stand_in: StandIn,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Provider {
+    fn start() -> Provider {
+        let refuse = Arc::new(AtomicBool::new(true));
+        let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let stand_in = {
+            let (refuse, accepted) = (refuse.clone(), accepted.clone());
+            rt.block_on(StandIn::start(move |r: &Recorded| {
+                if refuse.load(Ordering::SeqCst) {
+                    return Reply::json(503, "{}").with_header("Retry-After", "1");
+                }
+                let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                accepted
+                    .lock()
+                    .unwrap()
+                    .push(body["customer"].as_str().unwrap_or("?").to_owned());
+                Reply::json(200, "{}")
+            }))
+        };
+        Provider {
+            refuse,
+            accepted,
+            stand_in,
+            _rt: rt,
+        }
+    }
+}
+
+/// The daemon with its database on a 4 MiB tmpfs of its own mount
+/// namespace, three customers on file, Wi-Fi presence from `dir/leases`,
+/// `sms` a webhook to `provider`, the API on `port`.
+struct Daemon {
+    nc: bluez::Nearcast,
+    cfg: PathBuf,
+    leases: PathBuf,
+    /// The tmpfs, seen from outside the daemon's namespace.
+    disk: PathBuf,
+}
+
+impl Daemon {
+    fn start(d: &Path, provider: &Provider, port: u16) -> Daemon {
+        std::fs::write(d.join("token"), "webhook-secret").unwrap();
+        let leases = d.join("leases");
+        std::fs::write(&leases, "").unwrap();
+        let cfg = setup(
+            d,
+            &format!(
+                r#"[[source]]
 kind = "wifi"
 backend = "leases"
 file = "{leases}"
@@ -426,47 +461,81 @@ backoff_max = "2s"
 [api]
 bind = "127.0.0.1:{port}"
 "#,
-            leases = leases.display(),
-            url = provider.url(),
-            token = d.join("token").display(),
-        ),
-        3,
-    );
-    let mnt = d.join("mnt");
-    let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c"]).arg(format!(
-        "mount -t tmpfs -o size=4m nearcast-test {m} && cp {p}/nearcast.db {p}/secret.key {m}/ && exec {nc} run --config {cfg}",
-        m = mnt.display(),
-        p = d.join("prep").display(),
-        nc = env!("CARGO_BIN_EXE_nearcast"),
-        cfg = cfg.display()
-    ));
-    let mut nc = bluez::Nearcast::start(cmd, d.join("run.log"));
-    nc.wait_for(&["local API listening"], Duration::from_secs(20));
-    nc.wait_for(&["wifi presence started"], Duration::from_secs(20));
-    // The daemon's view of the tmpfs, from outside its namespace.
-    let disk = PathBuf::from(format!("/proc/{}/root{}", nc.pid(), mnt.display()));
-    let far = 4_000_000_000u64;
-    let lease = |n: usize| {
-        (0..n)
-            .map(|i| format!("{far} 02:dd:00:00:00:{i:02x} 10.0.0.{} * *\n", 10 + i))
-            .collect::<String>()
-    };
+                leases = leases.display(),
+                url = provider.stand_in.url(),
+                token = d.join("token").display(),
+            ),
+            3,
+        );
+        let mnt = d.join("mnt");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"]).arg(format!(
+            "mount -t tmpfs -o size=4m nearcast-test {m} && cp {p}/nearcast.db {p}/secret.key {m}/ && exec {nc} run --config {cfg}",
+            m = mnt.display(),
+            p = d.join("prep").display(),
+            nc = env!("CARGO_BIN_EXE_nearcast"),
+            cfg = cfg.display()
+        ));
+        let nc = bluez::Nearcast::start(cmd, d.join("run.log"));
+        nc.wait_for(&["local API listening"], Duration::from_secs(20));
+        nc.wait_for(&["wifi presence started"], Duration::from_secs(20));
+        let disk = PathBuf::from(format!("/proc/{}/root{}", nc.pid(), mnt.display()));
+        Daemon {
+            nc,
+            cfg,
+            leases,
+            disk,
+        }
+    }
+
+    /// The first `n` customers are on the Wi-Fi.
+    fn on_wifi(&self, n: usize) {
+        let text: String = (0..n)
+            .map(|i| format!("4000000000 02:dd:00:00:00:{i:02x} 10.0.0.{} * *\n", 10 + i))
+            .collect();
+        std::fs::write(&self.leases, text).unwrap();
+    }
+
+    /// The daemon's CPU time so far (user and system), from /proc.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.nc.pid())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        // utime and stime, fields 14 and 15 of the line (11 and 12 after the name).
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
+    }
+}
+
+#[test]
+fn the_daemon_on_a_full_disk_holds_its_decisions_and_backs_off() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let provider = Provider::start();
+    let port = free_port();
+    let mut daemon = Daemon::start(d, &provider, port);
+    let nc = &daemon.nc;
 
     // c0000 arrives; the provider is down, so the welcome waits in the
     // outbox for a retry.
-    std::fs::write(&leases, lease(1)).unwrap();
+    daemon.on_wifi(1);
     nc.wait_for(&["send failed; retrying later"], Duration::from_secs(20));
 
     // The disk fills up. c0001 and c0002 arrive: their decisions are held;
     // the worker's retry of c0000's welcome finds the database refusing.
-    let filler = fill(&disk);
-    std::fs::write(&leases, lease(3)).unwrap();
-    wait_metric(&nc, port, "nearcast_decisions_held", 2);
-    wait_metric(&nc, port, "nearcast_storage_failures_total", 1);
+    let filler = fill(&daemon.disk);
+    let full_since = Instant::now();
+    daemon.on_wifi(3);
+    wait_metric(nc, port, "nearcast_decisions_held", 2);
+    wait_metric(nc, port, "nearcast_storage_failures_total", 1);
     // A second look a little later: the worker is backing off, not looping
     // (the audit counted 780 failures a second).
-    wait_metric(&nc, port, "nearcast_storage_failures_total", 2);
+    wait_metric(nc, port, "nearcast_storage_failures_total", 2);
     let failures = metric(port, "nearcast_storage_failures_total").unwrap();
     assert!(failures <= 4, "{failures} failed rounds: no backoff?");
     assert_eq!(
@@ -481,11 +550,16 @@ bind = "127.0.0.1:{port}"
         "logged once:\n{}",
         nc.log()
     );
-    assert!(accepted.lock().unwrap().is_empty());
+    assert!(provider.accepted.lock().unwrap().is_empty());
 
     // Space again, and the provider is back.
     std::fs::remove_file(&filler).unwrap();
-    refuse.store(false, Ordering::SeqCst);
+    eprintln!(
+        "disk full for {:.1} s: {failures} failed outbox rounds, {} decisions held",
+        full_since.elapsed().as_secs_f64(),
+        metric(port, "nearcast_decisions_held").unwrap_or(0)
+    );
+    provider.refuse.store(false, Ordering::SeqCst);
     nc.wait_for(
         &[
             "the database takes writes again: held decisions committed",
@@ -499,11 +573,11 @@ bind = "127.0.0.1:{port}"
         Duration::from_secs(90),
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while accepted.lock().unwrap().len() < 3 {
+    while provider.accepted.lock().unwrap().len() < 3 {
         assert!(Instant::now() < deadline, "not all sent:\n{}", nc.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut got = accepted.lock().unwrap().clone();
+    let mut got = provider.accepted.lock().unwrap().clone();
     got.sort();
     assert_eq!(got, ["c0000", "c0001", "c0002"], "each once");
     assert_eq!(metric(port, "nearcast_decisions_held"), Some(0));
@@ -528,7 +602,7 @@ bind = "127.0.0.1:{port}"
                 "stats",
                 "--config",
             ])
-            .arg(&cfg)
+            .arg(&daemon.cfg)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -547,5 +621,53 @@ bind = "127.0.0.1:{port}"
         "held decisions   0 waiting for the database; 2 held since start: 2 committed late \
          (0 messages past their time to live, recorded expired), 0 dropped"
     );
-    assert!(nc.stop().success());
+    assert!(daemon.nc.stop().success());
+}
+
+/// The full-disk figures in BENCHMARKS.md ("Reliability"): the daemon
+/// with a message to retry on a full disk for 60 s, its failed rounds,
+/// error lines and CPU time. Run with
+/// `cargo test --release --test disk -- --ignored --nocapture full_disk_benchmark`.
+#[test]
+#[ignore = "a benchmark: run by hand, figures go to BENCHMARKS.md"]
+fn full_disk_benchmark() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let provider = Provider::start();
+    let port = free_port();
+    let mut daemon = Daemon::start(d, &provider, port);
+    daemon.on_wifi(1);
+    daemon
+        .nc
+        .wait_for(&["send failed; retrying later"], Duration::from_secs(20));
+    let filler = fill(&daemon.disk);
+    daemon.on_wifi(3);
+    wait_metric(&daemon.nc, port, "nearcast_storage_failures_total", 1);
+    let (cpu0, lines0, t0) = (
+        daemon.cpu(),
+        daemon.nc.log().lines().count(),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs(60));
+    let (cpu, lines, secs) = (
+        daemon.cpu() - cpu0,
+        daemon.nc.log().lines().count() - lines0,
+        t0.elapsed().as_secs_f64(),
+    );
+    println!(
+        "full disk for {secs:.0} s: {} failed outbox rounds in all, {lines} log lines, {} held, CPU {:.2} s ({:.2} % of a core)",
+        metric(port, "nearcast_storage_failures_total").unwrap_or(0),
+        metric(port, "nearcast_decisions_held").unwrap_or(0),
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() / secs * 100.0
+    );
+    std::fs::remove_file(&filler).unwrap();
+    provider.refuse.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while provider.accepted.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "{}", daemon.nc.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(daemon.nc.stop().success());
 }

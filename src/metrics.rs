@@ -48,6 +48,25 @@ pub struct Counters {
     /// Presence right now: customers tracked, whose zone is unknown, and
     /// scanners silent.
     pub presence: PresenceStats,
+    /// Decisions held while the database refused writes.
+    pub held: HeldStats,
+}
+
+/// Events whose decisions the database could not take when they happened
+/// (a full disk), held in memory and committed later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldStats {
+    /// Waiting now.
+    pub waiting: u64,
+    /// Held since start.
+    pub held: u64,
+    /// Committed once the database took writes again.
+    pub committed: u64,
+    /// Of their messages, committed past their time to live (recorded
+    /// expired, never sent).
+    pub expired: u64,
+    /// Dropped, the oldest first, when the queue was full.
+    pub dropped: u64,
 }
 
 impl Counters {
@@ -113,6 +132,8 @@ pub struct Metrics {
     tracked: AtomicU64,
     unknown: AtomicU64,
     silent_scanners: AtomicU64,
+    held: [AtomicU64; 4],
+    storage_failures: AtomicU64,
     channels: RwLock<BTreeMap<String, Arc<ChannelStats>>>,
     clock: RwLock<Option<ClockStatus>>,
     /// Webhook results.
@@ -158,6 +179,32 @@ impl Metrics {
         set(&self.tracked, c.presence.tracked);
         set(&self.unknown, c.presence.unknown);
         set(&self.silent_scanners, c.presence.silent_scanners);
+        let h = c.held;
+        for (a, v) in self
+            .held
+            .iter()
+            .zip([h.waiting, h.committed, h.expired, h.dropped])
+        {
+            set(a, v);
+        }
+    }
+
+    /// Counts a database write that failed and will be retried (the
+    /// outbox worker's, with backoff).
+    pub fn note_storage_failure(&self) {
+        bump(&self.storage_failures);
+    }
+
+    /// Database writes that failed so far.
+    #[must_use]
+    pub fn storage_failures(&self) -> u64 {
+        self.storage_failures.load(Ordering::Relaxed)
+    }
+
+    /// Decisions waiting for the database now.
+    #[must_use]
+    pub fn held_waiting(&self) -> u64 {
+        self.held[0].load(Ordering::Relaxed)
     }
 
     /// The daemon's loop says whether it trusts the wall clock.
@@ -299,6 +346,40 @@ impl Metrics {
             head(&mut o, name, "gauge", help);
             let _ = writeln!(o, "{name} {}", get(a));
         }
+        head(
+            &mut o,
+            "nearcast_decisions_held",
+            "gauge",
+            "Events whose decisions wait in memory for the database to take writes (a full disk).",
+        );
+        let _ = writeln!(o, "nearcast_decisions_held {}", get(&self.held[0]));
+        head(
+            &mut o,
+            "nearcast_decisions_held_total",
+            "counter",
+            "Held events by what became of them: committed late, messages expired meanwhile, dropped (queue full).",
+        );
+        for (result, a) in ["committed", "expired", "dropped"]
+            .iter()
+            .zip(&self.held[1..])
+        {
+            let _ = writeln!(
+                o,
+                "nearcast_decisions_held_total{{result=\"{result}\"}} {}",
+                get(a)
+            );
+        }
+        head(
+            &mut o,
+            "nearcast_storage_failures_total",
+            "counter",
+            "Outbox rounds the database refused (a full disk, an I/O error), each retried with backoff.",
+        );
+        let _ = writeln!(
+            o,
+            "nearcast_storage_failures_total {}",
+            get(&self.storage_failures)
+        );
         head(
             &mut o,
             "nearcast_decisions_total",

@@ -314,3 +314,144 @@ fn two_deciders_on_one_database_send_once_per_cooldown_window() {
     assert_eq!(stats.outbox, [("queued".to_owned(), 2)]);
     assert_eq!(stats.points_awarded, 20);
 }
+
+/// The real store, refusing every write while `down` (as SQLite does on a
+/// full disk).
+struct Refusing {
+    store: nearcast::store::Store,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Refusing {
+    fn check(&self) -> Result<(), nearcast::store::Error> {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(nearcast::store::Error::File {
+                path: "nearcast.db".into(),
+                reason: "database or disk is full".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl nearcast::core::campaign::Ledger for Refusing {
+    type Error = nearcast::store::Error;
+
+    fn history(
+        &mut self,
+        customer: &nearcast::core::identity::CustomerInfo,
+        local: &nearcast::core::campaign::Local,
+    ) -> Result<nearcast::core::campaign::History, Self::Error> {
+        self.store.history(customer, local)
+    }
+
+    fn commit(
+        &mut self,
+        event: &nearcast::core::presence::ZoneEvent,
+        zone: &str,
+        customer: &nearcast::core::identity::CustomerInfo,
+        local: &nearcast::core::campaign::Local,
+        engine: &nearcast::core::campaign::Engine,
+        decisions: Vec<nearcast::core::campaign::Decision>,
+    ) -> Result<Vec<nearcast::core::campaign::Committed>, Self::Error> {
+        self.check()?;
+        self.store
+            .commit(event, zone, customer, local, engine, decisions)
+    }
+}
+
+#[test]
+fn decisions_the_database_refuses_are_held_in_order_and_committed_later() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_dir(dir.path(), CAMPAIGNS);
+    let (store, hasher) = store_with_customers(&config);
+    let directory = Arc::new(store.directory().unwrap());
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ledger = Refusing {
+        store,
+        down: down.clone(),
+    };
+    let mut p = nearcast::app::Pipeline::new(
+        config.layout.clone(),
+        config.engine.clone(),
+        hasher,
+        directory,
+        ledger,
+    )
+    .with_holding(3);
+    // The disk is full: Cleo, Ben and Anna arrive a minute apart, and Ben
+    // leaves. Three events fit in the queue; Cleo's arrival, the oldest,
+    // makes room for Anna's.
+    let mut obs = vec![wifi(at(10, 0, 0), WifiKind::Joined, CLEO_MAC)];
+    obs.extend(walk_in(2, BEN_PHONE, at(10, 1, 0), 3, 8.0));
+    obs.extend(walk_in(1, ANNA_PHONE, at(10, 2, 0), 3, 8.0));
+    let out = run(&mut p, &obs, at(10, 2, 3));
+    assert_eq!(
+        out,
+        [
+            "10:00:03 arrived cleo store",
+            "10:01:03 arrived ben store",
+            "10:01:43 left ben store",
+            "10:02:03 arrived anna store"
+        ],
+        "nothing decided while the database refuses"
+    );
+    let held = |p: &nearcast::app::Pipeline<Refusing>| {
+        let h = p.counters().held;
+        (h.waiting, h.held, h.committed, h.expired, h.dropped)
+    };
+    assert_eq!(held(&p), (3, 4, 0, 0, 1));
+    assert!(p.retry_held(at(10, 3, 0), &mut |_| {}).is_err());
+    assert_eq!(held(&p), (3, 4, 0, 0, 1));
+
+    // Space again at 10:06:30: Ben's welcome (decided 10:01:03, five
+    // minutes to live) is committed already expired; Anna's goes out.
+    down.store(false, Ordering::Relaxed);
+    let mut decided = Vec::new();
+    let mut sink = |o: nearcast::app::Output<'_>| {
+        if let nearcast::app::Output::Decision {
+            customer,
+            committed,
+            ..
+        } = o
+        {
+            decided.push((customer.id.to_string(), committed.decision.at));
+        }
+    };
+    p.retry_held(at(10, 6, 30), &mut sink).unwrap();
+    assert_eq!(
+        decided,
+        [
+            ("ben".to_owned(), at(10, 1, 3)),
+            ("anna".to_owned(), at(10, 2, 3))
+        ],
+        "each at its own time, in order"
+    );
+    assert_eq!(held(&p), (0, 4, 3, 1, 1));
+    let buf: Arc<std::sync::Mutex<dyn std::io::Write + Send>> =
+        Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut w = nearcast::app::worker(&config, &config.daemon.database, buf).unwrap();
+    let r = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(w.run_once(at(10, 6, 30)))
+        .unwrap();
+    assert_eq!((r.sent, r.expired), (1, 1));
+    let mut rows: Vec<(String, String)> = w
+        .store()
+        .outbox_rows(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.customer, r.state.to_string()))
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("anna".to_owned(), "sent".to_owned()),
+            ("ben".to_owned(), "expired".to_owned())
+        ]
+    );
+}

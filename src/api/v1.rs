@@ -118,9 +118,21 @@ pub(super) async fn forget(State(api): State<Arc<Api>>, Path(id): Path<String>) 
     call(
         &api,
         move |s| s.forget(&who),
-        |()| {
-            tracing::info!(customer = %id, "customer erased through the API");
-            StatusCode::NO_CONTENT.into_response()
+        |f| match f.not_compacted {
+            None => {
+                tracing::info!(customer = %id, "customer erased through the API");
+                StatusCode::NO_CONTENT.into_response()
+            }
+            // Erased, but old copies may remain until a compaction: said
+            // so, not reported as a failure to erase.
+            Some(e) => {
+                tracing::error!(customer = %id, error = %e, "customer erased through the API; the database could not be compacted");
+                (
+                    StatusCode::OK,
+                    axum::Json(json!({"customer": id, "erased": true, "compacted": false, "error": e})),
+                )
+                    .into_response()
+            }
         },
     )
     .await

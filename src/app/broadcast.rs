@@ -86,6 +86,27 @@ pub struct BroadcastSummary {
     /// Why the clock could not be trusted, for a dry run that went ahead
     /// anyway (a real broadcast refuses).
     pub clock_warning: Option<String>,
+    /// Customers whose decision is committed (or, dry, made), opted-out
+    /// ones included: all of `considered` unless it stopped.
+    pub decided: u64,
+    /// The campaign's cooldown (what keeps a rerun from queueing twice).
+    pub cooldown: Duration,
+    /// Why it stopped before the end, if it did.
+    pub stopped: Option<Stopped>,
+    /// Messages an earlier run of the campaign left queued (a run that
+    /// stopped), still alive when this one started: it sends them too.
+    pub earlier_waiting: u64,
+    /// Of those, still queued when this one stopped waiting.
+    pub earlier_pending: u64,
+}
+
+/// A broadcast that could not finish (the database refused a write).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// While deciding (some customers not decided), or while sending.
+    pub deciding: bool,
+    /// What the database said.
+    pub error: String,
 }
 
 impl BroadcastSummary {
@@ -163,14 +184,47 @@ impl BroadcastSummary {
             "suppressed            {} ({sup})\n",
             self.suppressed_total()
         ));
+        if let Some(stop) = self.stopped.as_ref().filter(|s| s.deciding) {
+            let left = self.considered.saturating_sub(self.decided);
+            s.push_str(&format!(
+                "STOPPED               after deciding {} of {} customers: {}\n",
+                self.decided, self.considered, stop.error
+            ));
+            s.push_str(&format!(
+                "                      the decisions above are committed; the other {left} are not.\n"
+            ));
+            if self.cooldown.is_zero() {
+                s.push_str(
+                    "                      this campaign has no cooldown: running it again would queue the \
+                     customers above a second time\n",
+                );
+            } else {
+                s.push_str(&format!(
+                    "                      run the same command again to finish (within the campaign's cooldown \
+                     of {}: the customers above are not queued twice)\n",
+                    span(self.cooldown)
+                ));
+            }
+        }
         if !self.dry_run {
             s.push_str(&format!("sent                  {}\n", self.sent));
             s.push_str(&format!("failed                {}\n", self.failed));
             s.push_str(&format!("fell over             {}\n", self.fell_over));
             s.push_str(&format!("expired               {}\n", self.expired));
+            if self.earlier_waiting > 0 {
+                s.push_str(&format!(
+                    "from an earlier run   {} of the {} it left queued settled now (sent, failed or expired)\n",
+                    self.earlier_waiting - self.earlier_pending.min(self.earlier_waiting),
+                    self.earlier_waiting
+                ));
+            }
+            if let Some(stop) = self.stopped.as_ref().filter(|s| !s.deciding) {
+                s.push_str(&format!("STOPPED sending:      {}\n", stop.error));
+            }
             if self.pending > 0 {
                 s.push_str(&format!(
-                    "still pending         {} (the daemon sends them, or they expire)\n",
+                    "still pending         {} (the daemon sends them, or running the same command again \
+                     does; past their time to live they expire)\n",
                     self.pending
                 ));
             }
@@ -180,6 +234,17 @@ impl BroadcastSummary {
             self.elapsed.as_secs_f64()
         ));
         s
+    }
+}
+
+/// A duration as campaigns.toml writes it: `7d`, `12h`, `90m`, `30s`.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        _ if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        _ if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
     }
 }
 
@@ -286,21 +351,37 @@ pub async fn broadcast(
         })
         .collect();
     summary.considered += audience.len() as u64;
+    // Customers left out before deciding (opted out) count as decided.
+    summary.decided = summary.considered - audience.len() as u64;
     for chunk in audience.chunks(BATCH) {
-        let mut batch = Vec::with_capacity(chunk.len());
-        for c in chunk {
-            let history = Ledger::history(&mut store, c, &local)?;
-            batch.push((&***c, engine.decide_broadcast(idx, c, &history, now)));
-        }
-        let outcomes: Vec<Outcome> = if opts.dry_run {
-            batch.into_iter().map(|(_, d)| d.outcome).collect()
-        } else {
-            store
-                .commit_broadcast(batch, &local, &engine)?
-                .into_iter()
-                .map(|c| c.decision.outcome)
-                .collect()
+        let mut decide = || -> Result<Vec<Outcome>, Error> {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for c in chunk {
+                let history = Ledger::history(&mut store, c, &local)?;
+                batch.push((&***c, engine.decide_broadcast(idx, c, &history, now)));
+            }
+            Ok(if opts.dry_run {
+                batch.into_iter().map(|(_, d)| d.outcome).collect()
+            } else {
+                store
+                    .commit_broadcast(batch, &local, &engine)?
+                    .into_iter()
+                    .map(|c| c.decision.outcome)
+                    .collect()
+            })
         };
+        // A batch commits whole or not at all: the count is exact.
+        let outcomes = match decide() {
+            Ok(o) => o,
+            Err(e) => {
+                summary.stopped = Some(Stopped {
+                    deciding: true,
+                    error: e.to_string(),
+                });
+                break;
+            }
+        };
+        summary.decided += chunk.len() as u64;
         for o in outcomes {
             match o {
                 Outcome::Act(a) => {
@@ -314,15 +395,31 @@ pub async fn broadcast(
     }
     summary.queued = queued.into_iter().map(|((c, v), n)| (c, v, n)).collect();
     summary.suppressed = suppressed.into_iter().collect();
-    tracing::info!(campaign = %campaign.id, considered = summary.considered, queued = summary.queued_total(), suppressed = summary.suppressed_total(), dry_run = opts.dry_run, "broadcast decided");
+    summary.cooldown = campaign.cooldown;
+    tracing::info!(campaign = %campaign.id, considered = summary.considered, decided = summary.decided, queued = summary.queued_total(), suppressed = summary.suppressed_total(), dry_run = opts.dry_run, "broadcast decided");
+    let ttl = campaign
+        .message
+        .map_or(Duration::ZERO, |m| engine.message(m).ttl);
+    // This run's messages and any an earlier run of it left queued and
+    // still alive: a rerun after a failure finishes those too.
+    let since = now.saturating_sub(ttl);
+    let before = Timestamp(now.0.saturating_sub(1));
+    let pending = |store: &Store, from: Timestamp, to: Timestamp| -> Result<u64, Error> {
+        Ok(count(
+            &store.broadcast_states(&campaign.id, from, to)?,
+            &["queued", "sending"],
+        ))
+    };
+    let waiting = if opts.dry_run || summary.stopped.is_some() {
+        0
+    } else {
+        summary.earlier_waiting = pending(&store, since, before)?;
+        pending(&store, since, now)?
+    };
     drop(store);
 
-    if !opts.dry_run && summary.queued_total() > 0 {
-        let progress = Arc::new(Progress::new(
-            summary.queued_total(),
-            opts.progress,
-            progress_out,
-        ));
+    if waiting > 0 {
+        let progress = Arc::new(Progress::new(waiting, opts.progress, progress_out));
         let adapters = adapters
             .into_iter()
             .map(|(name, inner)| {
@@ -345,9 +442,6 @@ pub async fn broadcast(
         // broadcast is exactly when a provider's rate limit is reached.
         .with_policy(crate::channel::RetryPolicy::from(&config.daemon.outbox))
         .with_limits(super::limits(config));
-        let ttl = campaign
-            .message
-            .map_or(Duration::ZERO, |m| engine.message(m).ttl);
         // Past this, every row has been sent, failed or expired by a claim,
         // or is leased by a daemon that will settle it.
         let give_up = now
@@ -356,26 +450,44 @@ pub async fn broadcast(
             .saturating_add(Duration::from_secs(5));
         loop {
             let t = clock.now();
-            worker.run_once(t).await?;
-            let pending = count(
-                &worker.store().broadcast_states(&campaign.id, now)?,
-                &["queued", "sending"],
-            );
+            let round = async {
+                worker.run_once(t).await?;
+                let pending = count(
+                    &worker.store().broadcast_states(&campaign.id, since, now)?,
+                    &["queued", "sending"],
+                );
+                let wake = worker.next_due(t)?;
+                Ok::<_, crate::channel::Error>((pending, wake))
+            };
+            let (pending, wake) = match round.await {
+                Ok(r) => r,
+                Err(e) => {
+                    summary.stopped = Some(Stopped {
+                        deciding: false,
+                        error: e.to_string(),
+                    });
+                    break;
+                }
+            };
             if pending == 0 || t > give_up {
                 break;
             }
-            let wake = worker
-                .next_due(t)?
-                .unwrap_or(t.saturating_add(Duration::from_secs(1)));
+            let wake = wake.unwrap_or(t.saturating_add(Duration::from_secs(1)));
             let ms = wake.0.saturating_sub(t.0).clamp(10, 1000);
             tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(1000))).await;
         }
         progress.finish();
-        let states = worker.store().broadcast_states(&campaign.id, now)?;
-        summary.sent = count(&states, &["sent", "delivered", "read"]);
-        summary.failed = count(&states, &["failed", "dead"]);
-        summary.expired = count(&states, &["expired"]);
-        summary.pending = count(&states, &["queued", "sending"]);
+        // Reading works on a full disk; if even that fails, the counts
+        // stay unknown rather than wrong.
+        if let Ok(states) = worker.store().broadcast_states(&campaign.id, now, now) {
+            summary.sent = count(&states, &["sent", "delivered", "read"]);
+            summary.failed = count(&states, &["failed", "dead"]);
+            summary.expired = count(&states, &["expired"]);
+            summary.pending = count(&states, &["queued", "sending"]);
+        }
+        if let Ok(left) = pending(worker.store(), since, before) {
+            summary.earlier_pending = left;
+        }
         summary.fell_over = worker.totals.fell_over;
     }
     summary.elapsed = started.elapsed();

@@ -183,7 +183,11 @@ pub fn broadcast(config: &Config, opts: &broadcast::BroadcastOptions) -> Result<
         config, opts, &clock, adapters, progress,
     ))?;
     print!("{}", summary.text());
-    Ok(Exit::Success)
+    Ok(if summary.stopped.is_some() {
+        Exit::Failure
+    } else {
+        Exit::Success
+    })
 }
 
 /// `replay`: a recording through the pipeline.
@@ -527,10 +531,38 @@ pub fn customers(
         CustomersAction::Export(id) => {
             println!("{}", serde_json::to_string_pretty(&store.export(&id)?)?);
         }
-        CustomersAction::Forget(id) => {
-            store.forget(&id)?;
-            println!("{id} erased: customer, identities, visits, points, decisions and messages");
-        }
+        CustomersAction::Forget(id) => match store.forget(&id) {
+            Ok(f) => {
+                println!(
+                    "{id} erased: customer, identities, visits, points, decisions and messages"
+                );
+                if let Some(e) = f.not_compacted {
+                    eprintln!(
+                        "but the database could not be compacted ({e}): until it is, old copies of their values \
+                         may remain in its free pages and its write-ahead log. Free some disk space, then run \
+                         `nearcast customers forget {id}` again to finish."
+                    );
+                    return Ok(Exit::Failure);
+                }
+            }
+            // Nobody to erase; an earlier erasure may still want its
+            // compaction (see above), which this finishes.
+            Err(crate::store::Error::NoSuchCustomer(_)) => {
+                let compacted = store.compact();
+                eprintln!("no customer with id {id:?}: nothing to erase");
+                match compacted {
+                    Ok(()) => eprintln!(
+                        "the database is compacted: nothing is left of an earlier erasure"
+                    ),
+                    Err(e) => eprintln!("the database could not be compacted either: {e}"),
+                }
+                return Ok(Exit::Failure);
+            }
+            Err(e) => {
+                eprintln!("{id} was not erased: {e}");
+                return Ok(Exit::Failure);
+            }
+        },
     }
     Ok(Exit::Success)
 }
@@ -785,6 +817,11 @@ fn print_live(l: &live::Status) {
         } else {
             format!(" ({})", l.silent_scanners.join(", "))
         }
+    );
+    let h = &l.held;
+    println!(
+        "held decisions   {} waiting for the database; {} held since start: {} committed late ({} messages past their time to live, recorded expired), {} dropped",
+        h.waiting, h.held, h.committed, h.expired, h.dropped
     );
     let g = &l.guard;
     println!(

@@ -50,6 +50,9 @@ pub struct Status {
     /// Messages from nodes `zones.toml` does not have.
     #[serde(default)]
     pub unknown_nodes: u64,
+    /// Decisions held while the database refused writes.
+    #[serde(default)]
+    pub held: crate::metrics::HeldStats,
 }
 
 impl Status {
@@ -72,6 +75,7 @@ impl Status {
             clock,
             remote: Vec::new(),
             unknown_nodes: 0,
+            held: counters.held,
         }
     }
 

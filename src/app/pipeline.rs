@@ -4,7 +4,18 @@
 //! Synchronous and clock-free: the caller feeds observations in time order
 //! (live, replayed or simulated) and the pipeline runs presence timers up to
 //! each observation's time before handling it. Output goes to a sink.
+//!
+//! When the ledger cannot take a decision (the database refuses writes: a
+//! full disk, a dying card), a pipeline set up to hold them
+//! ([`Pipeline::with_holding`], the daemon) keeps the event in a bounded
+//! queue instead of losing it, and decides and commits the queue in order
+//! when [`Pipeline::retry_held`] finds the database writable again: each
+//! event at its own time, so cooldowns and caps come out as they would
+//! have, and a message whose time to live ran out meanwhile is committed
+//! already expired (the worker never sends it). Without holding, a ledger
+//! failure is the caller's error, as in a replay.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -16,7 +27,7 @@ use crate::core::identity::{CustomerInfo, Directory, Hasher, Identity, Resolver}
 use crate::core::presence::{EventKind, Tracker, ZoneEvent};
 use crate::core::types::{Observation, ScannerIdx, Timestamp};
 use crate::core::zones::Layout;
-pub use crate::metrics::Counters;
+pub use crate::metrics::{Counters, HeldStats};
 
 /// What the pipeline reports as it goes.
 #[derive(Debug)]
@@ -51,6 +62,15 @@ fn event_index(kind: &EventKind) -> usize {
     }
 }
 
+/// An event whose decisions the ledger could not take, waiting to be
+/// decided and committed.
+#[derive(Debug)]
+struct Held {
+    event: ZoneEvent,
+    customer: CustomerInfo,
+    zone: String,
+}
+
 /// The pipeline over a ledger (SQLite, or memory for dry runs).
 pub struct Pipeline<L: Ledger> {
     layout: Arc<Layout>,
@@ -63,6 +83,13 @@ pub struct Pipeline<L: Ledger> {
     frames: SmallVec<[Frame; 2]>,
     clock_trusted: bool,
     guard: Guard,
+    /// Events waiting for a writable ledger, oldest first.
+    held: VecDeque<Held>,
+    /// How many may wait (0: a ledger failure is returned instead).
+    hold_capacity: usize,
+    held_stats: HeldStats,
+    /// Whether the oldest was dropped for room since the ledger failed.
+    dropping: bool,
 }
 
 impl<L: Ledger> Pipeline<L> {
@@ -86,7 +113,20 @@ impl<L: Ledger> Pipeline<L> {
             frames: SmallVec::new(),
             clock_trusted: true,
             guard: Guard::new(GuardConfig::default()),
+            held: VecDeque::new(),
+            hold_capacity: 0,
+            held_stats: HeldStats::default(),
+            dropping: false,
         }
+    }
+
+    /// Holds up to `capacity` events whose decisions the ledger could not
+    /// take, instead of failing (see the module's documentation); beyond
+    /// that, the oldest is dropped and counted.
+    #[must_use]
+    pub fn with_holding(mut self, capacity: usize) -> Self {
+        self.hold_capacity = capacity;
+        self
     }
 
     /// Replaces the flood and junk guards' thresholds (and their memory).
@@ -103,6 +143,10 @@ impl<L: Ledger> Pipeline<L> {
             decode: self.counters.decode,
             guard: self.guard.stats(),
             presence: self.tracker.stats(),
+            held: HeldStats {
+                waiting: self.held.len() as u64,
+                ..self.held_stats
+            },
             ..self.counters.clone()
         }
     }
@@ -273,6 +317,86 @@ impl<L: Ledger> Pipeline<L> {
         result
     }
 
+    /// Events waiting for a writable ledger.
+    #[must_use]
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Decides and commits the held events, oldest first, each at its own
+    /// time; messages whose time to live ended before `now` are committed
+    /// expired. Stops at the first failure (the event stays first in line).
+    ///
+    /// # Errors
+    /// The ledger still fails; then the rest wait.
+    pub fn retry_held(
+        &mut self,
+        now: Timestamp,
+        sink: &mut impl FnMut(Output<'_>),
+    ) -> Result<(), L::Error> {
+        if !self.clock_trusted {
+            return Ok(()); // decided once the clock is right again
+        }
+        let (mut committed, mut expired) = (0u64, 0u64);
+        while let Some(h) = self.held.pop_front() {
+            match self.commit_event(&h.event, &h.customer, &h.zone, sink) {
+                Ok(done) => {
+                    committed += 1;
+                    expired += done
+                        .iter()
+                        .filter(|c| c.outbox_id.is_some())
+                        .filter(|c| match &c.decision.outcome {
+                            Outcome::Act(a) => a.expires_at <= now,
+                            Outcome::Suppressed(_) => false,
+                        })
+                        .count() as u64;
+                }
+                Err(e) => {
+                    self.held.push_front(h);
+                    self.note(committed, expired);
+                    return Err(e);
+                }
+            }
+        }
+        self.note(committed, expired);
+        if committed > 0 {
+            tracing::info!(
+                committed,
+                expired,
+                dropped = self.held_stats.dropped,
+                "the database takes writes again: held decisions committed (messages past their time to live recorded as expired)"
+            );
+        }
+        self.dropping = false;
+        Ok(())
+    }
+
+    fn note(&mut self, committed: u64, expired: u64) {
+        self.held_stats.committed += committed;
+        self.held_stats.expired += expired;
+    }
+
+    /// Keeps an event for [`Pipeline::retry_held`], the oldest making room.
+    fn hold(&mut self, event: &ZoneEvent, customer: &CustomerInfo, zone: &str) {
+        if self.held.len() >= self.hold_capacity {
+            self.held.pop_front();
+            self.held_stats.dropped += 1;
+            if !self.dropping {
+                self.dropping = true;
+                tracing::error!(
+                    capacity = self.hold_capacity,
+                    "the queue of held decisions is full: dropping the oldest"
+                );
+            }
+        }
+        self.held_stats.held += 1;
+        self.held.push_back(Held {
+            event: *event,
+            customer: customer.clone(),
+            zone: zone.to_owned(),
+        });
+    }
+
     fn decide(
         &mut self,
         event: &ZoneEvent,
@@ -280,6 +404,34 @@ impl<L: Ledger> Pipeline<L> {
         zone: &str,
         sink: &mut impl FnMut(Output<'_>),
     ) -> Result<(), L::Error> {
+        if self.clock_trusted && self.hold_capacity > 0 {
+            // In order: nothing is decided past an event still waiting.
+            if !self.held.is_empty() {
+                self.hold(event, customer, zone);
+                return Ok(());
+            }
+            if let Err(e) = self.commit_event(event, customer, zone, sink) {
+                tracing::error!(
+                    error = %e,
+                    capacity = self.hold_capacity,
+                    "cannot record decisions; holding them in memory until the database takes writes again"
+                );
+                self.hold(event, customer, zone);
+            }
+            return Ok(());
+        }
+        self.commit_event(event, customer, zone, sink).map(drop)
+    }
+
+    /// Decides `event` and commits its decisions (or, on an untrusted
+    /// clock, suppresses them all), telling the sink; what was committed.
+    fn commit_event(
+        &mut self,
+        event: &ZoneEvent,
+        customer: &CustomerInfo,
+        zone: &str,
+        sink: &mut impl FnMut(Output<'_>),
+    ) -> Result<Vec<Committed>, L::Error> {
         if !self.clock_trusted {
             for d in self.engine.suppress_all(event, Reason::ClockUnsynced) {
                 self.counters.suppressed[Reason::ALL
@@ -297,7 +449,7 @@ impl<L: Ledger> Pipeline<L> {
                     committed: &committed,
                 });
             }
-            return Ok(());
+            return Ok(Vec::new());
         }
         let local = self.engine.rules.local(event.at);
         let history = self.ledger.history(customer, &local)?;
@@ -328,6 +480,6 @@ impl<L: Ledger> Pipeline<L> {
                 committed: c,
             });
         }
-        Ok(())
+        Ok(committed)
     }
 }

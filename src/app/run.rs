@@ -29,6 +29,14 @@ use crate::core::types::Observation;
 /// beyond that, new ones are dropped and counted (the radio keeps talking).
 const QUEUE: usize = 8192;
 
+/// How many events may wait in memory while the database refuses writes
+/// (a full disk), a few hundred bytes each; beyond that the oldest go.
+pub const HOLD: usize = 4096;
+
+/// First and longest wait between attempts to write to a database that
+/// refuses (the held decisions, the outbox worker's rounds).
+const STORAGE_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
 /// Runs the daemon until `shutdown` completes.
 ///
 /// # Errors
@@ -78,7 +86,9 @@ pub async fn run_with_reload(
         tracing::error!("secret missing: {m}");
     }
     let api_hasher = hasher.clone();
-    let mut pipeline = super::pipeline(&config, hasher, loaded, store);
+    let mut pipeline = super::pipeline(&config, hasher, loaded, store).with_holding(HOLD);
+    let mut held_retry = crate::source::health::Backoff::new(STORAGE_RETRY.0, STORAGE_RETRY.1);
+    let mut next_held_retry = Duration::ZERO;
     let mut worker = worker(&config, &db, console.clone())?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     worker.metrics = metrics.clone();
@@ -124,6 +134,7 @@ pub async fn run_with_reload(
         control_rx,
         queued.clone(),
         trusted_rx,
+        metrics.clone(),
     ));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,6 +243,18 @@ pub async fn run_with_reload(
                 if let Err(e) = pipeline.advance(now, &mut sink) {
                     tracing::error!(error = %e, "could not record decisions; the event is dropped");
                 }
+                // Decisions held while the database refused writes: tried
+                // again with backoff (the pipeline logs the way back).
+                if trusted && pipeline.held() > 0 && mono >= next_held_retry {
+                    match pipeline.retry_held(now, &mut sink) {
+                        Ok(()) => held_retry.reset(),
+                        Err(e) => {
+                            let wait = held_retry.next().unwrap_or(STORAGE_RETRY.1);
+                            tracing::debug!(error = %e, held = pipeline.held(), retry_in_ms = crate::core::types::millis(wait), "held decisions still wait");
+                            next_held_retry = mono.saturating_add(wait);
+                        }
+                    }
+                }
                 metrics.set_pipeline(&pipeline.counters());
                 match watcher.registry_version() {
                     Ok(v) if v != registry => match super::load_registry(&watcher, &config, now) {
@@ -256,6 +279,15 @@ pub async fn run_with_reload(
     notify(&[sd_notify::NotifyState::Stopping]);
     for s in sources {
         s.abort();
+    }
+    if trusted && pipeline.held() > 0 {
+        let _ = pipeline.retry_held(clock.now(), &mut sink);
+        if pipeline.held() > 0 {
+            tracing::error!(
+                held = pipeline.held(),
+                "stopping with decisions the database never took: they are lost"
+            );
+        }
     }
     if let Some((stop, task)) = api {
         // Requests in flight finish; then the listener is gone.
@@ -304,7 +336,9 @@ enum Control {
 }
 
 /// The outbox worker's task: sends whenever something is due and the
-/// clock is trustworthy, until `control` closes; returns the worker.
+/// clock is trustworthy, until `control` closes; returns the worker. A
+/// database that refuses (a full disk) is retried with backoff, logged
+/// when it starts and when it ends, and counted in `metrics`.
 async fn drive(
     mut worker: Worker,
     clock: Arc<dyn Clock>,
@@ -312,20 +346,41 @@ async fn drive(
     mut control: mpsc::Receiver<Control>,
     queued: Arc<Notify>,
     mut trusted: watch::Receiver<bool>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Worker {
+    let mut backoff = crate::source::health::Backoff::new(STORAGE_RETRY.0, STORAGE_RETRY.1);
+    let mut failing = false;
     loop {
         let mut wait = poll;
         // Nothing goes out on an untrustworthy clock: the messages wait,
         // and their time to live is judged once it is right.
         if *trusted.borrow_and_update() {
-            if let Err(e) = worker.run_once(clock.now()).await {
-                tracing::error!(error = %e, "outbox worker failed");
-            }
-            let now = clock.now();
-            match worker.next_due(now) {
-                Ok(Some(t)) => wait = wait.min(t.since(now)),
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "outbox worker failed"),
+            let round = async {
+                worker.run_once(clock.now()).await?;
+                let now = clock.now();
+                Ok::<_, crate::channel::Error>(worker.next_due(now)?.map(|t| t.since(now)))
+            };
+            match round.await {
+                Ok(next) => {
+                    if failing {
+                        failing = false;
+                        backoff.reset();
+                        tracing::info!("outbox: the database takes writes again; sending");
+                    }
+                    if let Some(next) = next {
+                        wait = wait.min(next);
+                    }
+                }
+                Err(e) => {
+                    metrics.note_storage_failure();
+                    wait = backoff.next().unwrap_or(STORAGE_RETRY.1);
+                    if failing {
+                        tracing::debug!(error = %e, retry_in_ms = crate::core::types::millis(wait), "outbox worker still failing");
+                    } else {
+                        failing = true;
+                        tracing::error!(error = %e, "outbox worker cannot use the database; trying again with backoff (up to a minute)");
+                    }
+                }
             }
         }
         tokio::select! {
@@ -335,7 +390,7 @@ async fn drive(
                     worker.reconfigure(engine, name, adapters, limits);
                 }
             },
-            () = queued.notified() => {}
+            () = queued.notified(), if !failing => {}
             r = trusted.changed() => if r.is_err() { break },
             () = tokio::time::sleep(wait) => {}
         }

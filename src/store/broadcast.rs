@@ -76,20 +76,22 @@ impl Store {
         .collect()
     }
 
-    /// How many of the messages a broadcast queued (campaign `campaign`,
-    /// decided at `at`) are in each outbox state.
+    /// How many of the messages broadcasts of `campaign` queued, decided
+    /// from `since` through `at`, are in each outbox state.
     ///
     /// # Errors
     /// Storage failures.
     pub fn broadcast_states(
         &self,
         campaign: &CampaignId,
+        since: Timestamp,
         at: Timestamp,
     ) -> Result<Vec<(String, u64)>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT state, count(*) FROM outbox WHERE campaign = ?1 AND created_at = ?2 AND parent IS NULL GROUP BY state ORDER BY state",
+            "SELECT state, count(*) FROM outbox WHERE campaign = ?1 AND created_at BETWEEN ?2 AND ?3 AND parent IS NULL
+             GROUP BY state ORDER BY state",
         )?;
-        let rows = st.query_map(params![campaign.as_str(), at.0], |r| {
+        let rows = st.query_map(params![campaign.as_str(), since.0, at.0], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })?;
         rows.map(|r| {

@@ -27,6 +27,15 @@ pub const HEADER: [&str; 8] = [
     "segments",
 ];
 
+/// What [`Store::forget`] did, beyond erasing the customer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Why the database could not be compacted afterwards, if it could
+    /// not: until it is, old copies of the erased values may remain in its
+    /// free pages and its write-ahead log.
+    pub not_compacted: Option<String>,
+}
+
 /// A refused row of a customers file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RowError {
@@ -708,21 +717,35 @@ impl Store {
     }
 
     /// Erases a customer: every row that mentions them (visits, cooldowns,
-    /// points, decisions, outbox) goes with the customer row, and the WAL is
-    /// checkpointed so the old pages do not linger there.
+    /// points, decisions, outbox) goes with the customer row, in one
+    /// transaction; then the database is compacted ([`Store::compact`]) so
+    /// the old pages do not linger in its free list or the WAL. The erasure
+    /// stands even when the compaction cannot be done (a full disk): the
+    /// result says so.
     ///
     /// # Errors
-    /// [`Error::NoSuchCustomer`] or SQLite errors.
-    pub fn forget(&mut self, id: &str) -> Result<()> {
+    /// [`Error::NoSuchCustomer`] or SQLite errors; then nothing was erased.
+    pub fn forget(&mut self, id: &str) -> Result<Forgotten> {
         let n = self
             .conn
             .execute("DELETE FROM customers WHERE id = ?1", [id])?;
         if n == 0 {
             return Err(Error::NoSuchCustomer(id.to_owned()));
         }
-        // secure_delete zeroes the freed cells; the checkpoint moves that
-        // into the database file, VACUUM rebuilds it without the free pages,
-        // and the last checkpoint empties the WAL of the old page images.
+        Ok(Forgotten {
+            not_compacted: self.compact().err().map(|e| e.to_string()),
+        })
+    }
+
+    /// Rewrites the database without free pages and empties the WAL:
+    /// secure_delete has zeroed erased cells, the checkpoint moves that into
+    /// the database file, VACUUM rebuilds it without the free pages, and
+    /// the last checkpoint empties the WAL of the old page images. Needs
+    /// free disk space about the database's size.
+    ///
+    /// # Errors
+    /// SQLite errors (a full disk).
+    pub fn compact(&mut self) -> Result<()> {
         self.checkpoint()?;
         self.conn.execute_batch("VACUUM")?;
         self.checkpoint()

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use broadcast::BROADCAST_EVENT;
-pub use customers::{CustomerRecord, ImportReport, RowError};
+pub use customers::{CustomerRecord, Forgotten, ImportReport, RowError};
 pub use inbound::{Conversion, ConversionOutcome, DeliveryStatus, PhoneMatch, StatusOutcome};
 pub use outbox::{Claim, DueFallback, FollowUpResult, OutboxItem, OutboxRow, OutboxState};
 pub use retention::Purged;

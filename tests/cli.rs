@@ -175,6 +175,28 @@ fn demo_accounts(out: &str) -> (u64, u64, u64) {
         .map(|p| p.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(billed, sent, "{story}");
+    // And what that would cost, at the prices the line names.
+    let count = |channel: &str| {
+        story
+            .split("by channel, as a provider bills them: ")
+            .nth(1)
+            .and_then(|r| r.lines().next())
+            .and_then(|r| {
+                r.split(", ")
+                    .find_map(|p| p.strip_prefix(&format!("{channel} ")))
+            })
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let cents = 8 * count("sms") + 20 * count("mms") + 12 * count("whatsapp");
+    assert!(
+        story.contains(&format!(
+            "costing about €{}.{:02} at indicative German list prices \
+             (sms €0.08, mms €0.20, whatsapp marketing template €0.12 each)",
+            cents / 100,
+            cents % 100
+        )),
+        "{story}"
+    );
     (queued, sent, failed)
 }
 

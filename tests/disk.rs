@@ -136,7 +136,12 @@ fn setup(dir: &Path, daemon: &str, n: usize) -> PathBuf {
     let (mut store, hasher) =
         nearcast::app::open_database(&config, Some(&dir.join("prep/nearcast.db"))).unwrap();
     store
-        .import_customers(customers(n).as_bytes(), &hasher, Timestamp(0))
+        // A day after the customers consented.
+        .import_customers(
+            customers(n).as_bytes(),
+            &hasher,
+            Timestamp(1_767_312_000_000),
+        )
         .unwrap();
     drop(store);
     cfg

@@ -747,7 +747,8 @@ async fn espresense_companions_capture_puts_the_watch_in_the_room_where_it_stood
         .import_customers(
             "id,first_name,phone,channels,consent_at,consent_source,identities,segments\ndarrell,Darrell,+15555550100,sms,2023-01-01T10:00:00Z,app,mac:58:B1:29:44:94:D3,\n".as_bytes(),
             &hasher,
-            Timestamp(0),
+            // 2023-11-14, after the consent.
+            Timestamp(1_700_000_000_000),
         )
         .unwrap();
     drop(store);

@@ -74,6 +74,12 @@ impl Default for DemoOptions {
     }
 }
 
+/// What a message costs, roughly, by the example store's channel names, in
+/// euro cents: an aggregator's SMS and MMS to German numbers and Meta's
+/// marketing-template rate for Germany. Only the demo's summary uses them;
+/// a store's real prices differ.
+const INDICATIVE_CENTS: [(&str, f64); 3] = [("sms", 8.0), ("mms", 20.0), ("whatsapp", 12.0)];
+
 /// What the demo did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DemoSummary {
@@ -432,6 +438,21 @@ fn story(
             t,
             "                   by channel, as a provider bills them: {}",
             channels.join(", ")
+        );
+        let cents: f64 = m
+            .sent_by_channel
+            .iter()
+            .filter_map(|(c, n)| {
+                let (_, price) = INDICATIVE_CENTS.iter().find(|(k, _)| k == c)?;
+                #[allow(clippy::cast_precision_loss)]
+                Some(price * *n as f64)
+            })
+            .sum();
+        let _ = writeln!(
+            t,
+            "                   costing about €{:.2} at indicative German list prices \
+             (sms €0.08, mms €0.20, whatsapp marketing template €0.12 each)",
+            cents / 100.0
         );
     }
     for (error, n) in &m.failed {
